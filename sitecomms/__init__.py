@@ -1,0 +1,3 @@
+"""SiteComms: self-hosted, offline-first, real-time messaging for field teams."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""The `sitecomms` command: serve, migrate, manage orgs and users, mint tokens, make a demo."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sitecomms.config import Settings
+from sitecomms.protocol.enums import Role
+from sitecomms.server.app import build_accounts, create_app
+from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
+from sitecomms.server.services.accounts import Accounts, NewUser
+from sitecomms.server.services.errors import ServiceError
+from sitecomms.server.services.messaging import Messaging
+from sitecomms.store import migrate
+from sitecomms.store.database import open_database
+
+T = TypeVar("T")
+
+app = typer.Typer(help="SiteComms: self-hosted, offline-first messaging for field teams.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
+user_app = typer.Typer(help="Users.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+app.add_typer(user_app, name="user")
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides SITECOMMS_DATABASE_URL", show_default=False)
+]
+
+
+def _settings(database_url: str | None = None, **overrides: object) -> Settings:
+    settings = Settings()
+    updates = {k: v for k, v in {"database_url": database_url, **overrides}.items() if v is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awaitable[T]]) -> T:
+    """Migrate, then run `work` with the services on a database opened for the occasion."""
+    migrate.upgrade(settings.database_url)
+
+    async def run() -> T:
+        db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
+        try:
+            return await work(build_accounts(settings, db), Messaging(db))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except ServiceError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def _print_demo(demo: Demo, base_url: str) -> None:
+    verb = "Created" if demo.created else "Using the existing"
+    console.print(f"[bold]{verb} demo organisation[/bold] (password for every account: [cyan]{DEMO_PASSWORD}[/cyan])")
+    table = Table("email", "name", "role")
+    table.add_column("direct conversation id", overflow="fold")
+    for login in demo.logins:
+        table.add_row(login.email, login.display_name, login.role.value, login.conversation_id or "")
+    console.print(table)
+    medic = next(login for login in demo.logins if login.role is Role.MEDIC)
+    console.print(f"Broadcast conversation id: {demo.broadcast_id}")
+    console.print(
+        "\nTry it as a medic with curl:\n"
+        f"  TOKEN=$(curl -s -X POST {base_url}/v1/auth/login -H 'content-type: application/json' \\\n"
+        f'    -d \'{{"email": "{medic.email}", "password": "{DEMO_PASSWORD}"}}\' | python3 -c '
+        "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+        f'  curl -s -X POST {base_url}/v1/messages -H "authorization: Bearer $TOKEN" '
+        "-H 'content-type: application/json' \\\n"
+        f'    -d \'{{"conversation_id": "{medic.conversation_id}", "content": "Hello from the field", '
+        '"idempotency_key": "my-first-message"}\'\n'
+        f"API docs: {base_url}/docs",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000]", show_default=False)] = None,
+    database_url: DatabaseOption = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Create the demo organisation first if missing")] = False,
+) -> None:
+    """Run the server (migrations are applied on start)."""
+    import uvicorn
+
+    settings = _settings(database_url, host=host, port=port)
+    if demo:
+        result = _with_services(settings, ensure_demo)
+        _print_demo(result, f"http://{settings.host}:{settings.port}")
+    application = create_app(settings)
+    console.print(f"SiteComms listening on http://{settings.host}:{settings.port} ({settings.database_url})")
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="auto",
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+
+
+@app.command("migrate")
+def migrate_command(database_url: DatabaseOption = None) -> None:
+    """Apply database migrations up to the newest."""
+    settings = _settings(database_url)
+    migrate.upgrade(settings.database_url)
+    console.print(f"Database at revision {migrate.head_revision()}")
+
+
+@app.command()
+def demo(database_url: DatabaseOption = None) -> None:
+    """Create the demo organisation (2 admins, 5 medics, a few messages) and print how to log in."""
+    settings = _settings(database_url)
+    _print_demo(_with_services(settings, ensure_demo), f"http://{settings.host}:{settings.port}")
+
+
+@org_app.command("create")
+def org_create(name: str, database_url: DatabaseOption = None) -> None:
+    """Create an organisation (with its broadcast conversation); prints its id."""
+
+    async def work(accounts: Accounts, _messaging: Messaging) -> str:
+        return (await accounts.create_org(name)).id
+
+    console.print(_with_services(_settings(database_url), work))
+
+
+@user_app.command("create")
+def user_create(
+    org: Annotated[str, typer.Option(help="Organisation id or name")],
+    email: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option(help="Display name")],
+    role: Annotated[Role, typer.Option()] = Role.MEDIC,
+    password: Annotated[
+        str | None, typer.Option(help="Read from a prompt (or stdin) when omitted", show_default=False)
+    ] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a user; a medic gets their direct conversation. Prints the user id."""
+    if password is None:
+        password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        err_console.print("[red]error:[/red] password must be at least 8 characters")
+        raise typer.Exit(1)
+    secret = password
+
+    async def work(accounts: Accounts, _messaging: Messaging) -> str:
+        found = await accounts.find_org(org)
+        return (await accounts.create_user(None, found.id, NewUser(email, name, role, secret))).id
+
+    console.print(_with_services(_settings(database_url), work))
+
+
+@app.command()
+def token(
+    email: str,
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds [default: settings]")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Mint an access token for a user (operator use; no password needed). Prints the JWT."""
+
+    async def work(accounts: Accounts, _messaging: Messaging) -> str:
+        return (await accounts.mint_token(email, ttl)).access_token
+
+    print(_with_services(_settings(database_url), work))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,43 @@
+"""Settings, read from the environment (prefix `SITECOMMS_`) and passed in; never global.
+
+See `docs/configuration.md` for the reference table.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SITECOMMS_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./sitecomms.db",
+        description="sqlite:///path.db (embedded default) or postgresql://user@host:port/db",
+    )
+    host: str = Field("127.0.0.1", description="Address `sitecomms serve` binds")
+    port: int = Field(8000, ge=0, le=65535, description="Port `sitecomms serve` binds")
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="HS256 signing secret (32+ chars). Unset: one is generated and kept in the database.",
+    )
+    token_ttl_seconds: int = Field(12 * 3600, ge=60, description="Lifetime of an access token")
+    argon2_time_cost: int = Field(3, ge=1, description="argon2id passes per password hash")
+    argon2_memory_kib: int = Field(65536, ge=8, description="argon2id memory per hash, KiB")
+    argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
+        "FULL", description="SQLite durability: FULL survives power loss; NORMAL only process crashes"
+    )
+    db_pool_size: int = Field(10, ge=1, le=200, description="Database connections per process")
+    migrate_on_start: bool = Field(True, description="Apply migrations when `serve` starts")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("SITECOMMS_JWT_SECRET must be at least 32 characters")
+        return value

@@ -1,0 +1,37 @@
+"""Closed sets of names that appear on the wire."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    MEDIC = "medic"
+    ADMIN = "admin"
+
+
+class ConversationType(StrEnum):
+    DIRECT = "direct"
+    BROADCAST = "broadcast"
+
+
+class MessageStatus(StrEnum):
+    """A message's status as the viewer sees it.
+
+    The server knows `sent` (committed) and `read` (another participant's read position has
+    passed it). `queued` and `delivered` are states of a client's local copy.
+    """
+
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+
+
+class ChangeType(StrEnum):
+    """The kinds of change carried by the org stream (pull sync and realtime alike)."""
+
+    MESSAGE_CREATED = "message.created"
+    CONVERSATION_UPDATED = "conversation.updated"
+    READ_STATUS_UPDATED = "read_status.updated"
+    USER_UPDATED = "user.updated"

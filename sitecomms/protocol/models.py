@@ -1,0 +1,139 @@
+"""The shapes that travel over HTTP (and, later, the realtime channel), as plain dataclasses.
+
+Every view is rendered *for a viewer*: names are the ones that viewer should see (design §1)
+and counts are that viewer's. Timestamps are timezone-aware UTC and serialise as RFC 3339.
+`position` is the org-stream position of the change that last touched the object; integers
+are comparable, cursors are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sitecomms.protocol.enums import ChangeType, ConversationType, MessageStatus, Role
+
+
+@dataclass(frozen=True, slots=True)
+class OrgView:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    id: str
+    org_id: str
+    email: str
+    display_name: str
+    role: Role
+    created_at: datetime
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class MeView:
+    user: UserView
+    org: OrgView
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    id: str
+    org_id: str
+    type: ConversationType
+    name: str
+    medic_id: str | None
+    last_message_at: datetime | None
+    last_message_preview: str | None
+    unread_count: int
+    last_read_position: int
+    created_at: datetime
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: str
+    conversation_id: str
+    sender_id: str
+    sender_name: str
+    sender_role: Role
+    content: str
+    idempotency_key: str
+    created_at: datetime
+    position: int
+    status: MessageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStatusView:
+    conversation_id: str
+    user_id: str
+    last_read_position: int
+    last_read_at: datetime | None
+    position: int
+
+
+ChangeData = MessageView | ConversationView | ReadStatusView | UserView
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    position: int
+    type: ChangeType
+    data: ChangeData
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    """One page of the org stream as the caller may see it.
+
+    `reset` is true for a first sync (no cursor): the changes are then a snapshot (every
+    visible conversation, the newest messages of each, read statuses and names) and the client
+    should replace what it holds. `next_cursor` is what to send next time; `has_more` says
+    whether to ask again straight away.
+    """
+
+    changes: list[Change]
+    next_cursor: str
+    has_more: bool
+    reset: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Messages oldest first; `next_before` pages further back while `has_more`."""
+
+    messages: list[MessageView]
+    next_before: str | None
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationList:
+    conversations: list[ConversationView]
+
+
+@dataclass(frozen=True, slots=True)
+class UserList:
+    users: list[UserView]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    access_token: str
+    token_type: str
+    expires_at: datetime
+    user: UserView
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    error: ErrorDetail

@@ -1,0 +1,1 @@
+"""The SiteComms server: `create_app(settings)` builds and wires everything (see `app`)."""

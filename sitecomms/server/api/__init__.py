@@ -1,0 +1,1 @@
+"""HTTP handlers: parse the request, make one service call, render the response."""

@@ -1,0 +1,59 @@
+"""Conversations: the list, a thread's pages, and marking read."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from sitecomms.protocol import limits
+from sitecomms.protocol.cursors import Cursor, InvalidCursor
+from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.models import ConversationList, MessagePage, ReadStatusView
+from sitecomms.server.api.auth import ViewerDependency
+from sitecomms.server.api.responses import JSON, responses
+from sitecomms.server.api.schemas import MarkReadRequest
+from sitecomms.server.services.errors import InvalidInput
+from sitecomms.server.services.messaging import Messaging
+from sitecomms.server.services.visibility import Viewer
+
+
+def parse_cursor(text: str | None, viewer: Viewer) -> Cursor | None:
+    if text is None or text == "":
+        return None
+    try:
+        return Cursor.parse(text, viewer.org_id)
+    except InvalidCursor as exc:
+        raise InvalidInput(str(exc), ErrorCode.INVALID_CURSOR) from exc
+
+
+def router(messaging: Messaging, current_viewer: ViewerDependency) -> APIRouter:
+    api = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+    @api.get("", response_model=ConversationList, responses=responses())
+    async def list_conversations(viewer: Viewer = Depends(current_viewer)) -> JSON:
+        """The caller's conversations, most recent activity first, with previews and unread counts."""
+        return JSON(await messaging.conversations(viewer))
+
+    @api.get("/{conversation_id}/messages", response_model=MessagePage, responses=responses(404))
+    async def list_messages(
+        conversation_id: uuid.UUID,
+        before: str | None = Query(None, max_length=100, description="`next_before` of the previous page"),
+        limit: int = Query(limits.THREAD_PAGE_DEFAULT, ge=1, le=limits.THREAD_PAGE_MAX),
+        viewer: Viewer = Depends(current_viewer),
+    ) -> JSON:
+        """A page of a thread, oldest first; follow `next_before` for older messages."""
+        page = await messaging.thread(viewer, str(conversation_id), parse_cursor(before, viewer), limit)
+        return JSON(page)
+
+    @api.post("/{conversation_id}/read", response_model=ReadStatusView, responses=responses(404))
+    async def mark_read(
+        conversation_id: uuid.UUID,
+        body: MarkReadRequest | None = Body(None),
+        viewer: Viewer = Depends(current_viewer),
+    ) -> JSON:
+        """Move the caller's read position forward (never back); no body: up to the newest message."""
+        position = body.position if body is not None else None
+        return JSON(await messaging.mark_read(viewer, str(conversation_id), position))
+
+    return api

@@ -1,0 +1,24 @@
+"""Liveness (`/healthz`) and readiness (`/readyz`, the database answers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sitecomms.server.api.responses import JSON, responses
+from sitecomms.server.services.health import Health
+
+
+def router(health: Health) -> APIRouter:
+    api = APIRouter(tags=["health"])
+
+    @api.get("/healthz")
+    async def healthz() -> JSON:
+        """The process is up."""
+        return JSON({"status": "ok"})
+
+    @api.get("/readyz", responses={503: responses()[503]})
+    async def readyz() -> JSON:
+        """The process can serve: its database answers."""
+        return JSON({"status": "ready", "database": await health.ready()})
+
+    return api

@@ -1,0 +1,95 @@
+"""The composition root: `create_app(settings)` builds every component and wires it by hand.
+
+Nothing is global. The database, the services and the routes are made here, each given what
+it needs; the lifespan closes what was opened. `sitecomms serve` and the tests both go through
+this function.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import TypeVar
+
+from fastapi import FastAPI
+
+from sitecomms import __version__
+from sitecomms.config import Settings
+from sitecomms.protocol.limits import MAX_BODY_BYTES
+from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
+from sitecomms.server.api.body_limit import BodyLimit
+from sitecomms.server.services.accounts import Accounts
+from sitecomms.server.services.health import Health
+from sitecomms.server.services.messaging import Messaging
+from sitecomms.server.services.passwords import Passwords
+from sitecomms.server.services.sync import Sync
+from sitecomms.server.services.tokens import Tokens
+from sitecomms.store import migrate
+from sitecomms.store.database import Database, open_database
+from sitecomms.store.secrets import ensure_secret
+
+T = TypeVar("T")
+
+JWT_SECRET_NAME = "jwt_secret"
+
+
+def _off_loop(fn: Callable[[], T]) -> T:
+    """Run blocking start-up work on a fresh thread (safe whether or not a loop is running)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+def jwt_secret(settings: Settings) -> str:
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    return _off_loop(lambda: ensure_secret(settings.database_url, JWT_SECRET_NAME, lambda: secrets.token_urlsafe(48)))
+
+
+def build_accounts(settings: Settings, db: Database) -> Accounts:
+    passwords = Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    tokens = Tokens(jwt_secret(settings), timedelta(seconds=settings.token_ttl_seconds))
+    return Accounts(db, passwords, tokens)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if settings.migrate_on_start:
+        _off_loop(lambda: migrate.upgrade(settings.database_url))
+    db = open_database(
+        settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=settings.db_pool_size
+    )
+    accounts = build_accounts(settings, db)
+    messaging = Messaging(db)
+    pull = Sync(db)
+    current_viewer = auth.bearer(accounts.tokens)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(
+        title="SiteComms",
+        version=__version__,
+        summary="Self-hosted, offline-first, real-time messaging for field teams",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    errors.install(app)
+    app.include_router(health.router(Health(db)))
+    app.include_router(auth.router(accounts))
+    app.include_router(users.router(accounts, current_viewer))
+    app.include_router(conversations.router(messaging, current_viewer))
+    app.include_router(messages.router(messaging, current_viewer))
+    app.include_router(sync.router(pull, current_viewer))
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    return app

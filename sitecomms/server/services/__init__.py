@@ -1,0 +1,1 @@
+"""Business rules: accounts, messaging, sync. No web imports; storage through `sitecomms.store`."""

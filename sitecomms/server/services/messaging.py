@@ -1,0 +1,191 @@
+"""Sending messages, conversation lists, threads and read positions.
+
+A send is durable before it is acknowledged, and idempotent: the key a client makes up for a
+message is a database constraint (unique per sender), so the same key again returns the same
+message, also after a restart and also when retries race. Each send takes two stream
+positions in its transaction: one for the message, one for the conversation's new preview.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from sitecomms.protocol.cursors import Cursor
+from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.limits import PREVIEW_CHARS
+from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView
+from sitecomms.server.services import views, visibility
+from sitecomms.server.services.errors import Conflict, Unauthenticated
+from sitecomms.server.services.visibility import Viewer
+from sitecomms.store import conversations, messages, reads, users
+from sitecomms.store.database import Database
+from sitecomms.store.rows import MessageRow, ReadStatusRow
+from sitecomms.store.stream import next_position
+from sitecomms.store.types import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message: MessageView
+    created: bool
+
+
+def preview_of(content: str) -> str:
+    flat = " ".join(content.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+class Messaging:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def send(self, viewer: Viewer, conversation_id: str, content: str, idempotency_key: str) -> SendResult:
+        try:
+            row, created = await self._db.write(
+                "send_message", _send_txn, viewer, conversation_id, content, idempotency_key
+            )
+        except IntegrityError:
+            # A concurrent retry with the same key committed first: answer with its message.
+            row, created = (
+                await self._db.read(
+                    "send_message_replay", _replay_txn, viewer, conversation_id, content, idempotency_key
+                ),
+                False,
+            )
+        return SendResult(views.message_view(viewer, row), created)
+
+    async def conversations(self, viewer: Viewer) -> ConversationList:
+        return await self._db.read("list_conversations", _list_txn, viewer)
+
+    async def thread(self, viewer: Viewer, conversation_id: str, before: Cursor | None, limit: int) -> MessagePage:
+        return await self._db.read("thread_page", _thread_txn, viewer, conversation_id, before, limit)
+
+    async def mark_read(self, viewer: Viewer, conversation_id: str, up_to: int | None) -> ReadStatusView:
+        return await self._db.write("mark_read", _mark_read_txn, viewer, conversation_id, up_to)
+
+
+def _existing(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow | None:
+    found = messages.get_by_idempotency_key(conn, viewer.user_id, key)
+    if found is not None and (found.conversation_id != conversation_id or found.content != content):
+        raise Conflict(
+            "this idempotency_key was already used for a different message", ErrorCode.IDEMPOTENCY_KEY_REUSED
+        )
+    return found
+
+
+def _send_txn(
+    conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str
+) -> tuple[MessageRow, bool]:
+    found = _existing(conn, viewer, conversation_id, content, key)
+    if found is not None:
+        return found, False
+    conversation = visibility.require_writable(viewer, conversations.get_conversation(conn, conversation_id))
+    sender = users.get_user(conn, viewer.user_id)
+    if sender is None or sender.org_id != viewer.org_id:
+        raise Unauthenticated("the account behind this token no longer exists")
+    position = next_position(conn, conversation.org_id, 2)
+    # Holding the org's stream lock now: a racing retry that committed first is visible here.
+    found = _existing(conn, viewer, conversation_id, content, key)
+    if found is not None:
+        return found, False
+    now = utcnow()
+    row = MessageRow(
+        id=str(uuid.uuid4()),
+        org_id=conversation.org_id,
+        conversation_id=conversation.id,
+        sender_id=sender.id,
+        sender_name=sender.display_name,
+        sender_role=sender.role,
+        content=content,
+        idempotency_key=key,
+        created_at=now,
+        position=position,
+    )
+    messages.insert_message(
+        conn,
+        message_id=row.id,
+        org_id=row.org_id,
+        conversation_id=row.conversation_id,
+        sender_id=row.sender_id,
+        content=content,
+        idempotency_key=key,
+        now=now,
+        position=position,
+    )
+    conversations.record_last_message(conn, conversation.id, at=now, preview=preview_of(content), position=position + 1)
+    return row, True
+
+
+def _replay_txn(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow:
+    found = _existing(conn, viewer, conversation_id, content, key)
+    if found is None:
+        raise Conflict("the message could not be stored; retry with the same idempotency_key")
+    return found
+
+
+def _list_txn(conn: Connection, viewer: Viewer) -> ConversationList:
+    rows = conversations.list_conversations(conn, visibility.conversations_clause(viewer))
+    ids = [row.id for row in rows]
+    unread = conversations.unread_counts(conn, viewer.user_id, ids)
+    read_upto = reads.read_positions_of_user(conn, viewer.user_id, ids)
+    return ConversationList(
+        conversations=[
+            views.conversation_view(
+                viewer, row, unread_count=unread.get(row.id, 0), last_read_position=read_upto.get(row.id, 0)
+            )
+            for row in rows
+        ]
+    )
+
+
+def _thread_txn(
+    conn: Connection, viewer: Viewer, conversation_id: str, before: Cursor | None, limit: int
+) -> MessagePage:
+    conversation = visibility.require_visible(viewer, conversations.get_conversation(conn, conversation_id))
+    rows, has_more = messages.thread_page(
+        conn, conversation.id, before=before.position if before else None, limit=limit
+    )
+    statuses = [
+        s
+        for s in reads.read_statuses_of(conn, conversation.id)
+        if visibility.can_see_read_status(viewer, conversation, s)
+    ]
+    page = [views.message_view(viewer, row, views.message_status(row, statuses)) for row in rows]
+    next_before = str(Cursor(rows[0].position, viewer.org_id)) if rows and has_more else None
+    return MessagePage(messages=page, next_before=next_before, has_more=has_more)
+
+
+def _mark_read_txn(conn: Connection, viewer: Viewer, conversation_id: str, up_to: int | None) -> ReadStatusView:
+    conversation = visibility.require_visible(viewer, conversations.get_conversation(conn, conversation_id))
+    latest = messages.latest_position_in(conn, conversation.id)
+    target = latest if up_to is None else min(up_to, latest)
+    current = reads.get_read_status(conn, conversation.id, viewer.user_id)
+    if current is not None and current.last_read_position >= target:
+        return views.read_status_view(current)
+    if current is None and target <= 0:
+        return ReadStatusView(
+            conversation_id=conversation.id,
+            user_id=viewer.user_id,
+            last_read_position=0,
+            last_read_at=None,
+            position=0,
+        )
+    position = next_position(conn, conversation.org_id)
+    # Under the org's stream lock: another device of this user may have moved it meanwhile.
+    current = reads.get_read_status(conn, conversation.id, viewer.user_id)
+    if current is not None and current.last_read_position >= target:
+        return views.read_status_view(current)
+    row = ReadStatusRow(
+        conversation_id=conversation.id,
+        user_id=viewer.user_id,
+        org_id=conversation.org_id,
+        last_read_position=target,
+        last_read_at=utcnow(),
+        position=position,
+    )
+    reads.save_read_status(conn, row, exists=current is not None)
+    return views.read_status_view(row)

@@ -1,0 +1,148 @@
+"""Pull sync: the org stream as one viewer may see it, from a cursor.
+
+Every changeable row carries the stream position of the change that last touched it, and
+positions are unique within an org across tables. A page from cursor C reads, in one
+snapshot, up to `limit + 1` rows with position > C from each of users, conversations,
+messages and read statuses (each filtered by the visibility policy), merges them by
+position and keeps the first `limit`. Because every table was read at least as far as the
+last kept position, nothing visible at or below it is missed, so `next_cursor` (that
+position) is gapless. When nothing more is visible, the cursor jumps to the stream's head,
+so a medic's client does not re-scan other conversations' changes next time.
+
+A row changed twice appears once, at its newer position, with its current state: pull sync
+returns state, compacted, rather than a replay of every intermediate value.
+
+With no cursor the page is a snapshot (`reset`): every visible conversation, the newest
+messages of each, read statuses and names, and a cursor at the stream's head.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from sqlalchemy import Connection
+
+from sitecomms.protocol.cursors import Cursor
+from sitecomms.protocol.enums import ChangeType
+from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.limits import INITIAL_SYNC_MESSAGES_PER_CONVERSATION
+from sitecomms.protocol.models import Change, SyncPage
+from sitecomms.server.services import views, visibility
+from sitecomms.server.services.errors import Conflict
+from sitecomms.server.services.visibility import Viewer
+from sitecomms.store import conversations, messages, reads, users
+from sitecomms.store.database import Database
+from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
+from sitecomms.store.stream import current_position
+
+
+class Sync:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def page(self, viewer: Viewer, cursor: Cursor | None, limit: int) -> SyncPage:
+        if cursor is None:
+            return await self._db.read("sync_snapshot", _snapshot_txn, viewer)
+        return await self._db.read("sync_page", _page_txn, viewer, cursor, limit)
+
+
+def _snapshot_txn(conn: Connection, viewer: Viewer) -> SyncPage:
+    head = current_position(conn, viewer.org_id)
+    conv_rows = conversations.list_conversations(conn, visibility.conversations_clause(viewer))
+    ids = [c.id for c in conv_rows]
+    message_rows = messages.newest_per_conversation(conn, ids, INITIAL_SYNC_MESSAGES_PER_CONVERSATION)
+    status_rows = reads.read_statuses_in(conn, visibility.read_statuses_clause(viewer))
+    user_rows = users.list_users(conn, visibility.users_clause(viewer))
+    changes = _render(conn, viewer, user_rows, conv_rows, message_rows, status_rows)
+    return SyncPage(changes=changes, next_cursor=str(Cursor(head, viewer.org_id)), has_more=False, reset=True)
+
+
+def _page_txn(conn: Connection, viewer: Viewer, cursor: Cursor, limit: int) -> SyncPage:
+    head = current_position(conn, viewer.org_id)
+    if cursor.position > head:
+        raise Conflict(
+            "this cursor is ahead of the server's stream; sync again without a cursor", ErrorCode.CURSOR_AHEAD
+        )
+    after, fetch = cursor.position, limit + 1
+    user_rows = users.users_changed_since(conn, visibility.users_clause(viewer), after=after, limit=fetch)
+    conv_rows = conversations.conversations_changed_since(
+        conn, visibility.conversations_clause(viewer), after=after, limit=fetch
+    )
+    message_rows = messages.messages_changed_since(
+        conn, visibility.conversations_clause(viewer), after=after, limit=fetch
+    )
+    status_rows = reads.read_statuses_changed_since(
+        conn, visibility.read_statuses_clause(viewer), after=after, limit=fetch
+    )
+    merged = list(
+        heapq.merge(
+            (r.position for r in user_rows),
+            (r.position for r in conv_rows),
+            (r.position for r in message_rows),
+            (r.position for r in status_rows),
+        )
+    )
+    has_more = len(merged) > limit
+    upto = merged[limit - 1] if has_more else head
+    changes = _render(
+        conn,
+        viewer,
+        [r for r in user_rows if r.position <= upto],
+        [r for r in conv_rows if r.position <= upto],
+        [r for r in message_rows if r.position <= upto],
+        [r for r in status_rows if r.position <= upto],
+    )
+    return SyncPage(changes=changes, next_cursor=str(Cursor(upto, viewer.org_id)), has_more=has_more, reset=False)
+
+
+def _render(
+    conn: Connection,
+    viewer: Viewer,
+    user_rows: list[UserRow],
+    conv_rows: list[ConversationRow],
+    message_rows: list[MessageRow],
+    status_rows: list[ReadStatusRow],
+) -> list[Change]:
+    conv_ids = [c.id for c in conv_rows]
+    unread = conversations.unread_counts(conn, viewer.user_id, conv_ids)
+    read_upto = reads.read_positions_of_user(conn, viewer.user_id, conv_ids)
+    statuses_by_conv: dict[str, list[ReadStatusRow]] = {}
+    message_conv_ids = sorted({m.conversation_id for m in message_rows})
+    for status in reads.read_statuses_for(conn, message_conv_ids):
+        statuses_by_conv.setdefault(status.conversation_id, []).append(status)
+    visible_statuses = _visible_statuses(conn, viewer, statuses_by_conv)
+
+    changes = [Change(r.position, ChangeType.USER_UPDATED, views.user_view(r)) for r in user_rows]
+    changes += [
+        Change(
+            c.position,
+            ChangeType.CONVERSATION_UPDATED,
+            views.conversation_view(
+                viewer, c, unread_count=unread.get(c.id, 0), last_read_position=read_upto.get(c.id, 0)
+            ),
+        )
+        for c in conv_rows
+    ]
+    changes += [
+        Change(
+            m.position,
+            ChangeType.MESSAGE_CREATED,
+            views.message_view(viewer, m, views.message_status(m, visible_statuses.get(m.conversation_id, []))),
+        )
+        for m in message_rows
+    ]
+    changes += [Change(s.position, ChangeType.READ_STATUS_UPDATED, views.read_status_view(s)) for s in status_rows]
+    changes.sort(key=lambda change: change.position)
+    return changes
+
+
+def _visible_statuses(
+    conn: Connection, viewer: Viewer, statuses_by_conv: dict[str, list[ReadStatusRow]]
+) -> dict[str, list[ReadStatusRow]]:
+    visible: dict[str, list[ReadStatusRow]] = {}
+    for conv_id, statuses in statuses_by_conv.items():
+        conversation = conversations.get_conversation(conn, conv_id)
+        if conversation is None:
+            continue
+        visible[conv_id] = [s for s in statuses if visibility.can_see_read_status(viewer, conversation, s)]
+    return visible

@@ -1,0 +1,159 @@
+"""Who may see and write what: the row-level security of SiteComms, in one place.
+
+The rules (design §3):
+- nobody sees anything of another organisation;
+- an admin sees and writes every conversation of their org (broadcasts are written by admins
+  only);
+- a medic sees their own direct conversation and the org's broadcast, and writes only in
+  their direct conversation;
+- read statuses follow their conversation, except that in a broadcast a medic sees only their
+  own (other medics stay invisible to each other);
+- an admin sees every user of the org; a medic sees only themself.
+Anything not visible is reported as not found, never as forbidden, so existence does not leak;
+a visible conversation the viewer may not write is forbidden.
+
+Each rule exists twice, as an SQL clause (for reads that filter in the database) and as a
+predicate on a loaded row (for checks and, later, realtime fan-out); the tests hold the two
+forms to the same answers. Names as a viewer sees them are here too, because which name a
+viewer may learn is part of the same policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, or_
+
+from sitecomms.protocol.enums import ConversationType, Role
+from sitecomms.server.services.errors import Forbidden, NotFound
+from sitecomms.store.rows import ConversationRow, ReadStatusRow, UserRow
+from sitecomms.store.schema import conversations, read_status, users
+
+ADMIN_TEAM_NAME = "Admin"
+BROADCAST_NAME = "Broadcast"
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The authenticated caller, as the access token names them."""
+
+    user_id: str
+    org_id: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+# --- conversations -------------------------------------------------------------------------
+
+
+def conversations_clause(viewer: Viewer) -> ColumnElement[bool]:
+    in_org = conversations.c.org_id == viewer.org_id
+    if viewer.is_admin:
+        return in_org
+    return and_(
+        in_org,
+        or_(
+            conversations.c.type == ConversationType.BROADCAST.value,
+            conversations.c.medic_id == viewer.user_id,
+        ),
+    )
+
+
+def can_see_conversation(viewer: Viewer, conversation: ConversationRow) -> bool:
+    if conversation.org_id != viewer.org_id:
+        return False
+    if viewer.is_admin:
+        return True
+    return conversation.type == ConversationType.BROADCAST or conversation.medic_id == viewer.user_id
+
+
+def can_write_conversation(viewer: Viewer, conversation: ConversationRow) -> bool:
+    if not can_see_conversation(viewer, conversation):
+        return False
+    return viewer.is_admin or conversation.type == ConversationType.DIRECT
+
+
+def require_visible(viewer: Viewer, conversation: ConversationRow | None) -> ConversationRow:
+    if conversation is None or not can_see_conversation(viewer, conversation):
+        raise NotFound("conversation not found")
+    return conversation
+
+
+def require_writable(viewer: Viewer, conversation: ConversationRow | None) -> ConversationRow:
+    conversation = require_visible(viewer, conversation)
+    if not can_write_conversation(viewer, conversation):
+        raise Forbidden("only admins post to the broadcast conversation")
+    return conversation
+
+
+# --- read statuses -------------------------------------------------------------------------
+
+
+def read_statuses_clause(viewer: Viewer) -> ColumnElement[bool]:
+    """A clause over `read_status` joined with its `conversations` row."""
+    if viewer.is_admin:
+        return conversations_clause(viewer)
+    return and_(
+        conversations_clause(viewer),
+        or_(
+            conversations.c.type == ConversationType.DIRECT.value,
+            read_status.c.user_id == viewer.user_id,
+        ),
+    )
+
+
+def can_see_read_status(viewer: Viewer, conversation: ConversationRow, status: ReadStatusRow) -> bool:
+    if not can_see_conversation(viewer, conversation):
+        return False
+    return viewer.is_admin or conversation.type == ConversationType.DIRECT or status.user_id == viewer.user_id
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+def users_clause(viewer: Viewer) -> ColumnElement[bool]:
+    if viewer.is_admin:
+        return users.c.org_id == viewer.org_id
+    return and_(users.c.org_id == viewer.org_id, users.c.id == viewer.user_id)
+
+
+def org_members_clause(org_id: str) -> ColumnElement[bool]:
+    """Everyone in an org: the operator's view (CLI), never a signed-in user's."""
+    return users.c.org_id == org_id
+
+
+def can_see_user(viewer: Viewer, user: UserRow) -> bool:
+    if user.org_id != viewer.org_id:
+        return False
+    return viewer.is_admin or user.id == viewer.user_id
+
+
+def require_user_visible(viewer: Viewer, user: UserRow | None) -> UserRow:
+    if user is None or not can_see_user(viewer, user):
+        raise NotFound("user not found")
+    return user
+
+
+def may_manage_users(viewer: Viewer) -> bool:
+    return viewer.is_admin
+
+
+# --- names as the viewer sees them ---------------------------------------------------------
+
+
+def conversation_name(viewer: Viewer, conversation: ConversationRow) -> str:
+    if conversation.type == ConversationType.BROADCAST:
+        return BROADCAST_NAME
+    if viewer.is_admin:
+        return conversation.medic_name or "Medic"
+    return ADMIN_TEAM_NAME
+
+
+def sender_name(viewer: Viewer, sender_role: str, sender_display_name: str) -> str:
+    """Admins are one team to a medic: a medic sees every admin as "Admin"."""
+    if not viewer.is_admin and sender_role == Role.ADMIN:
+        return ADMIN_TEAM_NAME
+    return sender_display_name

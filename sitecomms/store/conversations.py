@@ -1,0 +1,106 @@
+"""Conversations: one direct conversation per medic, one broadcast per org."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Connection, Select, func, insert, select, update
+
+from sitecomms.store.rows import ConversationRow, build
+from sitecomms.store.schema import conversations, messages, read_status, users
+
+
+def _select() -> Select[tuple[object, ...]]:
+    return select(
+        conversations,
+        users.c.display_name.label("medic_name"),
+    ).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
+
+
+def insert_conversation(
+    conn: Connection,
+    *,
+    conversation_id: str,
+    org_id: str,
+    type: str,
+    medic_id: str | None,
+    now: datetime,
+    position: int,
+) -> None:
+    conn.execute(
+        insert(conversations).values(
+            id=conversation_id,
+            org_id=org_id,
+            type=type,
+            medic_id=medic_id,
+            created_at=now,
+            position=position,
+        )
+    )
+
+
+def get_conversation(conn: Connection, conversation_id: str) -> ConversationRow | None:
+    row = conn.execute(_select().where(conversations.c.id == conversation_id)).mappings().first()
+    return None if row is None else build(ConversationRow, row)
+
+
+def get_direct_conversation_of(conn: Connection, medic_id: str) -> ConversationRow | None:
+    row = conn.execute(_select().where(conversations.c.medic_id == medic_id)).mappings().first()
+    return None if row is None else build(ConversationRow, row)
+
+
+def list_conversations(conn: Connection, visible: ColumnElement[bool]) -> list[ConversationRow]:
+    """Most recent activity first; conversations without messages last, newest first."""
+    query = (
+        _select()
+        .where(visible)
+        .order_by(
+            conversations.c.last_message_at.is_(None),
+            conversations.c.last_message_at.desc(),
+            conversations.c.created_at.desc(),
+            conversations.c.id,
+        )
+    )
+    return [build(ConversationRow, r) for r in conn.execute(query).mappings()]
+
+
+def conversations_changed_since(
+    conn: Connection, visible: ColumnElement[bool], *, after: int, limit: int
+) -> list[ConversationRow]:
+    query = _select().where(visible, conversations.c.position > after).order_by(conversations.c.position).limit(limit)
+    return [build(ConversationRow, r) for r in conn.execute(query).mappings()]
+
+
+def record_last_message(conn: Connection, conversation_id: str, *, at: datetime, preview: str, position: int) -> None:
+    conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(last_message_at=at, last_message_preview=preview, position=position)
+    )
+
+
+def touch(conn: Connection, conversation_id: str, *, position: int) -> None:
+    conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(position=position))
+
+
+def unread_counts(conn: Connection, user_id: str, conversation_ids: list[str]) -> dict[str, int]:
+    """Messages after the user's read position that the user did not send, per conversation."""
+    if not conversation_ids:
+        return {}
+    read_upto = func.coalesce(read_status.c.last_read_position, 0)
+    query = (
+        select(messages.c.conversation_id, func.count())
+        .select_from(
+            messages.outerjoin(
+                read_status,
+                (read_status.c.conversation_id == messages.c.conversation_id) & (read_status.c.user_id == user_id),
+            )
+        )
+        .where(
+            messages.c.conversation_id.in_(conversation_ids),
+            messages.c.sender_id != user_id,
+            messages.c.position > read_upto,
+        )
+        .group_by(messages.c.conversation_id)
+    )
+    return {cid: int(n) for cid, n in conn.execute(query)}

@@ -1,0 +1,205 @@
+"""Named transactions on SQLite or PostgreSQL, behind one small interface.
+
+Store query functions are plain synchronous functions `fn(conn, *args)` that run inside a
+transaction; `Database.write(name, fn, ...)` and `Database.read(name, fn, ...)` run them and
+name the transaction in logs (as Synapse's `runInteraction` does). The name says what the
+transaction is for; timings are logged per name.
+
+- **SQLite** (the embedded default) runs every write on one dedicated writer thread with one
+  connection (`BEGIN IMMEDIATE`): SQLite has one writer anyway, and serialising in-process
+  avoids lock contention and gives the org stream its commit order for free. Reads run on a
+  small pool of reader threads, each in a deferred transaction, so each read is one snapshot
+  under WAL.
+- **PostgreSQL** runs the same functions through SQLAlchemy's asyncpg dialect. Reads use
+  `REPEATABLE READ READ ONLY` so several statements see one snapshot; writes use
+  `READ COMMITTED` and are retried on deadlock or serialization failure.
+
+Failures to reach the database, or a lock held too long by another process, surface as
+`DatabaseUnavailable`; constraint violations surface as SQLAlchemy's `IntegrityError` for the
+caller to interpret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
+
+log = logging.getLogger("sitecomms.store.txn")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+TxnFn = Callable[Concatenate[Connection, P], T]
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+_WRITE_ATTEMPTS = 5
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached, or is locked by someone else for too long."""
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def read(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    async def write(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def normalise_url(url: str) -> str:
+    """Map user-facing URLs (`sqlite:///x.db`, `postgresql://…`) to the drivers we use."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (use sqlite:// or postgresql://)")
+
+
+def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> Database:
+    normalised = normalise_url(url)
+    if normalised.startswith("sqlite"):
+        return SQLiteDatabase(normalised, synchronous=sqlite_synchronous, readers=min(pool_size, 8))
+    return PostgresDatabase(normalised, pool_size=pool_size)
+
+
+def _timed(name: str, started: float) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("txn %s took %.2f ms", name, (time.perf_counter() - started) * 1000)
+
+
+class SQLiteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, synchronous: str, readers: int) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("sqlite synchronous must be FULL, NORMAL or EXTRA")
+        self._writer = self._engine(url, synchronous, begin="BEGIN IMMEDIATE", size=1)
+        self._reader = self._engine(url, synchronous, begin="BEGIN", size=readers)
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sitecomms-sqlite-writer")
+        self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="sitecomms-sqlite-reader")
+
+    @staticmethod
+    def _engine(url: str, synchronous: str, *, begin: str, size: int) -> Engine:
+        engine = create_engine(
+            url,
+            poolclass=QueuePool,
+            pool_size=size,
+            max_overflow=0,
+            connect_args={"check_same_thread": False, "timeout": 5.0},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    @staticmethod
+    def _run(engine: Engine, name: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            with engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        except IntegrityError:
+            raise
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"{name}: {exc.orig}") from exc
+        finally:
+            _timed(name, started)
+
+    async def read(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_threads, self._run, self._reader, name, fn, args, kwargs)
+
+    async def write(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._write_thread, self._run, self._writer, name, fn, args, kwargs)
+
+    async def ping(self) -> None:
+        await self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._write_thread.shutdown(wait=True)
+        self._read_threads.shutdown(wait=True)
+        self._writer.dispose()
+        self._reader.dispose()
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, pool_size: int) -> None:
+        self._engine: AsyncEngine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+        )
+
+    async def read(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
+        try:
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                async with conn.begin():
+                    return await conn.run_sync(fn, *args, **kwargs)
+        except (OSError, OperationalError) as exc:
+            raise DatabaseUnavailable(f"{name}: {exc}") from exc
+        finally:
+            _timed(name, started)
+
+    async def write(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            started = time.perf_counter()
+            try:
+                async with self._engine.connect() as conn, conn.begin():
+                    return await conn.run_sync(fn, *args, **kwargs)
+            except IntegrityError:
+                raise
+            except DBAPIError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate in _RETRYABLE_SQLSTATES and attempt < _WRITE_ATTEMPTS:
+                    log.info("txn %s: retrying after %s (attempt %d)", name, sqlstate, attempt)
+                    continue
+                if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                    raise DatabaseUnavailable(f"{name}: {exc.orig}") from exc
+                raise
+            except OSError as exc:
+                raise DatabaseUnavailable(f"{name}: {exc}") from exc
+            finally:
+                _timed(name, started)
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> None:
+        await self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    async def close(self) -> None:
+        await self._engine.dispose()

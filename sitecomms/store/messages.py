@@ -1,0 +1,108 @@
+"""Messages: inserted once, never edited; read by thread page, by stream range or newest-N."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Connection, Select, func, insert, select
+
+from sitecomms.store.rows import MessageRow, build
+from sitecomms.store.schema import conversations, messages, users
+
+
+def _select() -> Select[tuple[object, ...]]:
+    return select(
+        messages,
+        users.c.display_name.label("sender_name"),
+        users.c.role.label("sender_role"),
+    ).select_from(messages.join(users, users.c.id == messages.c.sender_id))
+
+
+def insert_message(
+    conn: Connection,
+    *,
+    message_id: str,
+    org_id: str,
+    conversation_id: str,
+    sender_id: str,
+    content: str,
+    idempotency_key: str,
+    now: datetime,
+    position: int,
+) -> None:
+    conn.execute(
+        insert(messages).values(
+            id=message_id,
+            org_id=org_id,
+            conversation_id=conversation_id,
+            sender_id=sender_id,
+            content=content,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            position=position,
+        )
+    )
+
+
+def get_message(conn: Connection, message_id: str) -> MessageRow | None:
+    row = conn.execute(_select().where(messages.c.id == message_id)).mappings().first()
+    return None if row is None else build(MessageRow, row)
+
+
+def get_by_idempotency_key(conn: Connection, sender_id: str, key: str) -> MessageRow | None:
+    query = _select().where(messages.c.sender_id == sender_id, messages.c.idempotency_key == key)
+    row = conn.execute(query).mappings().first()
+    return None if row is None else build(MessageRow, row)
+
+
+def thread_page(
+    conn: Connection, conversation_id: str, *, before: int | None, limit: int
+) -> tuple[list[MessageRow], bool]:
+    """Up to `limit` messages before a position (exclusive), oldest first, and whether more exist."""
+    query = _select().where(messages.c.conversation_id == conversation_id)
+    if before is not None:
+        query = query.where(messages.c.position < before)
+    query = query.order_by(messages.c.position.desc()).limit(limit + 1)
+    rows = [build(MessageRow, r) for r in conn.execute(query).mappings()]
+    has_more = len(rows) > limit
+    return list(reversed(rows[:limit])), has_more
+
+
+def messages_changed_since(
+    conn: Connection, visible: ColumnElement[bool], *, after: int, limit: int
+) -> list[MessageRow]:
+    visible_ids = select(conversations.c.id).where(visible)
+    query = (
+        _select()
+        .where(messages.c.conversation_id.in_(visible_ids), messages.c.position > after)
+        .order_by(messages.c.position)
+        .limit(limit)
+    )
+    return [build(MessageRow, r) for r in conn.execute(query).mappings()]
+
+
+def newest_per_conversation(conn: Connection, conversation_ids: list[str], per: int) -> list[MessageRow]:
+    """The newest `per` messages of each conversation, in position order."""
+    if not conversation_ids:
+        return []
+    ranked = (
+        select(
+            messages.c.id,
+            func.row_number()
+            .over(partition_by=messages.c.conversation_id, order_by=messages.c.position.desc())
+            .label("rank"),
+        )
+        .where(messages.c.conversation_id.in_(conversation_ids))
+        .subquery()
+    )
+    query = (
+        _select()
+        .where(messages.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= per)))
+        .order_by(messages.c.position)
+    )
+    return [build(MessageRow, r) for r in conn.execute(query).mappings()]
+
+
+def latest_position_in(conn: Connection, conversation_id: str) -> int:
+    query = select(func.max(messages.c.position)).where(messages.c.conversation_id == conversation_id)
+    return int(conn.execute(query).scalar_one_or_none() or 0)

@@ -1,0 +1,65 @@
+"""Applying the Alembic migrations to a database URL, on either engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from sitecomms.store.database import normalise_url
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _upgrade_on(conn: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)
+
+
+def _current_on(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` up to `revision` (blocking; call before serving)."""
+    normalised = normalise_url(url)
+    if normalised.startswith("sqlite"):
+        engine = create_engine(normalised)
+        try:
+            with engine.begin() as conn:
+                _upgrade_on(conn, revision)
+        finally:
+            engine.dispose()
+        return
+    asyncio.run(_upgrade_async(normalised, revision))
+
+
+async def _upgrade_async(url: str, revision: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_on, revision)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade_async(url: str, revision: str = "head") -> None:
+    """The same as `upgrade`, from inside a running event loop."""
+    await asyncio.to_thread(upgrade, url, revision)

@@ -1,0 +1,33 @@
+"""Allocating and reading org-stream positions.
+
+`next_position` increments the org's row in `org_streams` and returns the new value. On
+PostgreSQL the UPDATE holds that row's lock until the transaction ends, so a second writer in
+the same org waits and commits after the first: positions become visible in order, and a
+reader that has seen position N never later finds a commit at a position ≤ N. On SQLite the
+single writer gives the same order. Every write transaction calls it *first*, before touching
+other rows, so writers in one org always take locks in the same order (no deadlocks).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select, update
+
+from sitecomms.store.schema import org_streams
+
+
+def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
+    """Take the next `count` positions of the org's stream; returns the first of them."""
+    last = conn.execute(
+        update(org_streams)
+        .where(org_streams.c.org_id == org_id)
+        .values(position=org_streams.c.position + count)
+        .returning(org_streams.c.position)
+    ).scalar_one_or_none()
+    if last is None:
+        raise LookupError(f"no stream for org {org_id}")
+    return int(last) - count + 1
+
+
+def current_position(conn: Connection, org_id: str) -> int:
+    position = conn.execute(select(org_streams.c.position).where(org_streams.c.org_id == org_id)).scalar_one_or_none()
+    return int(position or 0)
