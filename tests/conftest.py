@@ -1,0 +1,78 @@
+"""Fixtures: every API test runs on SQLite and on the real PostgreSQL (mandatory, never skipped)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from sitecomms.config import Settings
+from sitecomms.server.app import build_accounts, create_app
+from sitecomms.server.services.accounts import Accounts
+from sitecomms.store.database import Database, open_database
+from tests.support import Orgs, create_postgres_database, drop_postgres_database, fast_settings
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'sitecomms.db'}"
+        return
+    name = f"sitecomms_test_{uuid.uuid4().hex[:10]}"
+    try:
+        url = await create_postgres_database(name)
+    except OSError as exc:  # pragma: no cover - the run must fail, not skip
+        pytest.fail(f"PostgreSQL is required for these tests and is not reachable: {exc}")
+    yield url
+    await drop_postgres_database(name)
+
+
+@dataclass
+class Stack:
+    """The app under test, a client driving it in-process, and services for setting up data."""
+
+    settings: Settings
+    app: FastAPI
+    client: httpx.AsyncClient
+    db: Database
+    accounts: Accounts
+    orgs: Orgs
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+
+@pytest.fixture(scope="session")
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    settings = fast_settings(database_url)
+    app = create_app(settings)
+    db = open_database(database_url, pool_size=4)
+    accounts = build_accounts(settings, db)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sitecomms.test") as client:
+            yield Stack(settings, app, client, db, accounts, Orgs(accounts, client))
+    await db.close()
+
+
+@pytest.fixture
+def client(stack: Stack) -> httpx.AsyncClient:
+    return stack.client
+
+
+@pytest.fixture
+def orgs(stack: Stack) -> Orgs:
+    return stack.orgs
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sitecomms.db'}"
