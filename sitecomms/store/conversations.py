@@ -44,6 +44,13 @@ def get_conversation(conn: Connection, conversation_id: str) -> ConversationRow 
     return None if row is None else build(ConversationRow, row)
 
 
+def get_conversations(conn: Connection, conversation_ids: list[str]) -> dict[str, ConversationRow]:
+    if not conversation_ids:
+        return {}
+    rows = conn.execute(_select().where(conversations.c.id.in_(conversation_ids))).mappings()
+    return {row["id"]: build(ConversationRow, row) for row in rows}
+
+
 def get_direct_conversation_of(conn: Connection, medic_id: str) -> ConversationRow | None:
     row = conn.execute(_select().where(conversations.c.medic_id == medic_id)).mappings().first()
     return None if row is None else build(ConversationRow, row)

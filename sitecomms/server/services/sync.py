@@ -106,11 +106,13 @@ def _render(
     conv_ids = [c.id for c in conv_rows]
     unread = conversations.unread_counts(conn, viewer.user_id, conv_ids)
     read_upto = reads.read_positions_of_user(conn, viewer.user_id, conv_ids)
-    statuses_by_conv: dict[str, list[ReadStatusRow]] = {}
     message_conv_ids = sorted({m.conversation_id for m in message_rows})
+    involved = conversations.get_conversations(conn, message_conv_ids)
+    visible_statuses: dict[str, list[ReadStatusRow]] = {}
     for status in reads.read_statuses_for(conn, message_conv_ids):
-        statuses_by_conv.setdefault(status.conversation_id, []).append(status)
-    visible_statuses = _visible_statuses(conn, viewer, statuses_by_conv)
+        conversation = involved.get(status.conversation_id)
+        if conversation is not None and visibility.can_see_read_status(viewer, conversation, status):
+            visible_statuses.setdefault(status.conversation_id, []).append(status)
 
     changes = [Change(r.position, ChangeType.USER_UPDATED, views.user_view(r)) for r in user_rows]
     changes += [
@@ -134,15 +136,3 @@ def _render(
     changes += [Change(s.position, ChangeType.READ_STATUS_UPDATED, views.read_status_view(s)) for s in status_rows]
     changes.sort(key=lambda change: change.position)
     return changes
-
-
-def _visible_statuses(
-    conn: Connection, viewer: Viewer, statuses_by_conv: dict[str, list[ReadStatusRow]]
-) -> dict[str, list[ReadStatusRow]]:
-    visible: dict[str, list[ReadStatusRow]] = {}
-    for conv_id, statuses in statuses_by_conv.items():
-        conversation = conversations.get_conversation(conn, conv_id)
-        if conversation is None:
-            continue
-        visible[conv_id] = [s for s in statuses if visibility.can_see_read_status(viewer, conversation, s)]
-    return visible
