@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
@@ -20,7 +24,7 @@ from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.errors import ServiceError
 from sitecomms.server.services.messaging import Messaging
 from sitecomms.store import migrate
-from sitecomms.store.database import open_database
+from sitecomms.store.database import DatabaseUnavailable, normalise_url, open_database
 
 T = TypeVar("T")
 
@@ -43,9 +47,29 @@ def _settings(database_url: str | None = None, **overrides: object) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
+@contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """An unusable database URL or an unreachable database: one line on stderr and exit 1, no traceback."""
+    try:
+        normalise_url(url)
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] invalid database URL: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (OSError, DBAPIError, DatabaseUnavailable) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        err_console.print(
+            f"[red]error:[/red] cannot use the database {escape(shown)}: {escape(str(reason))}", soft_wrap=True
+        )
+        raise typer.Exit(1) from exc
+
+
 def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awaitable[T]]) -> T:
     """Migrate, then run `work` with the services on a database opened for the occasion."""
-    migrate.upgrade(settings.database_url)
 
     async def run() -> T:
         db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
@@ -55,9 +79,11 @@ def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awa
             await db.close()
 
     try:
-        return asyncio.run(run())
+        with _database_errors(settings.database_url):
+            migrate.upgrade(settings.database_url)
+            return asyncio.run(run())
     except ServiceError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
         raise typer.Exit(1) from exc
 
 
@@ -100,8 +126,12 @@ def serve(
     if demo:
         result = _with_services(settings, ensure_demo)
         _print_demo(result, f"http://{settings.host}:{settings.port}")
-    application = create_app(settings)
-    console.print(f"SiteComms listening on http://{settings.host}:{settings.port} ({settings.database_url})")
+    with _database_errors(settings.database_url):
+        application = create_app(settings)
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    console.print(
+        f"SiteComms listening on http://{settings.host}:{settings.port} ({shown})", highlight=False, soft_wrap=True
+    )
     uvicorn.run(
         application,
         host=settings.host,
@@ -118,7 +148,8 @@ def serve(
 def migrate_command(database_url: DatabaseOption = None) -> None:
     """Apply database migrations up to the newest."""
     settings = _settings(database_url)
-    migrate.upgrade(settings.database_url)
+    with _database_errors(settings.database_url):
+        migrate.upgrade(settings.database_url)
     console.print(f"Database at revision {migrate.head_revision()}")
 
 

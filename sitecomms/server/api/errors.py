@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.server.api.responses import error
@@ -39,11 +40,28 @@ async def _service(request: Request, exc: Exception) -> Response:
     return error(exc.code, exc.message)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method served at this path: Starlette's 405 names only the first route whose path matched."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed) or None
+
+
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _BY_STATUS.get(exc.status_code, ErrorCode.MALFORMED_REQUEST)
     message = exc.detail if isinstance(exc.detail, str) else code.value.replace("_", " ")
-    return error(code, message, dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return error(code, message, headers or None)
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:

@@ -55,7 +55,11 @@ class SendMessageRequest(Strict):
 
 class MarkReadRequest(Strict):
     position: int | None = Field(
-        None, ge=0, le=2**62, description="Read up to this message position; omitted: the newest message"
+        None,
+        ge=0,
+        le=2**62,
+        strict=True,  # a JSON integer: not true/false, "5" or 5.0, which lax mode would turn into one
+        description="Read up to this message position; omitted: the newest message",
     )
 
 
