@@ -12,6 +12,7 @@ PostgreSQL (which must be reachable: the test fails, it never skips).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -105,23 +106,29 @@ class Served:
         return f"sitecomms serve on {self.base_url} ({state}); output:\n{self.log()}"
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until this process says it is listening and `/healthz` answers.
+
+        The log line matters: between `free_port()` and the bind, another process may take the
+        port, and its `/healthz` must not pass for ours. Only the process that bound the port
+        logs it (so the server's log level must be info or debug, the default).
+        """
         deadline = time.monotonic() + timeout
+        listening = f"Uvicorn running on {self.base_url} "
         with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
             while True:
                 if self.process.poll() is not None:
                     raise ServerFailed(f"the server exited before it was ready: {self.describe()}")
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
+                if listening in self.log():
+                    try:
+                        if client.get("/healthz").status_code == 200:
+                            return
+                    except httpx.TransportError:
+                        pass
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise ServerFailed(f"/healthz did not answer within {timeout:.0f} s: {self.describe()}")
-                try:  # waits like a sleep, but returns as soon as the child exits
+                    raise ServerFailed(f"the server was not ready within {timeout:.0f} s: {self.describe()}")
+                with contextlib.suppress(subprocess.TimeoutExpired):  # returns at once if the child exits
                     self.process.wait(timeout=min(_POLL, remaining))
-                except subprocess.TimeoutExpired:
-                    pass
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT; returns the exit status."""
@@ -138,6 +145,8 @@ def start(
     env: Mapping[str, str], log_path: Path, args: Sequence[str] = (), *, ready_timeout: float = READY_TIMEOUT
 ) -> Served:
     """Start `sitecomms serve ARGS` on 127.0.0.1 and a free port; returns once /healthz answers."""
+    if env.get("SITECOMMS_LOG_LEVEL", "info") not in ("info", "debug"):
+        raise ValueError("readiness is read from the server's info log: use SITECOMMS_LOG_LEVEL info or debug")
     for attempt in range(1, _PORT_ATTEMPTS + 1):
         port = free_port()
         server_env = {**env, "SITECOMMS_HOST": HOST, "SITECOMMS_PORT": str(port)}

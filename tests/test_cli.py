@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from sitecomms.server.demo import ADMINS, DEMO_PASSWORD, MEDICS
 from sitecomms.store import migrate
-from tests.servers import BACKENDS, Served, base_env, fresh_database, run_cli, serving
+from tests.servers import BACKENDS, Served, aserving, base_env, fresh_database, run_cli, serving
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 HTTP_TIMEOUT = 10.0
@@ -117,6 +118,10 @@ def test_demo_then_serve_medic_messages_admins(fresh_url: str, tmp_path: Path) -
             after = {c["id"]: c for c in get(admin, "/v1/conversations")["conversations"]}
             assert after[direct["id"]]["unread_count"] == 0
 
+        # SIGTERM is a clean shutdown (uvicorn re-raises the signal once it has finished).
+        assert served.stop() in (0, -signal.SIGTERM), served.describe()
+        assert "Application shutdown complete" in served.log(), served.describe()
+
 
 def test_migrate_org_user_and_token(fresh_url: str, tmp_path: Path) -> None:
     # No JWT secret configured: the CLI and the server share the one generated into the database.
@@ -130,8 +135,10 @@ def test_migrate_org_user_and_token(fresh_url: str, tmp_path: Path) -> None:
     assert UUID_RE.fullmatch(org_id), org_id
     medic_id = ok(
         run_cli(
-            ["user", "create", "--org", "Clinic North", "--email", "Nurse@Clinic.example", "--name", "Nurse Joy"]
-            + ["--role", "medic", "--password", "a-long-password"],
+            [
+                *["user", "create", "--org", "Clinic North", "--email", "Nurse@Clinic.example"],
+                *["--name", "Nurse Joy", "--role", "medic", "--password", "a-long-password"],
+            ],
             env,
         )
     ).strip()
@@ -243,8 +250,23 @@ def test_serve_demo_in_one_step(fresh_url: str, tmp_path: Path) -> None:
         ),
         (["token", "nobody@nowhere.example"], "no user with email nobody@nowhere.example"),
         (["org", "create", "   "], "organisation name must not be empty"),
+        (  # printed as text, not read as console markup
+            [
+                "user",
+                "create",
+                "--org",
+                "[/red] Team",
+                "--email",
+                "a@b.example",
+                "--name",
+                "A",
+                "--password",
+                "12345678",
+            ],
+            "no organisation '[/red] Team'",
+        ),
     ],
-    ids=["user-into-missing-org", "token-for-unknown-email", "blank-org-name"],
+    ids=["user-into-missing-org", "token-for-unknown-email", "blank-org-name", "markup-in-message"],
 )
 def test_cli_errors_are_clear(fresh_url: str, args: list[str], message: str) -> None:
     result = run_cli(args, base_env(fresh_url))
@@ -268,13 +290,49 @@ def test_cli_refuses_duplicates_and_short_passwords(fresh_url: str) -> None:
     assert short.returncode == 1 and "password must be at least 8 characters" in short.stderr
 
 
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nothing_listens_here"
+UNOPENABLE = "sqlite:////nonexistent-dir/sitecomms.db"
+CANNOT_USE = "error: cannot use the database"
+
+
 @pytest.mark.parametrize(
-    "url",
-    ["postgresql://postgres@127.0.0.1:1/nothing_listens_here", "mysql://user@localhost/db"],
-    ids=["unreachable-postgres", "unsupported-scheme"],
+    ("command", "url", "message"),
+    [
+        (["migrate"], UNREACHABLE, CANNOT_USE),
+        (["migrate"], UNOPENABLE, CANNOT_USE),
+        (["migrate"], "mysql://user@localhost/db", "error: invalid database URL: unsupported database URL scheme"),
+        (["migrate"], "not a url", "error: invalid database URL"),
+        (["serve"], UNREACHABLE, CANNOT_USE),
+        (["serve", "--demo"], UNOPENABLE, CANNOT_USE),
+        (["org", "create", "X"], UNREACHABLE, CANNOT_USE),
+    ],
+    ids=[
+        "migrate-unreachable",
+        "migrate-unopenable",
+        "migrate-scheme",
+        "migrate-garbage",
+        "serve",
+        "serve-demo",
+        "org",
+    ],
 )
-def test_cli_reports_a_bad_database_without_a_traceback(url: str, tmp_path: Path) -> None:
-    result = run_cli(["migrate"], base_env(url))
+def test_cli_reports_a_bad_database_without_a_traceback(url: str, message: str, command: list[str]) -> None:
+    result = run_cli(command, base_env(url))
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    assert "error:" in result.stderr and "database" in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.postgres
+async def test_serve_does_not_print_the_database_password(tmp_path: Path) -> None:
+    async with fresh_database("postgresql", tmp_path) as url:
+        with_password = url.replace("postgresql://postgres@", "postgresql://postgres:not-for-logs@")
+        assert with_password != url
+        # PostgreSQL trusts local connections here, so the password is accepted and ignored.
+        async with aserving(base_env(with_password), tmp_path / "serve.log") as served:
+            async with httpx.AsyncClient(base_url=served.base_url, timeout=HTTP_TIMEOUT) as http:
+                ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            log = served.log()
+        assert "SiteComms listening on" in log and "postgres:***@" in log, log
+        assert "not-for-logs" not in log
