@@ -18,7 +18,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
-from sitecomms.server.app import build_accounts, create_app
+from sitecomms.protocol.frames import MAX_FRAME_BYTES
+from sitecomms.server.app import build_accounts, command_publisher, create_app
 from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
 from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.errors import ServiceError
@@ -73,10 +74,11 @@ def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awa
 
     async def run() -> T:
         db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
-        try:
-            return await work(build_accounts(settings, db), Messaging(db))
-        finally:
-            await db.close()
+        async with command_publisher(settings.bus_url) as publisher:
+            try:
+                return await work(build_accounts(settings, db, publisher), Messaging(db, publisher))
+            finally:
+                await db.close()
 
     try:
         with _database_errors(settings.database_url):
@@ -139,6 +141,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         ws="auto",
+        ws_max_size=MAX_FRAME_BYTES,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
     )

@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(10, ge=1, le=200, description="Database connections per process")
     migrate_on_start: bool = Field(True, description="Apply migrations when `serve` starts")
+    bus_url: str = Field(
+        "memory://",
+        description="memory:// (one process), redis://host:6379/0 or postgres://user@host/db (LISTEN/NOTIFY)",
+    )
+    ws_heartbeat_seconds: float = Field(15.0, gt=0, description="Server pings an idle socket this often")
+    ws_idle_timeout_seconds: float = Field(45.0, gt=0, description="A socket silent this long is dropped")
+    ws_hello_timeout_seconds: float = Field(10.0, gt=0, description="Time for a socket's first (hello) frame")
+    ws_queue_frames: int = Field(1024, ge=1, description="Frames queued per socket before it must resync")
+    ws_replay_limit: int = Field(
+        10_000, ge=0, description="A reconnecting client further behind than this is told to resync"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
 
     @field_validator("jwt_secret")

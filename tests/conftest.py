@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sitecomms.config import Settings
 from sitecomms.server.app import build_accounts, create_app
 from sitecomms.server.services.accounts import Accounts
+from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store.database import Database, open_database
 from tests.support import Orgs, create_postgres_database, drop_postgres_database, fast_settings
 
@@ -55,7 +56,7 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
     settings = fast_settings(database_url)
     app = create_app(settings)
     db = open_database(database_url, pool_size=4)
-    accounts = build_accounts(settings, db)
+    accounts = build_accounts(settings, db, NoPublisher())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sitecomms.test") as client:

@@ -46,8 +46,8 @@ class ConversationView:
     medic_id: str | None
     last_message_at: datetime | None
     last_message_preview: str | None
-    unread_count: int
-    last_read_position: int
+    unread_count: int | None  # the viewer's; null in live events (derive it locally from the stream)
+    last_read_position: int | None  # the viewer's; null in live events
     created_at: datetime
     position: int
 

@@ -7,24 +7,33 @@ this function.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from starlette.websockets import WebSocket
 
 from sitecomms import __version__
+from sitecomms.bus import Notice, open_bus
 from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
 from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
 from sitecomms.server.api.body_limit import BodyLimit
+from sitecomms.server.realtime.endpoint import Session, endpoint
+from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.accounts import Accounts
+from sitecomms.server.services.feed import Feed
 from sitecomms.server.services.health import Health
 from sitecomms.server.services.messaging import Messaging
 from sitecomms.server.services.passwords import Passwords
+from sitecomms.server.services.publisher import NoPublisher, Publisher
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.store import migrate
@@ -48,14 +57,41 @@ def jwt_secret(settings: Settings) -> str:
     return _off_loop(lambda: ensure_secret(settings.database_url, JWT_SECRET_NAME, lambda: secrets.token_urlsafe(48)))
 
 
-def build_accounts(settings: Settings, db: Database) -> Accounts:
+def build_accounts(settings: Settings, db: Database, publisher: Publisher) -> Accounts:
     passwords = Passwords(
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
     )
     tokens = Tokens(jwt_secret(settings), timedelta(seconds=settings.token_ttl_seconds))
-    return Accounts(db, passwords, tokens)
+    return Accounts(db, passwords, tokens, publisher)
+
+
+class _Deaf:
+    """A bus subscriber for processes that only publish."""
+
+    def on_notice(self, notice: Notice) -> None:
+        return None
+
+    def on_reset(self) -> None:
+        return None
+
+
+@asynccontextmanager
+async def command_publisher(bus_url: str) -> AsyncIterator[Publisher]:
+    """For CLI commands: publish to a shared bus so running servers show their changes live."""
+    if urlsplit(bus_url).scheme == "memory":
+        yield NoPublisher()
+        return
+    bus = open_bus(bus_url)
+    bus.start(_Deaf())
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await bus.connected.wait()
+        yield bus
+    finally:
+        await bus.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -64,16 +100,38 @@ def create_app(settings: Settings) -> FastAPI:
     db = open_database(
         settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=settings.db_pool_size
     )
-    accounts = build_accounts(settings, db)
-    messaging = Messaging(db)
+    bus = open_bus(settings.bus_url)
+    accounts = build_accounts(settings, db, bus)
+    messaging = Messaging(db, bus)
     pull = Sync(db)
+    feed = Feed(db)
+    hub = Hub(
+        feed, heartbeat_seconds=settings.ws_heartbeat_seconds, idle_timeout_seconds=settings.ws_idle_timeout_seconds
+    )
     current_viewer = auth.bearer(accounts.tokens)
+
+    def session(ws: WebSocket) -> Session:
+        return Session(
+            ws,
+            hub=hub,
+            feed=feed,
+            sync=pull,
+            tokens=accounts.tokens,
+            hello_timeout=settings.ws_hello_timeout_seconds,
+            heartbeat=settings.ws_heartbeat_seconds,
+            queue_frames=settings.ws_queue_frames,
+            replay_limit=settings.ws_replay_limit,
+        )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        bus.start(hub)
+        hub.start()
         try:
             yield
         finally:
+            await hub.close()
+            await bus.close()
             await db.close()
 
     app = FastAPI(
@@ -91,5 +149,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(conversations.router(messaging, current_viewer))
     app.include_router(messages.router(messaging, current_viewer))
     app.include_router(sync.router(pull, current_viewer))
+    app.add_api_websocket_route("/v1/realtime", endpoint(session))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app

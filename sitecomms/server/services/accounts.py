@@ -15,6 +15,7 @@ from sitecomms.protocol.models import MeView, TokenView, UserList, UserView
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from sitecomms.server.services.passwords import Passwords
+from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, orgs, users
@@ -42,10 +43,11 @@ class NewUser:
 
 
 class Accounts:
-    def __init__(self, db: Database, passwords: Passwords, tokens: Tokens) -> None:
+    def __init__(self, db: Database, passwords: Passwords, tokens: Tokens, publisher: Publisher) -> None:
         self._db = db
         self._passwords = passwords
         self._tokens = tokens
+        self._publisher = publisher
 
     @property
     def tokens(self) -> Tokens:
@@ -111,13 +113,17 @@ class Accounts:
             )
         except IntegrityError as exc:
             raise Conflict(f"a user with email {email} already exists") from exc
+        await self._publisher.publish(org_id, _last_position(row))
         return views.user_view(row)
 
     async def rename_user(self, actor: Viewer, user_id: str, display_name: str) -> UserView:
         display_name = display_name.strip()
         if not display_name:
             raise InvalidInput("display_name must not be empty")
-        return views.user_view(await self._db.write("rename_user", _rename_txn, actor, user_id, display_name))
+        row, renamed = await self._db.write("rename_user", _rename_txn, actor, user_id, display_name)
+        if renamed:
+            await self._publisher.publish(row.org_id, _last_position(row))
+        return views.user_view(row)
 
     async def me(self, viewer: Viewer) -> MeView:
         user, org = await self._db.read("me", _me_txn, viewer)
@@ -180,10 +186,15 @@ def _create_user_txn(
     return user
 
 
-def _rename_txn(conn: Connection, actor: Viewer, user_id: str, display_name: str) -> UserRow:
+def _last_position(user: UserRow) -> int:
+    """A medic's change also moves their direct conversation, one position later."""
+    return user.position + (1 if user.role == Role.MEDIC else 0)
+
+
+def _rename_txn(conn: Connection, actor: Viewer, user_id: str, display_name: str) -> tuple[UserRow, bool]:
     target = visibility.require_user_visible(actor, users.get_user(conn, user_id))
     if target.display_name == display_name:
-        return target
+        return target, False
     is_medic = target.role == Role.MEDIC
     position = next_position(conn, target.org_id, 2 if is_medic else 1)
     users.rename_user(conn, target.id, display_name=display_name, position=position)
@@ -193,7 +204,7 @@ def _rename_txn(conn: Connection, actor: Viewer, user_id: str, display_name: str
             conversations.touch(conn, direct.id, position=position + 1)
     found = users.get_user(conn, target.id)
     assert found is not None
-    return found
+    return found, True
 
 
 def _me_txn(conn: Connection, viewer: Viewer) -> tuple[UserRow, OrgRow]:

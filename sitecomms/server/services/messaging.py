@@ -20,6 +20,7 @@ from sitecomms.protocol.limits import PREVIEW_CHARS
 from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict, Unauthenticated
+from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, users
 from sitecomms.store.database import Database
@@ -40,8 +41,9 @@ def preview_of(content: str) -> str:
 
 
 class Messaging:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, publisher: Publisher) -> None:
         self._db = db
+        self._publisher = publisher
 
     async def send(self, viewer: Viewer, conversation_id: str, content: str, idempotency_key: str) -> SendResult:
         try:
@@ -56,6 +58,8 @@ class Messaging:
                 ),
                 False,
             )
+        if created:
+            await self._publisher.publish(row.org_id, row.position + 1)  # the message, then its conversation
         return SendResult(views.message_view(viewer, row), created)
 
     async def conversations(self, viewer: Viewer) -> ConversationList:
@@ -65,7 +69,10 @@ class Messaging:
         return await self._db.read("thread_page", _thread_txn, viewer, conversation_id, before, limit)
 
     async def mark_read(self, viewer: Viewer, conversation_id: str, up_to: int | None) -> ReadStatusView:
-        return await self._db.write("mark_read", _mark_read_txn, viewer, conversation_id, up_to)
+        status, moved = await self._db.write("mark_read", _mark_read_txn, viewer, conversation_id, up_to)
+        if moved:
+            await self._publisher.publish(viewer.org_id, status.position)
+        return status
 
 
 def _existing(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow | None:
@@ -159,13 +166,15 @@ def _thread_txn(
     return MessagePage(messages=page, next_before=next_before, has_more=has_more)
 
 
-def _mark_read_txn(conn: Connection, viewer: Viewer, conversation_id: str, up_to: int | None) -> ReadStatusView:
+def _mark_read_txn(
+    conn: Connection, viewer: Viewer, conversation_id: str, up_to: int | None
+) -> tuple[ReadStatusView, bool]:
     conversation = visibility.require_visible(viewer, conversations.get_conversation(conn, conversation_id))
     latest = messages.latest_position_in(conn, conversation.id)
     target = latest if up_to is None else min(up_to, latest)
     current = reads.get_read_status(conn, conversation.id, viewer.user_id)
     if current is not None and current.last_read_position >= target:
-        return views.read_status_view(current)
+        return views.read_status_view(current), False
     if current is None and target <= 0:
         return ReadStatusView(
             conversation_id=conversation.id,
@@ -173,12 +182,12 @@ def _mark_read_txn(conn: Connection, viewer: Viewer, conversation_id: str, up_to
             last_read_position=0,
             last_read_at=None,
             position=0,
-        )
+        ), False
     position = next_position(conn, conversation.org_id)
     # Under the org's stream lock: another device of this user may have moved it meanwhile.
     current = reads.get_read_status(conn, conversation.id, viewer.user_id)
     if current is not None and current.last_read_position >= target:
-        return views.read_status_view(current)
+        return views.read_status_view(current), False
     row = ReadStatusRow(
         conversation_id=conversation.id,
         user_id=viewer.user_id,
@@ -188,4 +197,4 @@ def _mark_read_txn(conn: Connection, viewer: Viewer, conversation_id: str, up_to
         position=position,
     )
     reads.save_read_status(conn, row, exists=current is not None)
-    return views.read_status_view(row)
+    return views.read_status_view(row), True

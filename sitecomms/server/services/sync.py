@@ -19,6 +19,7 @@ messages of each, read statuses and names, and a cursor at the stream's head.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -29,7 +30,7 @@ from sitecomms.protocol.limits import INITIAL_SYNC_MESSAGES_PER_CONVERSATION
 from sitecomms.protocol.models import Change, SyncPage
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict
-from sitecomms.server.services.visibility import Viewer
+from sitecomms.server.services.visibility import Scope, Viewer
 from sitecomms.store import conversations, messages, reads, users
 from sitecomms.store.database import Database
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
@@ -63,36 +64,45 @@ def _page_txn(conn: Connection, viewer: Viewer, cursor: Cursor, limit: int) -> S
         raise Conflict(
             "this cursor is ahead of the server's stream; sync again without a cursor", ErrorCode.CURSOR_AHEAD
         )
-    after, fetch = cursor.position, limit + 1
-    user_rows = users.users_changed_since(conn, visibility.users_clause(viewer), after=after, limit=fetch)
-    conv_rows = conversations.conversations_changed_since(
-        conn, visibility.conversations_clause(viewer), after=after, limit=fetch
+    window = read_window(conn, visibility.viewer_scope(viewer), after=cursor.position, limit=limit, head=head)
+    changes = _render(conn, viewer, window.users, window.conversations, window.messages, window.read_statuses)
+    return SyncPage(
+        changes=changes, next_cursor=str(Cursor(window.upto, viewer.org_id)), has_more=window.has_more, reset=False
     )
-    message_rows = messages.messages_changed_since(
-        conn, visibility.conversations_clause(viewer), after=after, limit=fetch
-    )
-    status_rows = reads.read_statuses_changed_since(
-        conn, visibility.read_statuses_clause(viewer), after=after, limit=fetch
-    )
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The rows of each table changed in `(after, upto]`, as one scope may see them."""
+
+    users: list[UserRow]
+    conversations: list[ConversationRow]
+    messages: list[MessageRow]
+    read_statuses: list[ReadStatusRow]
+    upto: int
+    has_more: bool
+
+
+def read_window(conn: Connection, scope: Scope, *, after: int, limit: int, head: int) -> Window:
+    """The first `limit` changes after `after` in position order, split by table (see the module doc)."""
+    fetch = limit + 1
+    user_rows = users.users_changed_since(conn, scope.users, after=after, limit=fetch)
+    conv_rows = conversations.conversations_changed_since(conn, scope.conversations, after=after, limit=fetch)
+    message_rows = messages.messages_changed_since(conn, scope.conversations, after=after, limit=fetch)
+    status_rows = reads.read_statuses_changed_since(conn, scope.read_statuses, after=after, limit=fetch)
     merged = list(
-        heapq.merge(
-            (r.position for r in user_rows),
-            (r.position for r in conv_rows),
-            (r.position for r in message_rows),
-            (r.position for r in status_rows),
-        )
+        heapq.merge(*([r.position for r in rows] for rows in (user_rows, conv_rows, message_rows, status_rows)))
     )
     has_more = len(merged) > limit
     upto = merged[limit - 1] if has_more else head
-    changes = _render(
-        conn,
-        viewer,
-        [r for r in user_rows if r.position <= upto],
-        [r for r in conv_rows if r.position <= upto],
-        [r for r in message_rows if r.position <= upto],
-        [r for r in status_rows if r.position <= upto],
+    return Window(
+        users=[r for r in user_rows if r.position <= upto],
+        conversations=[r for r in conv_rows if r.position <= upto],
+        messages=[r for r in message_rows if r.position <= upto],
+        read_statuses=[r for r in status_rows if r.position <= upto],
+        upto=upto,
+        has_more=has_more,
     )
-    return SyncPage(changes=changes, next_cursor=str(Cursor(upto, viewer.org_id)), has_more=has_more, reset=False)
 
 
 def _render(

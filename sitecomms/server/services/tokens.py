@@ -32,6 +32,10 @@ class Tokens:
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), expires_at.replace(microsecond=0)
 
     def verify(self, token: str) -> Viewer:
+        return self.verify_until(token)[0]
+
+    def verify_until(self, token: str) -> tuple[Viewer, float]:
+        """The viewer a valid token names, and when it expires (a Unix timestamp)."""
         try:
             claims = jwt.decode(
                 token,
@@ -47,6 +51,6 @@ class Tokens:
         if not isinstance(sub, str) or not isinstance(org_id, str) or not isinstance(role, str):
             raise Unauthenticated("invalid access token")
         try:
-            return Viewer(user_id=sub, org_id=org_id, role=Role(role))
-        except ValueError as exc:
+            return Viewer(user_id=sub, org_id=org_id, role=Role(role)), float(claims["exp"])
+        except (ValueError, TypeError) as exc:
             raise Unauthenticated("invalid access token") from exc

@@ -34,7 +34,7 @@ def user_view(row: UserRow) -> UserView:
 
 
 def conversation_view(
-    viewer: Viewer, row: ConversationRow, *, unread_count: int, last_read_position: int
+    viewer: Viewer, row: ConversationRow, *, unread_count: int | None, last_read_position: int | None
 ) -> ConversationView:
     return ConversationView(
         id=row.id,

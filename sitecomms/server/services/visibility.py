@@ -141,6 +141,28 @@ def may_manage_users(viewer: Viewer) -> bool:
     return viewer.is_admin
 
 
+# --- scopes: the three clauses together ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a reader of the stream may see, as clauses over users, conversations and read statuses."""
+
+    users: ColumnElement[bool]
+    conversations: ColumnElement[bool]
+    read_statuses: ColumnElement[bool]
+
+
+def viewer_scope(viewer: Viewer) -> Scope:
+    return Scope(users_clause(viewer), conversations_clause(viewer), read_statuses_clause(viewer))
+
+
+def org_scope(org_id: str) -> Scope:
+    """Everything of one org: for a server process that reads once and filters per recipient."""
+    in_org = conversations.c.org_id == org_id
+    return Scope(org_members_clause(org_id), in_org, in_org)
+
+
 # --- names as the viewer sees them ---------------------------------------------------------
 
 

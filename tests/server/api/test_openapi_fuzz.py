@@ -30,6 +30,7 @@ from sitecomms.server.app import build_accounts
 from sitecomms.server.demo import DEMO_PASSWORD, ensure_demo
 from sitecomms.server.services.accounts import NewUser
 from sitecomms.server.services.messaging import Messaging
+from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import migrate
 from sitecomms.store.database import open_database
@@ -98,7 +99,7 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str]]:
     await migrate.upgrade_async(url)
     db = open_database(url, pool_size=2)
     try:
-        accounts, messaging = build_accounts(fast_settings(url), db), Messaging(db)
+        accounts, messaging = build_accounts(fast_settings(url), db, NoPublisher()), Messaging(db, NoPublisher())
         demo = await ensure_demo(accounts, messaging)
         other = await accounts.create_org("Other Org")
         boss = await accounts.create_user(None, other.id, NewUser("boss@other.example", "Boss", Role.ADMIN, PASSWORD))

@@ -1,0 +1,56 @@
+"""The bus contract: what a backend must do, and what delivery it promises.
+
+The bus carries **notices**, not data: "org O has committed changes up to position P". The
+database stays the record. A server process publishes a notice after each commit; every
+process (itself included) receives it and re-reads the org's changes after the last position it
+has fanned out. Hence the contract is deliberately weak:
+
+- at-most-once, best-effort delivery of each notice to each listening process;
+- notices may be lost (a broker restart, a dropped connection): that costs latency, never
+  data, because the next notice for the org — or the resync the supervisor triggers after a
+  reconnect — reads everything after the last fanned-out position from the database;
+- notices may arrive late, twice or out of order: positions make them idempotent (a reader
+  ignores a notice at or below what it has already read);
+- payloads are tiny (`<org id> <position>`), far below PostgreSQL NOTIFY's 8,000-byte limit.
+
+A backend implements four coroutines and one async iterator. `listen()` yields payloads until
+the connection fails, then raises; it never swallows a failure. The `Bus` supervisor (in
+`supervisor.py`) owns reconnection, backoff and the bounded hand-off to subscribers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+CHANNEL = "sitecomms_notices"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    org_id: str
+    position: int
+
+    def encode(self) -> str:
+        return f"{self.org_id} {self.position}"
+
+    @classmethod
+    def decode(cls, payload: str | bytes) -> Notice | None:
+        """The notice in a payload, or None for anything malformed (logged and dropped by callers)."""
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8", "replace")
+        parts = payload.split(" ")
+        if len(parts) != 2 or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]))
+
+
+class BusBackend(Protocol):
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, payload: str) -> None: ...
+
+    def listen(self) -> AsyncIterator[str]: ...

@@ -1,0 +1,260 @@
+"""`GET /v1/realtime`: one socket's session, from hello to close (the protocol: docs/realtime.md).
+
+1. The client's first frame must be `hello` with a token (browsers cannot set headers on a
+   WebSocket) and, optionally, the cursor it holds; otherwise the socket is closed 4400/4401.
+2. The connection joins the hub, then replays every visible change after the cursor from the
+   database (pull-sync pages), then says `live` and sends fan-out frames from its queue.
+3. While live, one task sends and one receives (pings, token refreshes); whichever ends first,
+   or a close request from the hub (slow consumer, heartbeat timeout, expired token, shutdown),
+   ends the session.
+Bad frames get an error frame and the session goes on; frames over 64 KiB close it (1009).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from sitecomms.protocol.cursors import Cursor, InvalidCursor
+from sitecomms.protocol.frames import MAX_FRAME_BYTES, ClientFrame, CloseCode, ResyncReason, ServerFrame
+from sitecomms.server.realtime.connection import CONTROL, Connection, ConnectionState, control_frame
+from sitecomms.server.realtime.hub import Hub
+from sitecomms.server.services.errors import ServiceError, Unauthenticated
+from sitecomms.server.services.feed import Feed, change_frame
+from sitecomms.server.services.sync import Sync
+from sitecomms.server.services.tokens import Tokens
+from sitecomms.store.database import DatabaseUnavailable
+
+log = logging.getLogger("sitecomms.realtime")
+
+_REPLAY_PAGE = 1000
+
+
+class _Closed(Exception):
+    def __init__(self, code: CloseCode, reason: str, frame: str | None = None) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.frame = code, reason, frame
+
+
+def _resync(reason: ResyncReason) -> _Closed:
+    frame = control_frame(ServerFrame.RESYNC, reason=reason.value)
+    return _Closed(CloseCode.RESYNC_REQUIRED, reason.value, frame)
+
+
+def _error(code: str, message: str) -> str:
+    return control_frame(ServerFrame.ERROR, code=code, message=message)
+
+
+def _parse(message: Mapping[str, Any]) -> dict[str, Any] | str:
+    """The frame as a JSON object, or an error frame to send back."""
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    if len(data) > MAX_FRAME_BYTES:  # uvicorn refuses these first when serving; this covers other servers
+        raise _Closed(CloseCode.MESSAGE_TOO_BIG, "frame over 64 KiB")
+    try:
+        frame = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _error("malformed_frame", "frames are JSON objects")
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        return _error("malformed_frame", 'frames are JSON objects with a string "type"')
+    return frame
+
+
+class Session:
+    def __init__(
+        self,
+        ws: WebSocket,
+        *,
+        hub: Hub,
+        feed: Feed,
+        sync: Sync,
+        tokens: Tokens,
+        hello_timeout: float,
+        heartbeat: float,
+        queue_frames: int,
+        replay_limit: int,
+    ) -> None:
+        self.ws = ws
+        self.hub, self.feed, self.sync, self.tokens = hub, feed, sync, tokens
+        self.hello_timeout, self.heartbeat = hello_timeout, heartbeat
+        self.queue_frames, self.replay_limit = queue_frames, replay_limit
+        self.conn: Connection | None = None
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            conn, cursor = await self._hello()
+            self.conn = conn
+            async with asyncio.timeout(10.0):
+                await self.hub.join(conn)
+            await self._replay(conn, cursor)
+            await self._live(conn)
+        except _Closed as closed:
+            await self._close(closed.code, closed.reason, closed.frame)
+        except (WebSocketDisconnect, ConnectionError):
+            pass
+        except TimeoutError:
+            await self._close(CloseCode.TRY_AGAIN_LATER, "the server is busy; reconnect shortly")
+        except (ServiceError, DatabaseUnavailable) as exc:
+            log.warning("realtime session refused: %s", exc)
+            await self._close(CloseCode.TRY_AGAIN_LATER, "the server cannot serve this socket now; reconnect shortly")
+        finally:
+            if self.conn is not None:
+                await self.hub.leave(self.conn)
+
+    # --- 1. hello ---------------------------------------------------------------------------
+
+    async def _hello(self) -> tuple[Connection, Cursor | None]:
+        try:
+            async with asyncio.timeout(self.hello_timeout):
+                message = await self.ws.receive()
+        except TimeoutError:
+            raise _Closed(CloseCode.UNAUTHENTICATED, "no hello in time") from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        frame = _parse(message)
+        if isinstance(frame, str) or frame["type"] != ClientFrame.HELLO:
+            raise _Closed(CloseCode.PROTOCOL_ERROR, 'the first frame must be {"type": "hello", "token": ...}')
+        token = frame.get("token")
+        try:
+            if not isinstance(token, str):
+                raise Unauthenticated("missing token")
+            viewer, expires_at = self.tokens.verify_until(token)
+        except Unauthenticated as exc:
+            raise _Closed(CloseCode.UNAUTHENTICATED, exc.message) from None
+        cursor: Cursor | None = None
+        raw_cursor = frame.get("cursor")
+        if raw_cursor is not None:
+            try:
+                if not isinstance(raw_cursor, str):
+                    raise InvalidCursor("cursor must be a string")
+                cursor = Cursor.parse(raw_cursor, viewer.org_id)
+            except InvalidCursor:
+                raise _resync(ResyncReason.INVALID_CURSOR) from None
+        return Connection(viewer, expires_at=expires_at, queue_frames=self.queue_frames), cursor
+
+    # --- 2. replay --------------------------------------------------------------------------
+
+    async def _replay(self, conn: Connection, cursor: Cursor | None) -> None:
+        org_id = conn.viewer.org_id
+        head = await self.feed.head(org_id)
+        start = head if cursor is None else cursor.position
+        if start > head:
+            raise _resync(ResyncReason.CURSOR_AHEAD)
+        if head - start > self.replay_limit:
+            raise _resync(ResyncReason.TOO_FAR_BEHIND)
+        await self._send(
+            control_frame(
+                ServerFrame.WELCOME,
+                user_id=conn.viewer.user_id,
+                org_id=org_id,
+                role=conn.viewer.role.value,
+                cursor=str(Cursor(start, org_id)),
+                heartbeat_seconds=self.heartbeat,
+                expires_at=conn.expires_at,
+            )
+        )
+        position = start
+        while position < head:
+            page = await self.sync.page(conn.viewer, Cursor(position, org_id), _REPLAY_PAGE)
+            for change in page.changes:
+                await self._send(change_frame(change, org_id))
+            position = Cursor.parse(page.next_cursor, org_id).position
+            if not page.has_more:
+                break
+        conn.sent_upto = max(position, head)
+        await self._send(control_frame(ServerFrame.LIVE, cursor=str(Cursor(conn.sent_upto, org_id))))
+        conn.state = ConnectionState.LIVE
+
+    # --- 3. live ----------------------------------------------------------------------------
+
+    async def _live(self, conn: Connection) -> None:
+        tasks = {
+            asyncio.create_task(self._sender(conn)),
+            asyncio.create_task(self._receiver(conn)),
+            asyncio.create_task(conn.closing.wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, _Closed):
+                raise exc
+        if conn.closing.is_set():
+            raise _Closed(conn.close_code, conn.close_reason, conn.close_frame)
+
+    async def _sender(self, conn: Connection) -> None:
+        while True:
+            position, frame = await conn.queue.get()
+            if position != CONTROL:
+                if position <= conn.sent_upto:
+                    continue  # already sent by the replay
+                conn.sent_upto = position
+            await self._send(frame)
+
+    async def _receiver(self, conn: Connection) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            conn.last_heard = time.monotonic()
+            frame = _parse(message)
+            if isinstance(frame, str):
+                conn.offer(CONTROL, frame)
+                continue
+            kind = frame["type"]
+            if kind == ClientFrame.PING:
+                conn.offer(CONTROL, control_frame(ServerFrame.PONG))
+            elif kind == ClientFrame.PONG:
+                pass
+            elif kind == ClientFrame.AUTH:
+                conn.offer(CONTROL, self._refresh(conn, frame.get("token")))
+            elif kind == ClientFrame.HELLO:
+                conn.offer(CONTROL, _error("already_authenticated", "hello is only the first frame"))
+            else:
+                conn.offer(CONTROL, _error("unknown_type", f"unknown frame type {kind[:50]!r}"))
+
+    def _refresh(self, conn: Connection, token: object) -> str:
+        try:
+            if not isinstance(token, str):
+                raise Unauthenticated("missing token")
+            viewer, expires_at = self.tokens.verify_until(token)
+        except Unauthenticated as exc:
+            return _error("unauthenticated", exc.message)
+        if viewer != conn.viewer:
+            return _error("unauthenticated", "the token is for another user")
+        conn.expires_at = max(conn.expires_at, expires_at)
+        return control_frame(ServerFrame.AUTHENTICATED, expires_at=conn.expires_at)
+
+    # --- sending and closing ---------------------------------------------------------------
+
+    async def _send(self, frame: str) -> None:
+        await self.ws.send_text(frame)
+
+    async def _close(self, code: CloseCode, reason: str, frame: str | None = None) -> None:
+        if self.ws.application_state is not WebSocketState.CONNECTED:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                if frame is not None:
+                    await self._send(frame)
+                await self.ws.close(code=int(code), reason=reason[:120])
+
+
+def endpoint(make_session: Callable[[WebSocket], Session]) -> Callable[[WebSocket], Awaitable[None]]:
+    async def realtime(ws: WebSocket) -> None:
+        await make_session(ws).run()
+
+    return realtime

@@ -1,0 +1,163 @@
+"""The hub: this process's sockets grouped by org, one reader per org, fan-out, and liveness.
+
+Each org with at least one local socket has an `OrgReader`. A bus notice for the org wakes it;
+it reads the org's changes after the last position it fanned out — once, however many sockets —
+and offers each change to every local connection allowed to see it (the visibility policy
+decides, per recipient; frames are rendered once per role). Notices only wake readers, so many
+notices in a burst coalesce into one read. After the bus reconnects, `on_reset` wakes every
+reader: whatever notices were lost, the database has the changes.
+
+**Gapless hand-off.** A new connection joins its org's reader *before* it replays from the
+database. The reader's first position is the stream head read when the reader started, so every
+change is either at or below the replay's snapshot (replayed) or above it (fanned out after the
+join); the connection drops fanned-out frames at or below what it already sent. Nothing is lost
+between replay and live, and nothing is sent twice.
+
+The sweep task pings idle sockets every heartbeat, drops sockets silent for longer than the idle
+timeout, and closes sockets whose token expired without a refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from sitecomms.bus import Notice
+from sitecomms.protocol.frames import CloseCode, ServerFrame
+from sitecomms.server.realtime.connection import CONTROL, Connection, control_frame
+from sitecomms.server.services.feed import Feed
+
+log = logging.getLogger("sitecomms.realtime")
+
+_READ_BATCH = 1000
+
+
+class OrgReader:
+    def __init__(self, org_id: str, feed: Feed) -> None:
+        self.org_id = org_id
+        self.connections: set[Connection] = set()
+        self.last = -1  # the last position fanned out; -1 until the head has been read
+        self.ready = asyncio.Event()
+        self._feed = feed
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"sitecomms-org-reader-{org_id}")
+
+    def wake(self, position: int | None = None) -> None:
+        if position is None or position > self.last:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if self.last < 0:
+                    self.last = await self._feed.head(self.org_id)
+                    self.ready.set()
+                await self._wake.wait()
+                self._wake.clear()
+                await self._catch_up()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                delay = min(5.0, 0.05 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
+                log.exception("org %s: reading the feed failed; retrying in %.2fs", self.org_id, delay)
+                self._wake.set()
+                await asyncio.sleep(delay)
+
+    async def _catch_up(self) -> None:
+        while True:
+            batch = await self._feed.read(self.org_id, self.last, _READ_BATCH)
+            for item in batch.items:
+                for conn in self.connections:
+                    if item.visible_to(conn.viewer):
+                        conn.offer(item.position, item.frame_for(conn.viewer))
+            self.last = batch.upto
+            if not batch.has_more:
+                return
+
+
+class Hub:
+    def __init__(self, feed: Feed, *, heartbeat_seconds: float, idle_timeout_seconds: float) -> None:
+        self._feed = feed
+        self._heartbeat = heartbeat_seconds
+        self._idle_timeout = idle_timeout_seconds
+        self._orgs: dict[str, OrgReader] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(reader.connections) for reader in self._orgs.values())
+
+    # --- the bus subscriber ----------------------------------------------------------------
+
+    def on_notice(self, notice: Notice) -> None:
+        reader = self._orgs.get(notice.org_id)
+        if reader is not None:
+            reader.wake(notice.position)
+
+    def on_reset(self) -> None:
+        for reader in self._orgs.values():
+            reader.wake()
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def join(self, conn: Connection) -> None:
+        """Register for fan-out; returns once the org's reader knows its starting position."""
+        org_id = conn.viewer.org_id
+        reader = self._orgs.get(org_id)
+        if reader is None:
+            reader = self._orgs[org_id] = OrgReader(org_id, self._feed)
+        reader.connections.add(conn)
+        await reader.ready.wait()
+
+    async def leave(self, conn: Connection) -> None:
+        org_id = conn.viewer.org_id
+        reader = self._orgs.get(org_id)
+        if reader is None:
+            return
+        reader.connections.discard(conn)
+        if not reader.connections:
+            del self._orgs[org_id]
+            await reader.stop()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="sitecomms-realtime-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for reader in list(self._orgs.values()):
+            for conn in reader.connections:
+                conn.close(CloseCode.GOING_AWAY, "server shutting down")
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.05, min(self._heartbeat, self._idle_timeout) / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep(time.monotonic(), time.time())
+
+    def sweep(self, now: float, wall_now: float) -> None:
+        ping = control_frame(ServerFrame.PING)
+        for reader in self._orgs.values():
+            for conn in reader.connections:
+                if now - conn.last_heard > self._idle_timeout:
+                    conn.close(CloseCode.HEARTBEAT_TIMEOUT, "nothing heard from the client")
+                elif wall_now >= conn.expires_at:
+                    conn.close(CloseCode.UNAUTHENTICATED, "token expired")
+                elif now - conn.last_pinged >= self._heartbeat:
+                    conn.last_pinged = now
+                    conn.offer(CONTROL, ping)

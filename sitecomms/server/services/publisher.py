@@ -1,0 +1,18 @@
+"""What services need from the bus: telling every server process that an org's stream moved."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Publisher(Protocol):
+    async def publish(self, org_id: str, position: int) -> None:
+        """After a commit: the org's stream now reaches `position`. Never raises."""
+        ...
+
+
+class NoPublisher:
+    """For one-off commands with no listeners (the CLI on an embedded database)."""
+
+    async def publish(self, org_id: str, position: int) -> None:
+        return None
