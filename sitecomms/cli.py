@@ -7,6 +7,7 @@ import getpass
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -211,6 +212,59 @@ def token(
         return (await accounts.mint_token(email, ttl)).access_token
 
     print(_with_services(_settings(database_url), work))
+
+
+@app.command()
+def chat(
+    email: Annotated[str, typer.Option(help="Your login email")],
+    server: Annotated[str, typer.Option(help="The SiteComms server")] = "http://127.0.0.1:8000",
+    store: Annotated[
+        Path | None, typer.Option(help="Local store file [default: ~/.local/share/sitecomms/EMAIL.db]")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Sign in with this password (else prompted when there is no saved session)")
+    ] = None,
+) -> None:
+    """Chat from the terminal, offline-first: reads the local copy and queues sends while offline."""
+    from sitecomms import chat as chat_app
+    from sitecomms.client import Client, ServerUnavailable, SiteCommsError
+
+    store_path = store or Path.home() / ".local" / "share" / "sitecomms" / f"{email.lower()}.db"
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        client = await Client.open(server, store_path)
+        try:
+            if client.me is None or password is not None:
+                secret = password
+                if secret is None:
+                    secret = getpass.getpass(f"Password for {email}: ") if sys.stdin.isatty() else ""
+                try:
+                    await client.login(email, secret)
+                except ServerUnavailable as exc:
+                    if client.me is None:
+                        raise SiteCommsError(f"the first sign-in needs the server ({exc})") from exc
+                    print("server unreachable: working offline from the local copy", flush=True)
+            me = client.me
+            assert me is not None
+            print(f"signed in as {me.display_name} ({me.role}); local store {store_path}", flush=True)
+            await client.start()
+            lines: asyncio.Queue[str | None] = asyncio.Queue()
+            reader = asyncio.create_task(chat_app.stdin_lines(lines))
+            try:
+                await chat_app.run(client, lines, lambda text: print(text, flush=True))
+            finally:
+                reader.cancel()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(run())
+    except SiteCommsError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -1,0 +1,364 @@
+"""`Client`: the offline-first SDK in one object.
+
+Writes happen locally first. `send()` stores the message as `queued` with a fresh idempotency
+key and returns it at once; the outbox task delivers queued messages in order whenever the
+server answers, retrying with jittered backoff, and records the server's id (`sent`). Because
+the key travels with every retry and the server treats it as a database constraint, a message
+reaches the server exactly once, also when the process dies between the server's commit and
+the local update: on restart the retry returns the same message.
+
+The connection task keeps the local copy current: pull sync from the stored cursor (each page
+and its cursor in one local transaction), then one realtime socket resuming from that cursor,
+reconnecting with backoff. Everything the server says goes through the store's single writer.
+Observers (`watch_*`) yield fresh state after each local change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from sitecomms.client._api import Api
+from sitecomms.client._errors import (
+    AuthenticationError,
+    NotFound,
+    RequestRejected,
+    ServerUnavailable,
+    SiteCommsError,
+)
+from sitecomms.client._models import ConnectionState, Conversation, Me, Message
+from sitecomms.client._observers import ALL, Observers
+from sitecomms.client._store import LocalStore
+from sitecomms.protocol.limits import MAX_CONTENT_CHARS
+
+log = logging.getLogger("sitecomms.client")
+
+_LIVE_BATCH = 500
+_RESYNC = 4409
+_UNAUTHENTICATED = 4401
+
+
+def backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Jittered exponential backoff: about base·2^attempt seconds, at most `cap`."""
+    return float(min(cap, base * 2.0 ** min(attempt, 16)) * random.uniform(0.5, 1.0))
+
+
+class _CorruptFrame(Exception):
+    pass
+
+
+class Client:
+    """An offline-first SiteComms client for one user, on a local SQLite store.
+
+    >>> client = await Client.open("http://127.0.0.1:8000", "maya.db")  # doctest: +SKIP
+    >>> if client.me is None:
+    ...     await client.login("medic1@demo.example", "demo-password")
+    >>> await client.start()  # sync, go live, deliver the outbox, in the background
+    >>> message = await client.send(conversation_id, "Need more dressings")  # status "queued"
+    >>> async for conversations in client.watch_conversations(): ...
+    """
+
+    def __init__(self, store: LocalStore, api: Api, me: Me | None) -> None:
+        self._store = store
+        self._api = api
+        self._me = me
+        self._observers = Observers()
+        self._state = ConnectionState.OFFLINE
+        self._state_changed = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._signed_in = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self.ws_connect: Callable[[str], Any] = lambda url: connect(url, open_timeout=10, max_size=2**24)
+        if me is not None:
+            self._signed_in.set()
+
+    @classmethod
+    async def open(
+        cls, server_url: str, store_path: str | Path, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Client:
+        """Open (or create) the local store; a session saved in it is resumed."""
+        store = await LocalStore.open(store_path)
+        api = Api(server_url, transport=transport)
+        api.token = await store.run(store.core.get_meta, "token")
+        return cls(store, api, await store.run(store.core.me))
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # --- session ---------------------------------------------------------------------------
+
+    @property
+    def me(self) -> Me | None:
+        return self._me
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is ConnectionState.LIVE
+
+    async def login(self, email: str, password: str) -> Me:
+        """Sign in (needs the server). The store keeps the session; queued messages stay queued."""
+        body = await self._api.login(email, password)
+        user = body["user"]
+        if self._me is not None and self._me.user_id != user["id"]:
+            raise AuthenticationError("this local store belongs to another user; open another store")
+        await self._store.run(
+            self._store.core.set_meta,
+            {
+                "token": body["access_token"],
+                "user_id": user["id"],
+                "org_id": user["org_id"],
+                "display_name": user["display_name"],
+                "role": user["role"],
+            },
+        )
+        self._me = Me(user["id"], user["org_id"], user["display_name"], user["role"])
+        self._signed_in.set()
+        self._outbox_wake.set()
+        if self._state is ConnectionState.SIGNED_OUT:
+            self._set_state(ConnectionState.OFFLINE)
+        return self._me
+
+    async def start(self) -> None:
+        """Run sync, the realtime connection and the outbox in the background until `close()`."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._connection_loop(), name="sitecomms-client-connection"),
+                asyncio.create_task(self._outbox_loop(), name="sitecomms-client-outbox"),
+            ]
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._set_state(ConnectionState.CLOSED)
+        await self._api.close()
+        await self._store.close()
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def send(self, conversation_id: str, text: str) -> Message:
+        """Store the message locally as `queued` and return it; the outbox delivers it."""
+        if not text.strip() or len(text) > MAX_CONTENT_CHARS or "\x00" in text:
+            raise RequestRejected(422, "validation_failed", f"a message is 1 to {MAX_CONTENT_CHARS} characters")
+        known = {c.id for c in await self.conversations()}
+        if conversation_id not in known:
+            raise NotFound(404, "not_found", "no such conversation in the local store (sync first)")
+        message = await self._store.run(self._store.core.enqueue, conversation_id, text)
+        self._observers.changed({conversation_id})
+        self._outbox_wake.set()
+        return message
+
+    async def mark_read(self, conversation_id: str) -> None:
+        """Mark the conversation read up to its newest message, locally at once, then on the server."""
+        if await self._store.run(self._store.core.mark_read, conversation_id):
+            self._observers.changed({conversation_id})
+            self._outbox_wake.set()
+
+    async def sync_now(self) -> None:
+        """Pull every change since the stored cursor (pull-to-refresh). Raises if the server is down."""
+        while True:
+            cursor = await self._store.run(self._store.core.get_meta, "cursor")
+            try:
+                page = await self._api.sync(cursor)
+            except RequestRejected as exc:
+                if cursor is None or exc.code not in ("invalid_cursor", "cursor_ahead"):
+                    raise
+                log.warning("the server refused our cursor (%s): taking a fresh snapshot", exc.code)
+                await self._store.run(self._store.core.set_meta, {"cursor": None})
+                continue
+            touched = await self._store.run(self._store.core.apply, page["changes"], page["next_cursor"])
+            self._observers.changed(touched or {ALL})
+            if not page["has_more"]:
+                return
+
+    # --- reads and observers ---------------------------------------------------------------
+
+    async def conversations(self) -> list[Conversation]:
+        return await self._store.run(self._store.core.conversations)
+
+    async def thread(self, conversation_id: str, limit: int = 100) -> list[Message]:
+        return await self._store.run(self._store.core.thread, conversation_id, limit)
+
+    async def unread_total(self) -> int:
+        return await self._store.run(self._store.core.unread_total)
+
+    async def outbox_size(self) -> int:
+        return await self._store.run(self._store.core.outbox_size)
+
+    def watch_conversations(self) -> AsyncIterator[list[Conversation]]:
+        return self._observers.watch(ALL, self.conversations)
+
+    def watch_thread(self, conversation_id: str, limit: int = 100) -> AsyncIterator[list[Message]]:
+        return self._observers.watch(conversation_id, lambda: self.thread(conversation_id, limit))
+
+    def watch_unread_total(self) -> AsyncIterator[int]:
+        return self._observers.watch(ALL, self.unread_total)
+
+    async def watch_connection(self) -> AsyncIterator[ConnectionState]:
+        """The connection state now, then each time it changes."""
+        while True:
+            self._state_changed.clear()
+            yield self._state
+            await self._state_changed.wait()
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is not self._state:
+            self._state = state
+            self._state_changed.set()
+
+    # --- the connection: pull sync, then live -----------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        failures = 0
+        while not self._closed:
+            await self._signed_in.wait()
+            self._set_state(ConnectionState.CONNECTING)
+            try:
+                await self.sync_now()
+                await self._live()
+                failures = 0
+            except AuthenticationError as exc:
+                self._signed_out(str(exc))
+                continue
+            except (ServerUnavailable, OSError, InvalidHandshake, ConnectionClosed, _CorruptFrame, TimeoutError) as exc:
+                log.info("connection lost: %s", exc)
+            except SiteCommsError as exc:
+                log.warning("connection failed: %s", exc)
+            self._set_state(ConnectionState.OFFLINE)
+            failures += 1
+            await asyncio.sleep(backoff(failures - 1))
+
+    def _signed_out(self, reason: str) -> None:
+        log.warning("signed out: %s", reason)
+        self._signed_in.clear()
+        self._set_state(ConnectionState.SIGNED_OUT)
+
+    async def _live(self) -> None:
+        """One socket: hello from the stored cursor, then apply frames in batches until it closes."""
+        cursor = await self._store.run(self._store.core.get_meta, "cursor")
+        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue(10_000)
+        async with self.ws_connect(self._api.realtime_url()) as ws:
+            await ws.send(orjson.dumps({"type": "hello", "token": self._api.token, "cursor": cursor}).decode())
+            applier = asyncio.create_task(self._apply_frames(frames))
+            try:
+                async for raw in ws:
+                    frame = self._parse(raw)
+                    kind = frame["type"]
+                    if kind == "ping":
+                        await ws.send('{"type": "pong"}')
+                    elif kind == "live":
+                        self._set_state(ConnectionState.LIVE)
+                        await self._store.run(self._store.core.retry_now)
+                        self._outbox_wake.set()
+                    elif "." in kind:
+                        await frames.put(frame)
+                    elif kind == "error":
+                        log.warning("the server refused a frame: %s", frame)
+                    if applier.done():
+                        applier.result()
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                if code == _UNAUTHENTICATED:
+                    raise AuthenticationError("the server closed the socket: sign in again") from exc
+                if code != _RESYNC:
+                    raise
+                log.info("the server asked for a resync (%s)", exc.rcvd.reason if exc.rcvd else "")
+            finally:
+                if not applier.done():  # what arrived is applied (and its cursor saved) before we reconnect
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(30):
+                            await frames.join()
+                applier.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await applier
+
+    def _parse(self, raw: str | bytes) -> dict[str, Any]:
+        try:
+            frame = orjson.loads(raw)
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                raise ValueError("not a frame")
+            if "." in frame["type"] and not (
+                isinstance(frame.get("data"), dict) and isinstance(frame.get("cursor"), str)
+            ):
+                raise ValueError("a change frame without data or cursor")
+        except ValueError as exc:
+            log.error("corrupt frame skipped (%s): %r; resyncing", exc, raw[:200])
+            raise _CorruptFrame(str(exc)) from exc
+        return frame
+
+    async def _apply_frames(self, frames: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            batch = [await frames.get()]
+            while len(batch) < _LIVE_BATCH and not frames.empty():
+                batch.append(frames.get_nowait())
+            try:
+                touched = await self._store.run(self._store.core.apply, batch, batch[-1]["cursor"])
+            except (KeyError, TypeError, ValueError) as exc:  # a frame whose data is not what we expect
+                log.error("corrupt change skipped (%s); resyncing", exc)
+                raise _CorruptFrame(str(exc)) from exc
+            finally:
+                for _ in batch:
+                    frames.task_done()
+            self._observers.changed(touched)
+
+    # --- the outbox ------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        while not self._closed:
+            await self._signed_in.wait()
+            try:
+                await self._deliver_due()
+                await self._push_reads()
+            except AuthenticationError as exc:
+                self._signed_out(str(exc))
+                continue
+            except ServerUnavailable as exc:
+                log.info("outbox: server unavailable (%s)", exc)
+            next_at = await self._store.run(self._store.core.next_attempt_at)
+            timeout = None if next_at is None else max(0.0, next_at - time.time())
+            self._outbox_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._outbox_wake.wait()
+
+    async def _deliver_due(self) -> None:
+        for message, attempts in await self._store.run(self._store.core.due, time.time()):
+            try:
+                server_message = await self._api.send(message.conversation_id, message.content, message.idempotency_key)
+            except ServerUnavailable as exc:
+                await self._store.run(self._store.core.retry_later, message.local_id, backoff(attempts), str(exc))
+                raise
+            except (AuthenticationError, asyncio.CancelledError):
+                raise
+            except RequestRejected as exc:
+                log.error("the server refused message %d for good: %s", message.local_id, exc)
+                self._observers.changed({await self._store.run(self._store.core.failed, message.local_id, str(exc))})
+                continue
+            touched = await self._store.run(self._store.core.delivered, message.local_id, server_message)
+            self._observers.changed({touched})
+
+    async def _push_reads(self) -> None:
+        for conversation_id, position in await self._store.run(self._store.core.pending_reads):
+            with contextlib.suppress(NotFound):  # the conversation is gone: nothing to mark
+                await self._api.mark_read(conversation_id, position)
+            await self._store.run(self._store.core.read_pushed, conversation_id, position)

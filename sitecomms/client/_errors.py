@@ -1,0 +1,46 @@
+"""The SDK's one exception tree.
+
+SiteCommsError
+├── AuthenticationError     sign in again (wrong password, expired or revoked token)
+├── ServerUnavailable       unreachable, timed out or 5xx: the request may be retried
+├── RequestRejected         the server refused the request (4xx), with its error code
+│   └── NotFound
+└── LocalStoreError         the local database cannot be used
+    └── LocalStoreLocked    another process holds it
+"""
+
+from __future__ import annotations
+
+
+class SiteCommsError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class AuthenticationError(SiteCommsError):
+    """Sign in again: the credentials or the token were refused. Queued messages are kept."""
+
+
+class ServerUnavailable(SiteCommsError):
+    """The server could not be reached, timed out or failed (5xx). Retrying may work."""
+
+
+class RequestRejected(SiteCommsError):
+    """The server refused the request (4xx) with `code` and `message`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class NotFound(RequestRejected):
+    """The thing does not exist or is not visible to this user."""
+
+
+class LocalStoreError(SiteCommsError):
+    """The local database cannot be opened or used."""
+
+
+class LocalStoreLocked(LocalStoreError):
+    """Another process is using this local database (one client per store file)."""

@@ -1,0 +1,46 @@
+"""What the SDK hands to UIs: plain frozen dataclasses read from the local store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ConnectionState(Enum):
+    OFFLINE = "offline"  # no connection (never connected, or lost it; retrying with backoff)
+    CONNECTING = "connecting"
+    LIVE = "live"  # caught up and receiving changes as they happen
+    SIGNED_OUT = "signed_out"  # the server refused the token: sign in again
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    type: str  # "direct" or "broadcast"
+    name: str  # as this user sees it
+    last_message_at: str | None
+    last_message_preview: str | None
+    unread_count: int  # computed locally
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    local_id: int
+    id: str | None  # the server's id; None while queued
+    conversation_id: str
+    sender_id: str
+    sender_name: str
+    content: str
+    status: str  # "queued", "sent", "delivered" or "read"
+    idempotency_key: str
+    created_at: str
+    position: int | None  # the server's stream position; None while queued
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    user_id: str
+    org_id: str
+    display_name: str
+    role: str
