@@ -46,6 +46,7 @@ class ConversationView:
     medic_id: str | None
     last_message_at: datetime | None
     last_message_preview: str | None
+    last_message_position: int | None  # the newest message's position: reading up to it clears unread
     unread_count: int | None  # the viewer's; null in live events (derive it locally from the stream)
     last_read_position: int | None  # the viewer's; null in live events
     created_at: datetime

@@ -78,11 +78,15 @@ def conversations_changed_since(
     return [build(ConversationRow, r) for r in conn.execute(query).mappings()]
 
 
-def record_last_message(conn: Connection, conversation_id: str, *, at: datetime, preview: str, position: int) -> None:
+def record_last_message(
+    conn: Connection, conversation_id: str, *, at: datetime, preview: str, message_position: int, position: int
+) -> None:
     conn.execute(
         update(conversations)
         .where(conversations.c.id == conversation_id)
-        .values(last_message_at=at, last_message_preview=preview, position=position)
+        .values(
+            last_message_at=at, last_message_preview=preview, last_message_position=message_position, position=position
+        )
     )
 
 

@@ -37,6 +37,7 @@ class ConversationRow:
     medic_name: str | None
     last_message_at: datetime | None
     last_message_preview: str | None
+    last_message_position: int | None
     created_at: datetime
     position: int
 

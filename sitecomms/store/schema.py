@@ -72,6 +72,7 @@ conversations = Table(
     Column("medic_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True, unique=True),
     Column("last_message_at", UTCDateTime, nullable=True),
     Column("last_message_preview", String(400), nullable=True),
+    Column("last_message_position", BigInteger, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("position", BigInteger, nullable=False),
     CheckConstraint(

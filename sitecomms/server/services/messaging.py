@@ -123,7 +123,9 @@ def _send_txn(
         now=now,
         position=position,
     )
-    conversations.record_last_message(conn, conversation.id, at=now, preview=preview_of(content), position=position + 1)
+    conversations.record_last_message(
+        conn, conversation.id, at=now, preview=preview_of(content), message_position=position, position=position + 1
+    )
     return row, True
 
 

@@ -44,6 +44,7 @@ def conversation_view(
         medic_id=row.medic_id,
         last_message_at=row.last_message_at,
         last_message_preview=row.last_message_preview,
+        last_message_position=row.last_message_position,
         unread_count=unread_count,
         last_read_position=last_read_position,
         created_at=row.created_at,

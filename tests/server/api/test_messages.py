@@ -102,6 +102,7 @@ async def test_preview_and_last_message_at_follow_the_newest_message(orgs: Orgs)
     listing = await orgs.get(admin, "/v1/conversations")
     direct = next(c for c in listing["conversations"] if c["id"] == medic.conversation_id)
     assert direct["last_message_at"] == sent["created_at"]
+    assert direct["last_message_position"] == sent["position"]
     assert len(direct["last_message_preview"]) == 100
     assert direct["last_message_preview"].endswith("…")
     assert direct["last_message_preview"].startswith("word word")
