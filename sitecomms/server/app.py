@@ -24,6 +24,7 @@ from sitecomms import __version__
 from sitecomms.bus import Notice, open_bus
 from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
+from sitecomms.server import dashboard
 from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.realtime.endpoint import Session, endpoint
@@ -150,5 +151,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(messages.router(messaging, current_viewer))
     app.include_router(sync.router(pull, current_viewer))
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
+    dashboard.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app

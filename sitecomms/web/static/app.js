@@ -1,0 +1,429 @@
+// SiteComms dashboard: plain JavaScript, no build step, no dependencies.
+//
+// Data flow: GET /v1/sync (a snapshot and a cursor), then one WebSocket to /v1/realtime that
+// resumes from that cursor and carries every change live. No polling: the only HTTP requests
+// after start-up are the user's own actions (send, read, older messages, add user).
+// Every piece of user content is put into the page with textContent, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "sitecomms.token";
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  me: null,              // {user, org}
+  conversations: new Map(), // id -> conversation (server shape) + {unread}
+  threads: new Map(),    // conversation id -> {messages: Map key -> message, hasMore, nextBefore, loaded}
+  readUpTo: new Map(),   // conversation id -> my last_read_position
+  othersRead: new Map(), // conversation id -> the furthest read position of anyone else
+  openId: null,
+  cursor: null,
+  socket: null,
+  socketState: "offline",
+  retries: 0,
+  outbox: [],            // sends waiting for the socket to be live: {conversation_id, content, idempotency_key}
+  lastFrameAt: 0,
+  heartbeat: 15,
+};
+
+// ---- HTTP ------------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const headers = { "content-type": "application/json" };
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401 && path !== "/v1/auth/login") signOut("Your session has expired; sign in again.");
+  if (!response.ok) {
+    const error = new Error(data?.error?.message || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+// ---- model -----------------------------------------------------------------------------
+
+const keyOf = (m) => `${m.sender_id}:${m.idempotency_key}`;
+const isMine = (m) => state.me && m.sender_id === state.me.user.id;
+
+function thread(id) {
+  if (!state.threads.has(id)) state.threads.set(id, { messages: new Map(), hasMore: true, nextBefore: null, loaded: false });
+  return state.threads.get(id);
+}
+
+function applyChange(change) {
+  const data = change.data;
+  switch (change.type) {
+    case "conversation.updated": {
+      const current = state.conversations.get(data.id);
+      if (current && current.position > data.position) return;
+      const unread = data.unread_count ?? current?.unread ?? 0;
+      state.conversations.set(data.id, { ...data, unread });
+      if (data.last_read_position != null) bumpRead(state.readUpTo, data.id, data.last_read_position);
+      break;
+    }
+    case "message.created": addMessage(data, true); break;
+    case "read_status.updated": {
+      if (state.me && data.user_id === state.me.user.id) {
+        bumpRead(state.readUpTo, data.conversation_id, data.last_read_position);
+        recountUnread(data.conversation_id);
+      } else {
+        bumpRead(state.othersRead, data.conversation_id, data.last_read_position);
+      }
+      break;
+    }
+    case "user.updated":
+      if (state.me && data.id === state.me.user.id) state.me.user.display_name = data.display_name;
+      break;
+  }
+}
+
+function bumpRead(map, id, position) { map.set(id, Math.max(map.get(id) || 0, position)); }
+
+function addMessage(m, live) {
+  const t = thread(m.conversation_id);
+  const key = keyOf(m);
+  const known = t.messages.get(key);
+  t.messages.set(key, { ...known, ...m, pending: false });
+  const conversation = state.conversations.get(m.conversation_id);
+  if (live && !known && !isMine(m) && conversation && m.position > (state.readUpTo.get(m.conversation_id) || 0)) {
+    conversation.unread += 1;
+  }
+  return !known;
+}
+
+function recountUnread(id) {
+  const conversation = state.conversations.get(id);
+  if (!conversation) return;
+  const upTo = state.readUpTo.get(id) || 0;
+  if (conversation.last_message_position != null && upTo >= conversation.last_message_position) {
+    conversation.unread = 0;
+    return;
+  }
+  const known = [...thread(id).messages.values()].filter((m) => !isMine(m) && m.position > upTo).length;
+  conversation.unread = Math.min(conversation.unread, known);
+}
+
+function sortedConversations() {
+  return [...state.conversations.values()].sort((a, b) =>
+    (b.last_message_at || "").localeCompare(a.last_message_at || "") || a.name.localeCompare(b.name));
+}
+
+function sortedMessages(id) {
+  return [...thread(id).messages.values()].sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity));
+}
+
+// ---- rendering -------------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function relativeTime(iso) {
+  if (!iso) return "";
+  const then = new Date(iso), seconds = (Date.now() - then.getTime()) / 1000;
+  if (seconds < 60) return "now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h`;
+  return then.toLocaleDateString();
+}
+
+function renderHeader() {
+  $("me-name").textContent = state.me ? state.me.user.display_name : "";
+  $("org-name").textContent = state.me ? state.me.org.name : "";
+  const total = [...state.conversations.values()].reduce((sum, c) => sum + (c.unread || 0), 0);
+  $("unread-total").textContent = String(total);
+  $("unread-total").dataset.zero = String(total === 0);
+  $("unread-total").setAttribute("aria-label", `${total} unread messages`);
+  const label = { live: "live", connecting: "connecting", reconnecting: "reconnecting", offline: "offline" }[state.socketState];
+  $("connection").textContent = state.outbox.length ? `${label} · ${state.outbox.length} queued` : label;
+  $("connection").dataset.state = state.socketState;
+  $("add-user-open").hidden = !(state.me && state.me.user.role === "admin");
+}
+
+function renderList() {
+  const list = $("conversations");
+  list.replaceChildren();
+  for (const c of sortedConversations()) {
+    const item = el("li");
+    item.tabIndex = 0;
+    item.dataset.id = c.id;
+    item.setAttribute("role", "button");
+    item.setAttribute("aria-current", String(c.id === state.openId));
+    item.setAttribute("aria-label", `${c.name}, ${c.unread} unread`);
+    item.append(el("span", "name", c.name), el("span", "time", relativeTime(c.last_message_at)),
+      el("span", "preview", c.last_message_preview || "No messages yet"));
+    const badge = el("span", "badge unread", String(c.unread));
+    badge.dataset.zero = String(c.unread === 0);
+    badge.hidden = c.unread === 0;
+    item.append(badge);
+    item.addEventListener("click", () => openConversation(c.id));
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openConversation(c.id); } });
+    list.append(item);
+  }
+}
+
+function messageStatus(m) {
+  if (m.pending) return "sending";
+  if (!isMine(m)) return "";
+  return m.position != null && (state.othersRead.get(m.conversation_id) || 0) >= m.position ? "read" : "sent";
+}
+
+function renderThread() {
+  const box = $("messages");
+  const conversation = state.conversations.get(state.openId);
+  $("compose").hidden = !conversation || !canWrite(conversation);
+  $("thread-title").textContent = conversation ? conversation.name : "Choose a conversation";
+  if (!conversation) { box.replaceChildren(); return; }
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+  const before = box.children.length;
+  box.replaceChildren();
+  for (const m of sortedMessages(state.openId)) {
+    const item = el("li", isMine(m) ? "mine" : "");
+    item.dataset.key = keyOf(m);
+    const meta = el("div", "meta");
+    meta.append(el("span", "sender", isMine(m) ? "You" : m.sender_name),
+      el("time", "", new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+    const status = messageStatus(m);
+    if (status) meta.append(el("span", "status", status));
+    item.append(meta, el("div", "body", m.content));
+    box.append(item);
+  }
+  const grew = box.children.length > before;
+  if (atBottom || before === 0) {
+    box.scrollTop = box.scrollHeight;
+    $("new-marker").hidden = true;
+  } else if (grew) {
+    $("new-marker").hidden = false;
+  }
+}
+
+function canWrite(c) {
+  return state.me && (state.me.user.role === "admin" || c.type === "direct");
+}
+
+function render() { renderHeader(); renderList(); renderThread(); }
+
+// ---- actions ---------------------------------------------------------------------------
+
+async function openConversation(id) {
+  state.openId = id;
+  $("panes").dataset.view = "thread";
+  $("new-marker").hidden = true;
+  render();
+  const t = thread(id);
+  if (!t.loaded) {
+    t.loaded = true;
+    await loadOlder(id, true);
+  }
+  markRead(id);
+  $("compose-text").focus();
+}
+
+async function loadOlder(id, first = false) {
+  const t = thread(id);
+  if (!first && (!t.hasMore || !t.nextBefore)) return;
+  const params = new URLSearchParams({ limit: "50" });
+  if (!first) params.set("before", t.nextBefore);
+  const box = $("messages"), fromBottom = box.scrollHeight - box.scrollTop;
+  try {
+    const page = await api("GET", `/v1/conversations/${id}/messages?${params}`);
+    for (const m of page.messages) addMessage(m, false);
+    t.hasMore = page.has_more;
+    t.nextBefore = page.next_before;
+  } catch (error) { console.warn("could not load older messages", error); return; }
+  if (state.openId === id) {
+    renderThread();
+    if (!first) box.scrollTop = box.scrollHeight - fromBottom;
+  }
+}
+
+let readTimer = null;
+function markRead(id) {
+  const conversation = state.conversations.get(id);
+  if (!conversation || document.visibilityState === "hidden") return;
+  const newest = conversation.last_message_position || 0;
+  if (newest <= (state.readUpTo.get(id) || 0) && conversation.unread === 0) return;
+  conversation.unread = 0;
+  bumpRead(state.readUpTo, id, newest);
+  renderHeader(); renderList();
+  clearTimeout(readTimer);
+  readTimer = setTimeout(() => api("POST", `/v1/conversations/${id}/read`).catch(() => {}), 150);
+}
+
+function send(text) {
+  const conversation = state.conversations.get(state.openId);
+  if (!conversation || !text.trim()) return;
+  const item = { conversation_id: conversation.id, content: text, idempotency_key: crypto.randomUUID() };
+  const optimistic = { ...item, id: null, position: null, sender_id: state.me.user.id,
+    sender_name: state.me.user.display_name, created_at: new Date().toISOString(), pending: true };
+  thread(conversation.id).messages.set(keyOf(optimistic), optimistic);
+  state.outbox.push(item);
+  $("compose-text").value = "";
+  const box = $("messages"); box.scrollTop = box.scrollHeight;
+  render();
+  flushOutbox();
+}
+
+let flushing = false;
+async function flushOutbox() {
+  if (flushing || state.socketState !== "live") return;
+  flushing = true;
+  try {
+    while (state.outbox.length && state.socketState === "live") {
+      const item = state.outbox[0];
+      try {
+        const message = await api("POST", "/v1/messages", item);
+        addMessage(message, false);
+        state.outbox.shift();
+      } catch (error) {
+        if (error.status && error.status < 500) { state.outbox.shift(); alert(`Not sent: ${error.message}`); }
+        else break; // the network is down: the socket will say so, and we retry when it is live again
+      }
+      render();
+    }
+  } finally { flushing = false; }
+}
+
+// ---- the realtime socket -----------------------------------------------------------------
+
+function setSocketState(next) { state.socketState = next; renderHeader(); if (next === "live") flushOutbox(); }
+
+function connect() {
+  if (!state.token) return;
+  setSocketState(state.retries ? "reconnecting" : "connecting");
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/realtime`;
+  const socket = new WebSocket(url);
+  state.socket = socket;
+  socket.onopen = () => socket.send(JSON.stringify({ type: "hello", token: state.token, cursor: state.cursor }));
+  socket.onmessage = (event) => {
+    state.lastFrameAt = Date.now();
+    let frame;
+    try { frame = JSON.parse(event.data); } catch { console.warn("ignoring a frame that is not JSON"); return; }
+    if (frame.type === "ping") { socket.send('{"type":"pong"}'); return; }
+    if (frame.type === "welcome") { state.heartbeat = frame.heartbeat_seconds || 15; return; }
+    if (frame.type === "live") { state.retries = 0; state.cursor = frame.cursor; setSocketState("live"); return; }
+    if (frame.type === "error") { console.warn("server refused a frame", frame); return; }
+    if (!frame.type.includes(".")) return;
+    applyChange(frame);
+    state.cursor = frame.cursor;
+    if (frame.type === "message.created" && frame.data.conversation_id === state.openId && !isMine(frame.data)) {
+      const box = $("messages");
+      if (box.scrollHeight - box.scrollTop - box.clientHeight < 24) markRead(state.openId);
+    }
+    scheduleRender();
+  };
+  socket.onclose = async (event) => {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    if (event.code === 4401) { signOut("Your session has expired; sign in again."); return; }
+    if (event.code === 4409) {
+      try { await snapshot(); } catch { /* offline: the next attempt retries */ }
+    }
+    state.retries += 1;
+    setSocketState(navigator.onLine ? "reconnecting" : "offline");
+    const delay = Math.min(10000, 500 * 2 ** Math.min(state.retries - 1, 5)) * (0.5 + Math.random() / 2);
+    setTimeout(connect, delay);
+  };
+}
+
+// A dead server is noticed by silence: the server pings every `heartbeat` seconds. (A local
+// timer, no request.)
+setInterval(() => {
+  if (state.socket && state.socketState === "live" && Date.now() - state.lastFrameAt > state.heartbeat * 3000) {
+    state.socket.close();
+  }
+}, 5000);
+setInterval(() => { if (state.me) renderList(); }, 60000); // relative times
+window.addEventListener("offline", () => state.socket && state.socket.close());
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => { renderQueued = false; render(); });
+}
+
+// ---- start-up, sign-in, sign-out ------------------------------------------------------------
+
+async function snapshot() {
+  const page = await api("GET", "/v1/sync");
+  state.conversations.clear();
+  for (const change of page.changes) applyChange(change);
+  state.cursor = page.next_cursor;
+}
+
+async function start() {
+  try {
+    state.me = await api("GET", "/v1/me");
+    state.me.user_id = state.me.user.id;
+    await snapshot();
+  } catch (error) {
+    if (!state.token) return;
+    $("login-error").textContent = `Cannot reach the server: ${error.message}`;
+    showLogin();
+    return;
+  }
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("panes").dataset.view = "list";
+  render();
+  connect();
+}
+
+function showLogin() { $("app").hidden = true; $("login").hidden = false; $("login-email").focus(); }
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null; state.me = null; state.cursor = null; state.openId = null;
+  state.conversations.clear(); state.threads.clear(); state.outbox = [];
+  const socket = state.socket; state.socket = null;
+  if (socket) socket.close();
+  $("login-error").textContent = message || "";
+  showLogin();
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const result = await api("POST", "/v1/auth/login", { email: $("login-email").value, password: $("login-password").value });
+    state.token = result.access_token;
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    $("login-password").value = "";
+    await start();
+  } catch (error) { $("login-error").textContent = error.message; }
+});
+
+$("sign-out").addEventListener("click", () => signOut());
+$("back").addEventListener("click", () => { $("panes").dataset.view = "list"; state.openId = null; render(); });
+$("compose").addEventListener("submit", (event) => { event.preventDefault(); send($("compose-text").value); });
+$("compose-text").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); send(event.target.value); }
+});
+$("messages").addEventListener("scroll", () => {
+  const box = $("messages");
+  if (box.scrollTop < 40 && state.openId) loadOlder(state.openId);
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 24) { $("new-marker").hidden = true; if (state.openId) markRead(state.openId); }
+});
+$("new-marker").addEventListener("click", () => {
+  const box = $("messages"); box.scrollTop = box.scrollHeight; $("new-marker").hidden = true; markRead(state.openId);
+});
+document.addEventListener("visibilitychange", () => { if (state.openId) markRead(state.openId); });
+
+$("add-user-open").addEventListener("click", () => { $("add-user-error").textContent = ""; $("add-user").showModal(); });
+$("add-user-cancel").addEventListener("click", () => $("add-user").close());
+$("add-user-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await api("POST", "/v1/users", { display_name: $("new-name").value, email: $("new-email").value,
+      role: $("new-role").value, password: $("new-password").value });
+    $("add-user-form").reset();
+    $("add-user").close();
+  } catch (error) { $("add-user-error").textContent = error.message; }
+});
+
+if (state.token) start(); else showLogin();
