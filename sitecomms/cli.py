@@ -109,7 +109,8 @@ def _print_demo(demo: Demo, base_url: str) -> None:
         "-H 'content-type: application/json' \\\n"
         f'    -d \'{{"conversation_id": "{medic.conversation_id}", "content": "Hello from the field", '
         '"idempotency_key": "my-first-message"}\'\n'
-        f"API docs: {base_url}/docs",
+        f"API docs: {base_url}/docs\n"
+        f"Dashboard: open {base_url}/ in two browsers, sign in as admin@demo.example and as {medic.email}",
         soft_wrap=True,
         highlight=False,
     )
