@@ -210,6 +210,7 @@ def _conversation(type: ConversationType, medic_id: str | None, medic_name: str 
         medic_name=medic_name,
         last_message_at=None,
         last_message_preview=None,
+        last_message_position=None,
         created_at=NOW,
         position=1,
     )
