@@ -14,8 +14,10 @@ from sitecomms.bus.supervisor import Bus, BusState, Subscriber
 
 __all__ = ["Bus", "BusBackend", "BusState", "Notice", "Subscriber", "open_bus"]
 
+HEARTBEAT_SECONDS = 10.0  # a quiet broker connection is probed this often; dead after two silent beats
 
-def open_bus(url: str) -> Bus:
+
+def open_bus(url: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS, publish_timeout: float = 2.0) -> Bus:
     scheme = urlsplit(url).scheme
     backend: BusBackend
     if scheme == "memory":
@@ -25,11 +27,11 @@ def open_bus(url: str) -> Bus:
     elif scheme in ("redis", "rediss"):
         from sitecomms.bus.redis import RedisBackend
 
-        backend = RedisBackend(url)
+        backend = RedisBackend(url, heartbeat_seconds=heartbeat_seconds)
     elif scheme in ("postgres", "postgresql"):
         from sitecomms.bus.postgres import PostgresBackend
 
-        backend = PostgresBackend(url)
+        backend = PostgresBackend(url, heartbeat_seconds=heartbeat_seconds)
     else:
         raise ValueError(f"unsupported bus URL scheme {scheme!r} (use memory://, redis:// or postgres://)")
-    return Bus(backend, url=url)
+    return Bus(backend, url=url, publish_timeout=publish_timeout)

@@ -14,7 +14,10 @@ has fanned out. Hence the contract is deliberately weak:
 - payloads are tiny (`<org id> <position>`), far below PostgreSQL NOTIFY's 8,000-byte limit.
 
 A backend implements four coroutines and one async iterator. `listen()` yields payloads until
-the connection fails, then raises; it never swallows a failure. The `Bus` supervisor (in
+the connection fails, then raises; it never swallows a failure, and it probes a quiet
+connection so that one that died silently (no FIN: a NAT or firewall dropped it) fails too. A
+failed `publish()` raises; a backend whose failed publish means a broken connection makes
+`listen()` fail as well, so that everything is reconnected. The `Bus` supervisor (in
 `supervisor.py`) owns reconnection, backoff and the bounded hand-off to subscribers.
 """
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 CHANNEL = "sitecomms_notices"
+_MAX_DIGITS = 19  # positions are BIGINTs
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +43,19 @@ class Notice:
     def decode(cls, payload: str | bytes) -> Notice | None:
         """The notice in a payload, or None for anything malformed (logged and dropped by callers)."""
         if isinstance(payload, bytes):
-            payload = payload.decode("utf-8", "replace")
+            try:
+                payload = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
         parts = payload.split(" ")
-        if len(parts) != 2 or not parts[1].isdigit():
+        if len(parts) != 2:
             return None
-        return cls(parts[0], int(parts[1]))
+        org_id, position = parts
+        # ASCII digits only, and few of them: str.isdigit() accepts "²" (int() then raises) and
+        # int() refuses over 4,300 digits; either would be raised inside the listener.
+        if not org_id or not position.isascii() or not position.isdigit() or len(position) > _MAX_DIGITS:
+            return None
+        return cls(org_id, int(position))
 
 
 class BusBackend(Protocol):

@@ -1,4 +1,9 @@
-"""`postgres://`: PostgreSQL LISTEN/NOTIFY; no infrastructure beyond the database."""
+"""`postgres://`: PostgreSQL LISTEN/NOTIFY; no infrastructure beyond the database.
+
+Two connections: one LISTENs, one NOTIFYs. Losing either one is a failure of the backend: it
+reaches `listen()`, so the supervisor reconnects both and every subscriber resyncs. (A dead
+publishing connection that nobody noticed would lose every later notice of this process.)
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ from typing import Any
 
 from sitecomms.bus.base import CHANNEL
 
+_CONNECT_TIMEOUT = 5.0
+
 
 class PostgresBackend:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, heartbeat_seconds: float = 10.0) -> None:
         self._dsn = url.replace("postgresql+asyncpg://", "postgresql://").replace("postgres://", "postgresql://", 1)
+        self._heartbeat = heartbeat_seconds
         self._listen_conn: Any = None
         self._publish_conn: Any = None
         self._publish_lock = asyncio.Lock()
@@ -21,19 +29,25 @@ class PostgresBackend:
     async def connect(self) -> None:
         import asyncpg  # optional dependency, loaded only when used
 
-        self._listen_conn = await asyncpg.connect(self._dsn, timeout=5)
-        self._publish_conn = await asyncpg.connect(self._dsn, timeout=5)
+        self._listen_conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+        self._publish_conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
         self._listen_conn.add_termination_listener(self._on_terminated)
-        await self._listen_conn.add_listener(CHANNEL, self._on_notify)
+        self._publish_conn.add_termination_listener(self._on_terminated)
+        async with asyncio.timeout(_CONNECT_TIMEOUT):
+            await self._listen_conn.add_listener(CHANNEL, self._on_notify)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # lost notices are allowed by the contract
             self._inbox.put_nowait(payload)
 
-    def _on_terminated(self, _conn: Any) -> None:
+    def _on_terminated(self, conn: Any) -> None:
+        which = "listener" if conn is self._listen_conn else "publisher"
+        self._fail(ConnectionError(f"PostgreSQL {which} connection closed"))
+
+    def _fail(self, exc: BaseException) -> None:
         while True:  # make room: the failure must reach listen() even if notices piled up
             try:
-                self._inbox.put_nowait(ConnectionError("PostgreSQL listener connection closed"))
+                self._inbox.put_nowait(exc)
                 return
             except asyncio.QueueFull:
                 self._inbox.get_nowait()
@@ -47,13 +61,34 @@ class PostgresBackend:
         self._inbox = asyncio.Queue(10_000)
 
     async def publish(self, payload: str) -> None:
-        assert self._publish_conn is not None, "connect() first"
-        async with self._publish_lock:
-            await self._publish_conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        conn = self._publish_conn
+        assert conn is not None, "connect() first"
+        try:
+            async with self._publish_lock:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        except (Exception, asyncio.CancelledError) as exc:  # cancelled: the caller's timeout, a stuck connection
+            if conn is self._publish_conn:  # not a publish on connections already replaced
+                self._fail(ConnectionError(f"PostgreSQL publish failed: {exc!r}"))
+            raise
 
     async def listen(self) -> AsyncIterator[str]:
+        """Yield payloads; after a quiet heartbeat, prove the listening connection alive with a query.
+
+        Without the probe a connection that died without a FIN (a NAT or firewall dropping it, a
+        frozen host) would leave the listener waiting forever, deaf to every notice.
+        """
         while True:
-            item = await self._inbox.get()
+            try:
+                item = await asyncio.wait_for(self._inbox.get(), self._heartbeat)
+            except TimeoutError:
+                conn = self._listen_conn
+                assert conn is not None, "connect() first"
+                try:
+                    async with asyncio.timeout(self._heartbeat):
+                        await conn.execute("SELECT 1")
+                except TimeoutError:
+                    raise ConnectionError(f"PostgreSQL listener did not answer within {self._heartbeat:g}s") from None
+                continue
             if isinstance(item, BaseException):
                 raise item
             yield item

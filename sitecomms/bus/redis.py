@@ -12,8 +12,9 @@ _CONNECT_TIMEOUT = 5.0
 
 
 class RedisBackend:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, heartbeat_seconds: float = 10.0) -> None:
         self._url = url
+        self._heartbeat = heartbeat_seconds
         self._client: Any = None
         self._pubsub: Any = None
 
@@ -22,9 +23,10 @@ class RedisBackend:
 
         self._client = redis.Redis.from_url(self._url, socket_connect_timeout=_CONNECT_TIMEOUT)
         self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(CHANNEL)
-        async with asyncio.timeout(_CONNECT_TIMEOUT):  # subscribed once Redis confirms it
-            while True:
+        # The whole handshake is bounded: a broker that accepts TCP but never answers is down too.
+        async with asyncio.timeout(_CONNECT_TIMEOUT):
+            await self._pubsub.subscribe(CHANNEL)
+            while True:  # subscribed once Redis confirms it
                 message = await self._pubsub.get_message(timeout=_CONNECT_TIMEOUT)
                 if message is not None and message.get("type") == "subscribe":
                     return
@@ -41,9 +43,22 @@ class RedisBackend:
         await self._client.publish(CHANNEL, payload)
 
     async def listen(self) -> AsyncIterator[str]:
+        """Yield payloads; after a quiet heartbeat, PING, and fail if the next one stays silent too.
+
+        Without the PING a connection that died without a FIN (a NAT or firewall dropping it, a
+        frozen host) would leave the listener waiting forever, deaf to every notice.
+        """
         assert self._pubsub is not None, "connect() first"
+        awaiting_pong = False
         while True:
-            message = await self._pubsub.get_message(timeout=None)
-            if message is not None and message.get("type") == "message":
+            message = await self._pubsub.get_message(timeout=self._heartbeat)
+            if message is None:
+                if awaiting_pong:
+                    raise ConnectionError(f"Redis did not answer a PING within {self._heartbeat:g}s")
+                await self._pubsub.ping()
+                awaiting_pong = True
+                continue
+            awaiting_pong = False  # anything from the server proves the connection alive
+            if message.get("type") == "message":
                 data = message["data"]
                 yield data.decode() if isinstance(data, bytes) else str(data)

@@ -8,8 +8,12 @@ waits with jittered exponential backoff and starts again, forever, until `close(
 
 Subscriber callbacks are synchronous and must not block: the hub only records "org O is
 dirty up to P" and wakes a reader, so the hand-off is bounded by the number of orgs, not by the
-number of notices. `publish()` never raises: a notice that cannot be sent is logged and lost,
-which the contract allows (see `base.py`).
+number of notices. `publish()` never raises and never blocks for long (it gives up after
+`publish_timeout`): a notice that cannot be sent is logged, which the contract allows (see
+`base.py`). It is not forgotten, though: the newest unsent position of each org is kept (one entry
+per org, so bounded) and published as soon as the bus is connected again. Otherwise a notice
+lost while the broker was away would leave other processes' sockets behind until the org's
+next write, however long that takes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Protocol
 from sitecomms.bus.base import BusBackend, Notice
 
 log = logging.getLogger("sitecomms.bus")
+
+_CLOSE_TIMEOUT = 5.0
 
 
 class BusState(Enum):
@@ -41,7 +47,15 @@ class Subscriber(Protocol):
 
 
 class Bus:
-    def __init__(self, backend: BusBackend, *, url: str, min_backoff: float = 0.05, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        backend: BusBackend,
+        *,
+        url: str,
+        min_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        publish_timeout: float = 2.0,
+    ) -> None:
         self.backend = backend
         self.url = url
         self.state = BusState.IDLE
@@ -49,30 +63,65 @@ class Bus:
         self.reconnects = 0
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
+        self._publish_timeout = publish_timeout
+        self._unsent: dict[str, int] = {}  # org -> newest position not published yet
         self._task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
 
     def start(self, subscriber: Subscriber) -> None:
         assert self._task is None, "the bus is already started"
         self._task = asyncio.create_task(self._supervise(subscriber), name="sitecomms-bus-listener")
 
     async def publish(self, org_id: str, position: int) -> None:
-        if not self.connected.is_set():
-            log.debug("bus down: notice %s@%d not sent (readers catch up on reconnect)", org_id, position)
-            return
-        try:
-            await self.backend.publish(Notice(org_id, position).encode())
-        except Exception as exc:  # the database is the record; a lost notice costs latency only
-            log.warning("bus publish failed (%s); listeners will catch up", exc)
+        self._keep_unsent(org_id, position)
+        if self.connected.is_set():
+            await self._publish_unsent()
+        else:
+            log.debug("bus down: notice %s@%d is sent once it is back", org_id, position)
+
+    def _keep_unsent(self, org_id: str, position: int) -> None:
+        self._unsent[org_id] = max(position, self._unsent.get(org_id, position))
+
+    async def _publish_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, {}
+        pending = list(unsent.items())
+        for index, (org_id, position) in enumerate(pending):
+            try:
+                async with asyncio.timeout(self._publish_timeout):
+                    await self.backend.publish(Notice(org_id, position).encode())
+            except Exception as exc:  # the database is the record; a late notice costs latency only
+                log.warning("bus publish failed (%r); the notice is sent again shortly", exc)
+                for org, pos in pending[index:]:  # one failure is enough: a caller waits one timeout at most
+                    self._keep_unsent(org, pos)
+                self._retry_unsent_soon()
+                return
+
+    def _retry_unsent_soon(self) -> None:
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.create_task(self._retry_unsent(), name="sitecomms-bus-retry")
+
+    async def _retry_unsent(self) -> None:
+        delay = self._min_backoff
+        while self._unsent and self.connected.is_set():  # when disconnected, the reconnect sends them
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            if self.connected.is_set():
+                await self._publish_unsent()
+            delay = min(self._max_backoff, delay * 2)
 
     async def close(self) -> None:
         self.state = BusState.CLOSED
         self.connected.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(Exception):
-            await self.backend.close()
+        for task in (self._task, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._close_backend()
+
+    async def _close_backend(self) -> None:
+        with contextlib.suppress(Exception):  # bounded: closing a connection to a hung broker may hang too
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self.backend.close()
 
     async def _supervise(self, subscriber: Subscriber) -> None:
         failures = 0
@@ -87,6 +136,7 @@ class Bus:
                     log.info("bus %s reconnected after %d failed attempt(s)", self.url, failures)
                 failures = 0
                 subscriber.on_reset()
+                await self._publish_unsent()
                 async for payload in self.backend.listen():
                     notice = Notice.decode(payload)
                     if notice is None:
@@ -102,6 +152,5 @@ class Bus:
                 delay = min(self._max_backoff, self._min_backoff * 2 ** min(failures - 1, 10))
                 delay *= random.uniform(0.5, 1.0)
                 log.warning("bus %s lost (%s); reconnecting in %.2fs", self.url, exc, delay)
-                with contextlib.suppress(Exception):
-                    await self.backend.close()
+                await self._close_backend()
                 await asyncio.sleep(delay)

@@ -39,6 +39,7 @@ class CloseCode(IntEnum):
     """WebSocket close codes. 4000-4999 are ours; the others are RFC 6455's."""
 
     GOING_AWAY = 1001  # the server is shutting down: reconnect (to another server) and resume
+    SERVICE_RESTART = 1012  # the same, from uvicorn: it closes every socket this way when the process stops
     MESSAGE_TOO_BIG = 1009  # a frame over 64 KiB
     TRY_AGAIN_LATER = 1013  # the server could not serve the socket now (e.g. database unreachable)
     UNAUTHENTICATED = 4401  # no valid token in time, or the token expired without a refresh

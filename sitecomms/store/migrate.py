@@ -9,12 +9,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sitecomms.store.database import normalise_url
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x5C_C0_33_A1  # the PostgreSQL advisory lock key held while migrating
 
 
 def alembic_config() -> Config:
@@ -55,6 +56,10 @@ async def _upgrade_async(url: str, revision: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
+            # Several `sitecomms serve` processes starting at once on a fresh database would all
+            # run the first migration, and all but one fail (duplicate table). One at a time: the
+            # others wait here, then find the database at head and have nothing to do.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             await conn.run_sync(_upgrade_on, revision)
     finally:
         await engine.dispose()
