@@ -1,8 +1,9 @@
 """Real `sitecomms` processes for tests: CLI commands, and `sitecomms serve` on a free port.
 
-`serving(env, log_path)` starts the console script next to the running interpreter, waits
-(bounded) until `/healthz` answers, and stops it at the end with SIGTERM, then SIGKILL. The
-server's output goes to `log_path`; `Served.log()` returns it for failure messages.
+`serving(env, log_path)` starts the console script next to the running interpreter on a free
+port (or on `port=`, to restart a server where its clients left it), waits (bounded) until
+`/healthz` answers, and stops it at the end with SIGTERM, then SIGKILL. The server's output
+goes to `log_path`; `Served.log()` returns it for failure messages.
 `aserving` is the same for async tests (the blocking start and stop run on a thread).
 
 `fresh_database(backend, directory)` gives a new, empty database URL on SQLite or on the real
@@ -142,13 +143,23 @@ class Served:
 
 
 def start(
-    env: Mapping[str, str], log_path: Path, args: Sequence[str] = (), *, ready_timeout: float = READY_TIMEOUT
+    env: Mapping[str, str],
+    log_path: Path,
+    args: Sequence[str] = (),
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+    port: int | None = None,
 ) -> Served:
-    """Start `sitecomms serve ARGS` on 127.0.0.1 and a free port; returns once /healthz answers."""
+    """Start `sitecomms serve ARGS` on 127.0.0.1 and a free port; returns once /healthz answers.
+
+    `port` asks for that port instead (to restart a server where its clients reconnect); it is
+    retried like a free one while another process (say the server just stopped) still holds it.
+    """
     if env.get("SITECOMMS_LOG_LEVEL", "info") not in ("info", "debug"):
         raise ValueError("readiness is read from the server's info log: use SITECOMMS_LOG_LEVEL info or debug")
+    requested = port
     for attempt in range(1, _PORT_ATTEMPTS + 1):
-        port = free_port()
+        port = requested if requested is not None else free_port()
         server_env = {**env, "SITECOMMS_HOST": HOST, "SITECOMMS_PORT": str(port)}
         with log_path.open("wb") as log:  # the child keeps its own descriptor
             process = subprocess.Popen(
@@ -164,6 +175,8 @@ def start(
         except ServerFailed:
             served.stop()
             if attempt < _PORT_ATTEMPTS and "address already in use" in served.log().lower():
+                if requested is not None:
+                    time.sleep(0.5 * attempt)  # the previous holder of the port may still be exiting
                 continue
             raise
         return served
@@ -172,9 +185,14 @@ def start(
 
 @contextmanager
 def serving(
-    env: Mapping[str, str], log_path: Path, args: Sequence[str] = (), *, ready_timeout: float = READY_TIMEOUT
+    env: Mapping[str, str],
+    log_path: Path,
+    args: Sequence[str] = (),
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+    port: int | None = None,
 ) -> Iterator[Served]:
-    served = start(env, log_path, args, ready_timeout=ready_timeout)
+    served = start(env, log_path, args, ready_timeout=ready_timeout, port=port)
     try:
         yield served
     finally:
@@ -183,10 +201,16 @@ def serving(
 
 @asynccontextmanager
 async def aserving(
-    env: Mapping[str, str], log_path: Path, args: Sequence[str] = (), *, ready_timeout: float = READY_TIMEOUT
+    env: Mapping[str, str],
+    log_path: Path,
+    args: Sequence[str] = (),
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+    port: int | None = None,
 ) -> AsyncIterator[Served]:
     served = await asyncio.wait_for(
-        asyncio.to_thread(start, env, log_path, args, ready_timeout=ready_timeout), ready_timeout * _PORT_ATTEMPTS + 30
+        asyncio.to_thread(start, env, log_path, args, ready_timeout=ready_timeout, port=port),
+        ready_timeout * _PORT_ATTEMPTS + 30,
     )
     try:
         yield served

@@ -146,6 +146,7 @@ function renderHeader() {
 
 function renderList() {
   const list = $("conversations");
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.id : null;
   list.replaceChildren();
   for (const c of sortedConversations()) {
     const item = el("li");
@@ -163,10 +164,12 @@ function renderList() {
     item.addEventListener("click", () => openConversation(c.id));
     item.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openConversation(c.id); } });
     list.append(item);
+    if (c.id === focused) item.focus(); // a re-render must not throw a keyboard user out of the list
   }
 }
 
 function messageStatus(m) {
+  if (m.failed) return `not sent: ${m.failed}`;
   if (m.pending) return "sending";
   if (!isMine(m)) return "";
   return m.position != null && (state.othersRead.get(m.conversation_id) || 0) >= m.position ? "read" : "sent";
@@ -177,10 +180,12 @@ function renderThread() {
   const conversation = state.conversations.get(state.openId);
   $("compose").hidden = !conversation || !canWrite(conversation);
   $("thread-title").textContent = conversation ? conversation.name : "Choose a conversation";
-  if (!conversation) { box.replaceChildren(); return; }
+  if (!conversation) { box.replaceChildren(); delete box.dataset.conversation; return; }
+  const fresh = box.dataset.conversation !== conversation.id; // another conversation was shown
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
-  const before = box.children.length;
+  const lastBefore = box.lastElementChild?.dataset.key;
   box.replaceChildren();
+  box.dataset.conversation = conversation.id;
   for (const m of sortedMessages(state.openId)) {
     const item = el("li", isMine(m) ? "mine" : "");
     item.dataset.key = keyOf(m);
@@ -192,12 +197,11 @@ function renderThread() {
     item.append(meta, el("div", "body", m.content));
     box.append(item);
   }
-  const grew = box.children.length > before;
-  if (atBottom || before === 0) {
+  if (fresh || atBottom) {
     box.scrollTop = box.scrollHeight;
     $("new-marker").hidden = true;
-  } else if (grew) {
-    $("new-marker").hidden = false;
+  } else if (box.lastElementChild?.dataset.key !== lastBefore) {
+    $("new-marker").hidden = false; // a newer message arrived below the reader
   }
 }
 
@@ -225,33 +229,53 @@ async function openConversation(id) {
 
 async function loadOlder(id, first = false) {
   const t = thread(id);
-  if (!first && (!t.hasMore || !t.nextBefore)) return;
-  const params = new URLSearchParams({ limit: "50" });
-  if (!first) params.set("before", t.nextBefore);
+  if (t.loading || (!first && (!t.hasMore || !t.nextBefore))) return;
+  t.loading = true;
   const box = $("messages"), fromBottom = box.scrollHeight - box.scrollTop;
   try {
-    const page = await api("GET", `/v1/conversations/${id}/messages?${params}`);
-    for (const m of page.messages) addMessage(m, false);
-    t.hasMore = page.has_more;
-    t.nextBefore = page.next_before;
+    // The sync snapshot already holds the newest messages, so a page of older ones may bring
+    // nothing new: fetch on until one does (or there is nothing older), or the reader, already
+    // at the top, would see nothing happen and get no further scroll event to ask again.
+    let added = 0;
+    do {
+      const params = new URLSearchParams({ limit: "50" });
+      if (!first) params.set("before", t.nextBefore);
+      const page = await api("GET", `/v1/conversations/${id}/messages?${params}`);
+      for (const m of page.messages) if (addMessage(m, false)) added += 1;
+      t.hasMore = page.has_more;
+      t.nextBefore = page.next_before;
+    } while (!first && !added && t.hasMore && t.nextBefore);
   } catch (error) { console.warn("could not load older messages", error); return; }
+  finally { t.loading = false; }
   if (state.openId === id) {
     renderThread();
     if (!first) box.scrollTop = box.scrollHeight - fromBottom;
   }
 }
 
-let readTimer = null;
+// The newest message this page has (a live message comes a position before its conversation's update).
+function newestKnown(id) {
+  let newest = state.conversations.get(id)?.last_message_position || 0;
+  for (const m of thread(id).messages.values()) if (m.position > newest) newest = m.position;
+  return newest;
+}
+
+const readTimers = new Map(); // conversation id -> pending POST .../read (one per conversation)
 function markRead(id) {
   const conversation = state.conversations.get(id);
   if (!conversation || document.visibilityState === "hidden") return;
-  const newest = conversation.last_message_position || 0;
+  const newest = newestKnown(id);
   if (newest <= (state.readUpTo.get(id) || 0) && conversation.unread === 0) return;
   conversation.unread = 0;
   bumpRead(state.readUpTo, id, newest);
   renderHeader(); renderList();
-  clearTimeout(readTimer);
-  readTimer = setTimeout(() => api("POST", `/v1/conversations/${id}/read`).catch(() => {}), 150);
+  clearTimeout(readTimers.get(id));
+  readTimers.set(id, setTimeout(() => {
+    readTimers.delete(id);
+    // Up to what this page has shown: without a position the server would take its newest
+    // message, which may have arrived since and not been seen.
+    api("POST", `/v1/conversations/${id}/read`, { position: state.readUpTo.get(id) }).catch(() => {});
+  }, 150));
 }
 
 function send(text) {
@@ -268,10 +292,11 @@ function send(text) {
   flushOutbox();
 }
 
-let flushing = false;
+let flushing = false, flushTimer = null, flushFailures = 0;
 async function flushOutbox() {
   if (flushing || state.socketState !== "live") return;
   flushing = true;
+  clearTimeout(flushTimer);
   try {
     while (state.outbox.length && state.socketState === "live") {
       const item = state.outbox[0];
@@ -279,9 +304,21 @@ async function flushOutbox() {
         const message = await api("POST", "/v1/messages", item);
         addMessage(message, false);
         state.outbox.shift();
+        flushFailures = 0;
       } catch (error) {
-        if (error.status && error.status < 500) { state.outbox.shift(); alert(`Not sent: ${error.message}`); }
-        else break; // the network is down: the socket will say so, and we retry when it is live again
+        if (error.status && error.status < 500) {
+          // Refused for good (e.g. the conversation is no longer writable): keep it on screen, marked.
+          state.outbox.shift();
+          const shown = thread(item.conversation_id).messages.get(`${state.me.user.id}:${item.idempotency_key}`);
+          if (shown) Object.assign(shown, { pending: false, failed: error.message });
+        }
+        else {
+          // The request failed (network, 5xx). If the socket drops, going live again retries;
+          // if it stays up, nothing else would: retry with backoff (same idempotency key).
+          flushFailures += 1;
+          flushTimer = setTimeout(flushOutbox, Math.min(30000, 1000 * 2 ** Math.min(flushFailures - 1, 5)));
+          break;
+        }
       }
       render();
     }
@@ -292,6 +329,7 @@ async function flushOutbox() {
 
 function setSocketState(next) { state.socketState = next; renderHeader(); if (next === "live") flushOutbox(); }
 
+let reconnectTimer = null;
 function connect() {
   if (!state.token) return;
   setSocketState(state.retries ? "reconnecting" : "connecting");
@@ -326,7 +364,8 @@ function connect() {
     state.retries += 1;
     setSocketState(navigator.onLine ? "reconnecting" : "offline");
     const delay = Math.min(10000, 500 * 2 ** Math.min(state.retries - 1, 5)) * (0.5 + Math.random() / 2);
-    setTimeout(connect, delay);
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(connect, delay);
   };
 }
 
@@ -380,6 +419,10 @@ function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null; state.me = null; state.cursor = null; state.openId = null;
   state.conversations.clear(); state.threads.clear(); state.outbox = [];
+  state.readUpTo.clear(); state.othersRead.clear(); state.retries = 0; state.socketState = "offline";
+  clearTimeout(reconnectTimer); clearTimeout(flushTimer);
+  for (const timer of readTimers.values()) clearTimeout(timer);
+  readTimers.clear();
   const socket = state.socket; state.socket = null;
   if (socket) socket.close();
   $("login-error").textContent = message || "";
