@@ -11,8 +11,11 @@ close code when the connection ends. Tests read frames from its queue:
 - `changes(count, within)`: the next `count` change frames (control frames are kept aside);
 - `wait_closed(within)`: the close code (every other frame that arrives first is kept).
 
-Every wait is bounded (`within` seconds) and raises `TimeoutError` (or `Closed` when the socket ended first),
-with what arrived so far in the message. Nothing here sleeps for a fixed time.
+Every wait is bounded (`within` seconds) and raises `TimeoutError` (or `Closed` when the socket
+ended first), with what arrived so far in the message. Nothing here sleeps for a fixed time.
+
+`StalledClient` is a raw socket that says hello and then reads nothing (a slow consumer), until
+`drain()` reads whatever the server had sent, to the end of the connection.
 
 `Http` sends, marks read and renames over the REST API with httpx and checks the status.
 """
@@ -114,7 +117,12 @@ class RealtimeClient:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                frame = orjson.loads(raw)
+                try:
+                    frame = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    frame = {"type": "<not json>", "raw": raw}  # for the test to see, and fail on
+                if not isinstance(frame, dict):
+                    frame = {"type": "<not an object>", "raw": raw}
                 self.log.append(frame)
                 if frame.get("type") == "ping":
                     self.pings += 1
