@@ -100,13 +100,16 @@ class ChatApp:
             self.out(f"! cannot sync now: {exc}")
 
     async def show_status(self) -> None:
+        self.out(await self.status_line())
+
+    async def status_line(self) -> str:
         queued = await self.client.outbox_size()
         state = self.client.state
         waiting = f", {queued} message{'s' if queued != 1 else ''} queued" if queued else ""
         label = "live" if state is ConnectionState.LIVE else state.value
         if state is ConnectionState.SIGNED_OUT:
             label = "signed out: run `sitecomms chat` with --password to sign in again"
-        self.out(f"[{label}{waiting}]")
+        return f"[{label}{waiting}]"
 
     async def settle(self, patience: float = 10.0) -> None:
         """Wait (bounded) for the first connection attempt to end, so the first list is current."""
@@ -127,8 +130,15 @@ class ChatApp:
         await asyncio.gather(self._follow_connection(), self._follow_conversations())
 
     async def _follow_connection(self) -> None:
-        async for _state in self.client.watch_connection():
-            await self.show_status()
+        """Print the status when it changes; not once per reconnect attempt while offline."""
+        shown: str | None = None
+        async for state in self.client.watch_connection():
+            if state is ConnectionState.CONNECTING:
+                continue
+            line = await self.status_line()
+            if line != shown:
+                self.out(line)
+                shown = line
 
     async def _follow_conversations(self) -> None:
         async for listing in self.client.watch_conversations():

@@ -47,8 +47,8 @@ class Api:
         return body
 
     async def login(self, email: str, password: str) -> dict[str, Any]:
+        """The server's answer; the caller decides whether to use its token (`self.token`)."""
         body: dict[str, Any] = await self.request("POST", "/v1/auth/login", json={"email": email, "password": password})
-        self.token = body["access_token"]
         return body
 
     async def send(self, conversation_id: str, content: str, idempotency_key: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -75,7 +76,7 @@ class Client:
         self._me = me
         self._observers = Observers()
         self._state = ConnectionState.OFFLINE
-        self._state_changed = asyncio.Event()
+        self._state_watchers: set[asyncio.Event] = set()  # one per watch_connection() iterator
         self._outbox_wake = asyncio.Event()
         self._signed_in = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,6 +131,7 @@ class Client:
                 "role": user["role"],
             },
         )
+        self._api.token = body["access_token"]  # only now: another user's token must never be used here
         self._me = Me(user["id"], user["org_id"], user["display_name"], user["role"])
         self._signed_in.set()
         self._outbox_wake.set()
@@ -186,7 +188,11 @@ class Client:
                 log.warning("the server refused our cursor (%s): taking a fresh snapshot", exc.code)
                 await self._store.run(self._store.core.set_meta, {"cursor": None})
                 continue
-            touched = await self._store.run(self._store.core.apply, page["changes"], page["next_cursor"])
+            touched = await self._store.run(
+                functools.partial(self._store.core.apply, reset=bool(page.get("reset"))),
+                page["changes"],
+                page["next_cursor"],
+            )
             self._observers.changed(touched or {ALL})
             if not page["has_more"]:
                 return
@@ -215,16 +221,23 @@ class Client:
         return self._observers.watch(ALL, self.unread_total)
 
     async def watch_connection(self) -> AsyncIterator[ConnectionState]:
-        """The connection state now, then each time it changes."""
-        while True:
-            self._state_changed.clear()
-            yield self._state
-            await self._state_changed.wait()
+        """The connection state now, then each time it changes (each watcher has its own event,
+        so one watcher's wake-up never swallows another's)."""
+        changed = asyncio.Event()
+        self._state_watchers.add(changed)
+        try:
+            while True:
+                changed.clear()
+                yield self._state
+                await changed.wait()
+        finally:
+            self._state_watchers.discard(changed)
 
     def _set_state(self, state: ConnectionState) -> None:
         if state is not self._state:
             self._state = state
-            self._state_changed.set()
+            for changed in self._state_watchers:
+                changed.set()
 
     # --- the connection: pull sync, then live -----------------------------------------------
 
@@ -260,22 +273,15 @@ class Client:
         async with self.ws_connect(self._api.realtime_url()) as ws:
             await ws.send(orjson.dumps({"type": "hello", "token": self._api.token, "cursor": cursor}).decode())
             applier = asyncio.create_task(self._apply_frames(frames))
+            reader = asyncio.create_task(self._read_frames(ws, frames))
             try:
-                async for raw in ws:
-                    frame = self._parse(raw)
-                    kind = frame["type"]
-                    if kind == "ping":
-                        await ws.send('{"type": "pong"}')
-                    elif kind == "live":
-                        self._set_state(ConnectionState.LIVE)
-                        await self._store.run(self._store.core.retry_now)
-                        self._outbox_wake.set()
-                    elif "." in kind:
-                        await frames.put(frame)
-                    elif kind == "error":
-                        log.warning("the server refused a frame: %s", frame)
-                    if applier.done():
-                        applier.result()
+                # Whichever ends first ends this socket: the reader when the socket closes or a
+                # frame is corrupt, the applier only by failing on a change it cannot apply (then
+                # at once, not when the next frame happens to arrive).
+                await asyncio.wait({reader, applier}, return_when=asyncio.FIRST_COMPLETED)
+                if applier.done():
+                    applier.result()
+                reader.result()
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 if code == _UNAUTHENTICATED:
@@ -284,6 +290,10 @@ class Client:
                     raise
                 log.info("the server asked for a resync (%s)", exc.rcvd.reason if exc.rcvd else "")
             finally:
+                reader.cancel()
+                await asyncio.wait({reader})
+                if not reader.cancelled():
+                    reader.exception()  # retrieved: raised above, or superseded by the applier's error
                 if not applier.done():  # what arrived is applied (and its cursor saved) before we reconnect
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(30):
@@ -291,6 +301,21 @@ class Client:
                 applier.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await applier
+
+    async def _read_frames(self, ws: Any, frames: asyncio.Queue[dict[str, Any]]) -> None:
+        async for raw in ws:
+            frame = self._parse(raw)
+            kind = frame["type"]
+            if kind == "ping":
+                await ws.send('{"type": "pong"}')
+            elif kind == "live":
+                self._set_state(ConnectionState.LIVE)
+                await self._store.run(self._store.core.retry_now)
+                self._outbox_wake.set()
+            elif "." in kind:
+                await frames.put(frame)
+            elif kind == "error":
+                log.warning("the server refused a frame: %s", frame)
 
     def _parse(self, raw: str | bytes) -> dict[str, Any]:
         try:

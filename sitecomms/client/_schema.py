@@ -51,6 +51,12 @@ MIGRATIONS: list[str] = [
     CREATE TABLE pending_reads (conversation_id TEXT PRIMARY KEY, position INTEGER NOT NULL);
     ALTER TABLE outbox ADD COLUMN last_error TEXT;
     """,
+    # 3: unread messages older than any message held here. A first sync brings only the newest
+    #    messages of each conversation, so the server's count (in sync's conversation views)
+    #    covers what the store cannot count itself.
+    """
+    ALTER TABLE conversations ADD COLUMN unread_unheld INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

@@ -111,9 +111,11 @@ class StoreCore:
 
     # --- applying the server's changes -----------------------------------------------------
 
-    def apply(self, changes: Iterable[dict[str, Any]], cursor: str | None) -> set[str]:
+    def apply(self, changes: Iterable[dict[str, Any]], cursor: str | None, *, reset: bool = False) -> set[str]:
         """Apply changes (sync entries or live frames) and the cursor after them, in one transaction.
 
+        `reset` (a sync snapshot) replaces what the store holds from the server: it keeps only
+        the user's own messages that the server does not have yet (queued or failed).
         Returns the conversation ids touched, for observers.
         """
         me = self.me()
@@ -122,16 +124,28 @@ class StoreCore:
 
         def write() -> set[str]:
             touched: set[str] = set()
+            if reset:
+                touched |= {str(r[0]) for r in self.db.execute("SELECT id FROM conversations")}
+                self.db.execute(
+                    "DELETE FROM messages WHERE id IS NOT NULL AND local_id NOT IN (SELECT local_id FROM outbox)"
+                )
+                for table in ("conversations", "read_status", "pending_reads"):
+                    self.db.execute(f"DELETE FROM {table}")
+            counted: list[dict[str, Any]] = []  # conversation views carrying the server's unread count
             for change in changes:
                 kind, data = change["type"], change["data"]
                 if kind == "message.created":
                     touched.add(self._upsert_message(data))
                 elif kind == "conversation.updated":
                     touched.add(self._upsert_conversation(data))
+                    if data.get("unread_count") is not None and data.get("last_read_position") is not None:
+                        counted.append(data)
                 elif kind == "read_status.updated":
                     touched.add(self._apply_read_status(data, my_id))
                 elif kind == "user.updated":
                     touched |= self._apply_user(data, my_id, is_admin)
+            for data in counted:  # after the batch's messages, which may follow their conversation
+                self._count_unheld_unread(data, my_id)
             if cursor is not None:
                 self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?)", (cursor,))
             return touched
@@ -172,6 +186,21 @@ class StoreCore:
              c.get("last_message_preview"), c["position"]),
         )  # fmt: skip
         return str(c["id"])
+
+    def _count_unheld_unread(self, c: dict[str, Any], my_id: str) -> None:
+        """Keep the part of the server's unread count that this store holds no messages for.
+
+        The view's count covers the conversation's messages up to its `position` after the view's
+        read position; whatever of that is not here (older than the newest messages a first sync
+        brought) is kept, and counted for as long as the local read position stays below every
+        message held. A view older than the stored conversation is ignored.
+        """
+        self.db.execute(
+            "UPDATE conversations SET unread_unheld = max(0, ? - (SELECT count(*) FROM messages m "
+            "WHERE m.conversation_id = conversations.id AND m.sender_id != ? AND m.position > ? "
+            "AND m.position <= ?)) WHERE id = ? AND position = ?",
+            (int(c["unread_count"]), my_id, int(c["last_read_position"]), c["position"], c["id"], c["position"]),
+        )
 
     def _apply_read_status(self, r: dict[str, Any], my_id: str) -> str:
         conversation_id, user_id, upto = r["conversation_id"], r["user_id"], int(r["last_read_position"])
@@ -221,22 +250,32 @@ class StoreCore:
         return self.message(self.transaction(write))
 
     def due(self, now: float) -> list[tuple[Message, int]]:
-        """Queued messages whose next attempt is due, oldest first, with their attempt counts."""
+        """Queued messages to deliver now, oldest first, with their attempt counts.
+
+        Messages go out in the order they were written: only the outbox's head can be waiting
+        for a retry (a failure stops the round), and nothing behind it is due before it is, so
+        the jitter of one message's backoff never lets a later message overtake it.
+        """
         columns = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
         rows = self.db.execute(
-            f"SELECT {columns}, o.attempts FROM outbox o JOIN messages m ON m.local_id = o.local_id "
-            "WHERE o.next_attempt_at <= ? ORDER BY o.local_id",
-            (now,),
+            f"SELECT {columns}, o.attempts, o.next_attempt_at FROM outbox o "
+            "JOIN messages m ON m.local_id = o.local_id ORDER BY o.local_id"
         ).fetchall()
-        return [(_message(r), int(r["attempts"])) for r in rows]
+        due: list[tuple[Message, int]] = []
+        for row in rows:
+            if row["next_attempt_at"] > now:
+                break
+            due.append((_message(row), int(row["attempts"])))
+        return due
 
     def retry_now(self) -> None:
         """The server is reachable again: every queued message is due."""
         self.db.execute("UPDATE outbox SET next_attempt_at = 0")
 
     def next_attempt_at(self) -> float | None:
-        row = self.db.execute("SELECT min(next_attempt_at) FROM outbox").fetchone()
-        return None if row[0] is None else float(row[0])
+        """When the outbox's head (which everything else waits behind) is due; None when empty."""
+        row = self.db.execute("SELECT next_attempt_at FROM outbox ORDER BY local_id LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
 
     def delivered(self, local_id: int, server_message: dict[str, Any]) -> str:
         """The server has the message (201 or 200): record its id and position, leave the outbox."""
@@ -313,12 +352,18 @@ class StoreCore:
         my_id = me.user_id if me else ""
         rows = self.db.execute(
             """
+            WITH mine AS (
+                SELECT c.*, coalesce((SELECT last_read_position FROM read_status r
+                                      WHERE r.conversation_id = c.id AND r.user_id = :me), 0) AS read_upto
+                FROM conversations c
+            )
             SELECT c.id, c.type, c.name, c.last_message_at, c.last_message_preview,
                    (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.sender_id != :me
-                      AND m.position > coalesce((SELECT last_read_position FROM read_status r
-                                                 WHERE r.conversation_id = c.id AND r.user_id = :me), 0)
-                   ) AS unread
-            FROM conversations c
+                      AND m.position > c.read_upto)
+                   + CASE WHEN c.read_upto < coalesce((SELECT min(position) FROM messages m
+                                                       WHERE m.conversation_id = c.id), 9223372036854775807)
+                          THEN c.unread_unheld ELSE 0 END AS unread
+            FROM mine c
             ORDER BY c.last_message_at IS NULL, c.last_message_at DESC, c.name
             """,
             {"me": my_id},

@@ -1,0 +1,366 @@
+"""Faults: a failing or unreachable server, a refused message, an expired or foreign token, and
+corrupt realtime frames. Queued messages are never lost, and the client recovers by itself (or
+after `login()` when the server no longer accepts its session)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import pytest
+
+from sitecomms.client import (
+    AuthenticationError,
+    Client,
+    ConnectionState,
+    NotFound,
+    ServerUnavailable,
+)
+from sitecomms.client._store import StoreCore
+from tests.client.harness import MEDIC, MEDIC_NAME, PASSWORD, ApiUser, demo_database, server
+from tests.client.test_client import by_name, live, until
+from tests.servers import HOST, free_port
+from tests.support import JWT_SECRET
+
+ME = str(uuid.UUID(int=1))
+ORG = str(uuid.UUID(int=2))
+CONVERSATION = str(uuid.UUID(int=3))
+
+
+class FakeServer:
+    """An httpx transport standing in for a server that signs in, syncs once, then fails (or not)."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.failing = True
+        self.attempted = asyncio.Event()
+        self.position = 10
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/auth/login":
+            user = {"id": ME, "org_id": ORG, "display_name": "Maya", "role": "medic"}
+            return httpx.Response(200, json={"access_token": "token", "user": user})
+        if path == "/v1/sync" and "cursor" not in request.url.params:
+            conversation = {"id": CONVERSATION, "type": "direct", "name": "Admin", "medic_id": ME, "position": 1}
+            changes = [{"type": "conversation.updated", "position": 1, "data": conversation}]
+            return httpx.Response(200, json={"changes": changes, "next_cursor": "v1.1.x", "has_more": False})
+        if path == "/v1/messages":
+            body = orjson.loads(request.content)
+            self.posts.append(body)
+            self.attempted.set()
+            if body["content"] == "refused":
+                error = {"code": "validation_failed", "message": "no"}
+                return httpx.Response(422, json={"error": error})
+            if self.failing:
+                return httpx.Response(503, json={"error": {"code": "unavailable", "message": "down"}})
+            self.position += 1
+            return httpx.Response(201, json={**body, "id": str(uuid.uuid4()), "sender_id": ME, "sender_name": "Maya",
+                                             "created_at": "2026-01-01T00:00:00Z", "position": self.position,
+                                             "status": "sent"})  # fmt: skip
+        return httpx.Response(503, json={"error": {"code": "unavailable", "message": "down"}})
+
+
+async def test_a_failing_server_raises_server_unavailable_and_messages_stay_queued(tmp_path: Path) -> None:
+    fake = FakeServer()
+    nowhere = f"http://{HOST}:{free_port()}"  # the realtime socket finds nothing listening
+    client = await Client.open(nowhere, tmp_path / "medic.db", transport=httpx.MockTransport(fake.handle))
+    try:
+        await client.login(MEDIC, PASSWORD)
+        await client.sync_now()
+        queued = await client.send(CONVERSATION, "through the outage")
+        with pytest.raises(ServerUnavailable, match="503"):
+            await client.sync_now()  # a cursor now: the fake fails every further sync
+
+        await client.start()
+        async with asyncio.timeout(10):
+            await fake.attempted.wait()
+        [message] = await client.thread(CONVERSATION)
+        assert (message.local_id, message.status, message.id) == (queued.local_id, "queued", None)
+        assert await client.outbox_size() == 1
+        assert client.state is not ConnectionState.LIVE and not client.is_connected
+
+        fake.failing = False  # the server recovers: the outbox's own retry delivers it
+        await until(client.watch_thread(CONVERSATION), lambda t: t[0].status == "sent", "delivered after recovery")
+        assert await client.outbox_size() == 0
+        keys = [p["idempotency_key"] for p in fake.posts]
+        assert len(keys) >= 2 and set(keys) == {queued.idempotency_key}, "every retry carries the same key"
+    finally:
+        await client.close()
+
+
+async def test_a_message_the_server_refuses_is_marked_failed_and_does_not_block_the_rest(tmp_path: Path) -> None:
+    fake = FakeServer()
+    fake.failing = False
+    client = await Client.open(
+        f"http://{HOST}:{free_port()}", tmp_path / "m.db", transport=httpx.MockTransport(fake.handle)
+    )
+    try:
+        await client.login(MEDIC, PASSWORD)
+        await client.sync_now()
+        for text in ("before", "refused", "after"):
+            await client.send(CONVERSATION, text)
+        await client.start()
+        thread = await until(
+            client.watch_thread(CONVERSATION),
+            lambda t: all(m.status != "queued" for m in t),
+            "nothing queued",
+        )
+        assert {m.content: m.status for m in thread} == {"before": "sent", "refused": "failed", "after": "sent"}
+        assert [p["content"] for p in fake.posts] == ["before", "refused", "after"]
+        assert await client.outbox_size() == 0
+    finally:
+        await client.close()
+
+
+async def test_an_unreachable_server_raises_server_unavailable(tmp_path: Path) -> None:
+    client = await Client.open(f"http://{HOST}:{free_port()}", tmp_path / "medic.db")
+    try:
+        with pytest.raises(ServerUnavailable):
+            await client.login(MEDIC, PASSWORD)
+        assert client.me is None
+        with pytest.raises(ServerUnavailable):
+            await client.sync_now()
+        with pytest.raises(NotFound):  # nothing local to send to
+            await client.send(str(uuid.uuid4()), "hello")
+    finally:
+        await client.close()
+
+
+def token(user_id: str, org_id: str, *, secret: str, expires_in: float) -> str:
+    now = int(time.time())
+    claims = {"sub": user_id, "org_id": org_id, "role": "medic", "iat": now - 60, "exp": int(now + expires_in)}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("secret", "expires_in"),
+    [(JWT_SECRET, -60.0), ("another-secret-another-secret-another-secret", 3600.0)],
+    ids=["expired", "revoked"],
+)
+async def test_a_refused_session_signs_out_keeps_the_queue_and_delivers_after_login(
+    tmp_path: Path, secret: str, expires_in: float
+) -> None:
+    store = tmp_path / "medic.db"
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, store)
+        me = await client.login(MEDIC, PASSWORD)
+        await client.sync_now()
+        await client.close()
+        core = StoreCore(store)  # the saved session now holds a token the server will refuse
+        core.set_meta({"token": token(me.user_id, me.org_id, secret=secret, expires_in=expires_in)})
+        core.close()
+
+        client = await Client.open(srv.base_url, store)
+        try:
+            assert client.me == me, "the session is resumed from the store"
+            conversation = by_name(await client.conversations(), "Admin")
+            queued = [await client.send(conversation.id, f"kept {i}") for i in range(2)]
+            await client.start()
+            await until(client.watch_connection(), lambda s: s is ConnectionState.SIGNED_OUT, "SIGNED_OUT")
+            assert await client.outbox_size() == 2
+            assert [m.status for m in await client.thread(conversation.id) if m.content.startswith("kept")] == [
+                "queued",
+                "queued",
+            ]
+            with pytest.raises(AuthenticationError):
+                await client.sync_now()
+            with pytest.raises(AuthenticationError):
+                await client.login(MEDIC, "not-the-password")
+            assert client.state is ConnectionState.SIGNED_OUT and await client.outbox_size() == 2
+
+            await client.login(MEDIC, PASSWORD)
+            await live(client)
+            thread = await until(
+                client.watch_thread(conversation.id),
+                lambda t: [m.status for m in t if m.content.startswith("kept")] == ["sent", "sent"],
+                "both delivered",
+            )
+            assert {m.idempotency_key for m in thread if m.content.startswith("kept")} == {
+                m.idempotency_key for m in queued
+            }
+        finally:
+            await client.close()
+        admin = await ApiUser.login(srv.base_url)
+        on_server = [m["content"] for m in await admin.thread(conversation.id) if m["content"].startswith("kept")]
+        assert on_server == ["kept 0", "kept 1"]
+
+
+# --- corrupt realtime frames -----------------------------------------------------------------
+
+
+class Tampering:
+    """`Client.ws_connect` around the real one: replaces the first frame of type `kind` once."""
+
+    def __init__(self, connect: Callable[[str], Any], kind: str, corrupt: Callable[[dict[str, Any]], str]) -> None:
+        self.connect = connect
+        self.kind = kind
+        self.corrupt = corrupt
+        self.connections = 0
+        self.tampered = asyncio.Event()
+
+    def __call__(self, url: str) -> Any:
+        self.connections += 1
+        return self._session(url)
+
+    @contextlib.asynccontextmanager
+    async def _session(self, url: str) -> AsyncIterator[Any]:
+        async with self.connect(url) as ws:
+            yield _Tampered(ws, self)
+
+
+class _Tampered:
+    def __init__(self, ws: Any, owner: Tampering) -> None:
+        self.ws = ws
+        self.owner = owner
+
+    async def send(self, data: str) -> None:
+        await self.ws.send(data)
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        async for raw in self.ws:
+            frame = orjson.loads(raw)
+            if not self.owner.tampered.is_set() and frame.get("type") == self.owner.kind:
+                self.owner.tampered.set()
+                yield self.owner.corrupt(frame)
+            else:
+                yield raw
+
+
+def garbage(_frame: dict[str, Any]) -> str:
+    return '{"type": "message.created", "data": {"id": '  # cut short: not JSON
+
+
+def hollow(frame: dict[str, Any]) -> str:
+    """A well-formed frame whose data is not a message or conversation (missing fields)."""
+    return orjson.dumps({**frame, "data": {"id": frame["data"]["id"]}}).decode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "corrupt"),
+    [("message.created", garbage), ("message.created", hollow), ("conversation.updated", hollow)],
+    ids=["not-json", "message-without-fields", "last-frame-of-a-burst"],
+)
+async def test_a_corrupt_frame_is_logged_skipped_and_the_client_resyncs_without_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, corrupt: Callable[[dict[str, Any]], str]
+) -> None:
+    caplog.set_level(logging.INFO, logger="sitecomms.client")
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, tmp_path / "medic.db")
+        try:
+            await client.login(MEDIC, PASSWORD)
+            tampering = Tampering(client.ws_connect, kind, corrupt)
+            client.ws_connect = tampering
+            await client.start()
+            await live(client)
+            conversation = by_name(await client.conversations(), "Admin")
+            admin = await ApiUser.login(srv.base_url)
+
+            first = await admin.send(conversation.id, "the frame of this one gets corrupted")
+            async with asyncio.timeout(10):
+                await tampering.tampered.wait()
+            # recovered by the resync: the message and the conversation's new preview
+            await until(
+                client.watch_conversations(),
+                lambda cs: by_name(cs, "Admin").last_message_preview == first["content"],
+                "the preview after the resync",
+                within=10.0,  # at once, not at the next heartbeat (15 s) that happens to arrive
+            )
+            await until(client.watch_thread(conversation.id), lambda t: t[-1].id == first["id"], "the message")
+            assert tampering.connections >= 2, "the client reconnects after a corrupt frame"
+            assert any(r.levelno >= logging.ERROR and "corrupt" in r.getMessage() for r in caplog.records)
+
+            await live(client)
+            second = await admin.send(conversation.id, "and this one arrives live")
+            await until(client.watch_thread(conversation.id), lambda t: t[-1].id == second["id"], "the next message")
+
+            server_thread = await admin.thread(conversation.id)
+            assert [(m.id, m.content) for m in await client.thread(conversation.id)] == [
+                (m["id"], m["content"]) for m in server_thread
+            ]
+            listing = await (await ApiUser.login(srv.base_url, MEDIC)).conversations()
+            assert {c.id: c.last_message_preview for c in await client.conversations()} == {
+                c["id"]: c["last_message_preview"] for c in listing
+            }
+            assert by_name(await client.conversations(), "Admin").name == "Admin"
+            assert MEDIC_NAME in [m.sender_name for m in await client.thread(conversation.id)]
+        finally:
+            await client.close()
+
+
+async def test_signing_in_as_someone_else_on_a_store_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """One store per user: another user's login is refused, and their session is not used either."""
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, tmp_path / "medic1.db")
+        try:
+            me = await client.login(MEDIC, PASSWORD)
+            await client.sync_now()
+            before = {c.id: c.name for c in await client.conversations()}
+            with pytest.raises(AuthenticationError, match="another user"):
+                await client.login("medic2@demo.example", PASSWORD)
+            assert client.me == me
+
+            # still medic1 towards the server: syncs bring medic1's data, sends go out as medic1
+            await client.sync_now()
+            assert {c.id: c.name for c in await client.conversations()} == before
+            conversation = by_name(await client.conversations(), "Admin")
+            await client.send(conversation.id, "still Maya")
+            await client.start()
+            thread = await until(
+                client.watch_thread(conversation.id),
+                lambda t: t[-1].content == "still Maya" and t[-1].status != "queued",
+                "the message delivered",
+            )
+            assert (thread[-1].status, thread[-1].sender_id) == ("sent", me.user_id)
+        finally:
+            await client.close()
+        admin = await ApiUser.login(srv.base_url)
+        [on_server] = [m for m in await admin.thread(conversation.id) if m["content"] == "still Maya"]
+        assert (on_server["sender_id"], on_server["sender_name"]) == (me.user_id, MEDIC_NAME)
+
+
+async def test_after_the_servers_data_is_reset_the_client_replaces_what_it_holds(tmp_path: Path) -> None:
+    """A cursor from the future (the server's database was replaced): the snapshot replaces the
+    local copy, as the protocol asks, and only the user's own queued messages survive it."""
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, tmp_path / "medic.db")
+        try:
+            await client.login(MEDIC, PASSWORD)
+            await client.start()
+            await live(client)
+            conversation = by_name(await client.conversations(), "Admin")
+            admin = await ApiUser.login(srv.base_url)
+            sent = await admin.send_many([(conversation.id, f"gone with the old database {i}") for i in range(30)])
+            await until(client.watch_thread(conversation.id), lambda t: t[-1].id == sent[-1]["id"], "all 30 here")
+
+            await srv.down()
+            srv.env["SITECOMMS_DATABASE_URL"] = demo_database(tmp_path)  # the same demo, without the 30
+            queued = await client.send(conversation.id, "written during the outage")
+            await srv.up()
+
+            admin = await ApiUser.login(srv.base_url)
+            thread = await until(
+                client.watch_thread(conversation.id),
+                lambda t: not any(m.content.startswith("gone with") for m in t) and t[-1].status == "sent",
+                "the old messages gone and the queued one delivered",
+                within=10.0,
+            )
+            await live(client)
+            server_thread = await admin.thread(conversation.id)
+            assert [(m.id, m.content) for m in thread] == [(m["id"], m["content"]) for m in server_thread]
+            assert thread[-1].idempotency_key == queued.idempotency_key
+            listing = await (await ApiUser.login(srv.base_url, MEDIC)).conversations()
+            assert {c.id: (c.last_message_preview, c.unread_count) for c in await client.conversations()} == {
+                c["id"]: (c["last_message_preview"], c["unread_count"]) for c in listing
+            }
+        finally:
+            await client.close()

@@ -1,0 +1,256 @@
+"""`sitecomms chat`, the terminal client, driven as a user would: real chat processes against a
+real server (typing into stdin, reading stdout), and the `ChatApp` harness in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sitecomms.chat import HELP, ChatApp
+from sitecomms.client import Client, ConnectionState
+from tests.client.harness import ADMIN, ADMIN_NAME, MEDIC, MEDIC_NAME, PASSWORD, TIMEOUT, ApiUser, server
+from tests.servers import SITECOMMS
+
+
+class Terminal:
+    """One `sitecomms chat` process: type lines, wait for output."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.seen: list[str] = []
+
+    async def wait_for(self, pattern: str) -> str:
+        """The first new output line matching the regular expression `pattern`."""
+        assert self.process.stdout is not None
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    line = (await self.process.stdout.readline()).decode()
+                    assert line, f"the chat exited before printing {pattern!r}; it printed:\n{''.join(self.seen)}"
+                    self.seen.append(f"{asyncio.get_running_loop().time():.2f} " + line)
+                    if re.search(pattern, line):
+                        return line.rstrip("\n")
+        except TimeoutError:
+            raise AssertionError(f"no line matching {pattern!r}; the chat printed:\n{''.join(self.seen)}") from None
+
+    async def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def quit(self) -> str:
+        """/quit, then the rest of its output; it must exit cleanly."""
+        await self.type("/quit")
+        assert self.process.stdout is not None
+        rest, _ = await asyncio.wait_for(self.process.communicate(), TIMEOUT)
+        self.seen.append(rest.decode())
+        assert self.process.returncode == 0, "".join(self.seen)
+        assert "Traceback" not in "".join(self.seen), "".join(self.seen)
+        return rest.decode()
+
+
+@asynccontextmanager
+async def chat(base_url: str, email: str, store: Path) -> AsyncIterator[Terminal]:
+    process = await asyncio.create_subprocess_exec(
+        str(SITECOMMS),
+        "chat",
+        "--server",
+        base_url,
+        "--email",
+        email,
+        "--password",
+        PASSWORD,
+        "--store",
+        str(store),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("SITECOMMS_")}, "PYTHONUNBUFFERED": "1"},
+    )
+    terminal = Terminal(process)
+    try:
+        yield terminal
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await asyncio.wait_for(process.wait(), TIMEOUT)
+
+
+async def test_two_chat_terminals_talk_live(tmp_path: Path) -> None:
+    async with (
+        server(tmp_path) as srv,
+        chat(srv.base_url, MEDIC, tmp_path / "medic.db") as medic,
+        chat(srv.base_url, ADMIN, tmp_path / "admin.db") as admin,
+    ):
+        await medic.wait_for(f"signed in as {MEDIC_NAME} \\(medic\\)")
+        await medic.wait_for(r"^\s*\d+\. Admin\s")
+        await medic.wait_for(r"^\[live\]$")
+        await admin.wait_for(f"signed in as {ADMIN_NAME} \\(admin\\)")
+        await admin.wait_for(r"^\[live\]$")
+
+        await medic.type("/open Admin")
+        await medic.wait_for("^--- Admin ---$")
+        await medic.wait_for(r"Admin: Thanks Maya\. Do you need more dressings\?")  # the history
+        await admin.type(f"/open {MEDIC_NAME}")
+        await admin.wait_for(f"^--- {MEDIC_NAME} ---$")
+
+        await medic.type("Need more dressings at site B")
+        assert (await medic.wait_for("You: Need more dressings")).endswith("(queued)")
+        # observers coalesce: if the admin's read receipt comes quickly, "read" is the next news
+        await medic.wait_for(r"'Need more dressings at site B' is now (sent|read)")
+        await admin.wait_for(f"{MEDIC_NAME}: Need more dressings at site B$")
+
+        await admin.type("Dressings on the next truck")
+        await admin.wait_for("You: Dressings on the next truck")
+        await medic.wait_for("^\\[\\d\\d:\\d\\d\\] Admin: Dressings on the next truck$")
+
+        # an admin's broadcast shows up as activity elsewhere for the medic
+        admin_http = await ApiUser.login(srv.base_url)
+        await admin_http.send(await admin_http.conversation_id("Broadcast"), "Radio check at 15:00")
+        await medic.wait_for(r"\(new in Broadcast: Radio check at 15:00\)")
+
+        await medic.quit()
+        await admin.quit()
+        thread = await admin_http.thread(await admin_http.conversation_id(MEDIC_NAME))
+        contents = [m["content"] for m in thread]
+        assert contents.count("Need more dressings at site B") == 1
+        assert contents.count("Dressings on the next truck") == 1
+
+
+async def test_chat_offline_says_so_and_delivers_the_queue_when_the_server_is_back(tmp_path: Path) -> None:
+    store = tmp_path / "medic.db"
+    async with server(tmp_path) as srv:
+        async with chat(srv.base_url, MEDIC, store) as first:  # the first sign-in needs the server
+            await first.wait_for(r"^\[live\]$")
+            await first.quit()
+
+        await srv.down()
+        async with chat(srv.base_url, MEDIC, store) as offline:
+            await offline.wait_for("server unreachable: working offline from the local copy")
+            await offline.wait_for(r"^\s*\d+\. Admin\s")  # the local copy, listed offline
+            await offline.type("/open Admin")
+            await offline.wait_for("^--- Admin ---$")
+            await offline.type("Written in the basement")
+            assert (await offline.wait_for("You: Written in the basement")).endswith("(queued)")
+            await offline.wait_for(r"^\[offline, 1 message queued\]$")
+            await offline.type("And a second one")
+            await offline.wait_for(r"^\[offline, 2 messages queued\]$")
+            await offline.quit()
+
+        await srv.up()  # same port and database; a restarted chat delivers what was queued
+        async with chat(srv.base_url, MEDIC, store) as back:
+            await back.type("/open Admin")
+            await back.wait_for("^--- Admin ---$")
+            await back.wait_for(r"'And a second one' is now sent|You: And a second one  \(sent\)")
+            await back.type("/status")
+            await back.wait_for(r"^\[live\]$")
+            await back.quit()
+
+        admin = await ApiUser.login(srv.base_url)
+        contents = [m["content"] for m in await admin.thread(await admin.conversation_id(MEDIC_NAME))]
+        assert contents[-2:] == ["Written in the basement", "And a second one"]
+        assert contents.count("Written in the basement") == 1
+
+
+class Screen:
+    """`out` for ChatApp: collects lines and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        self._changed.set()
+
+    async def wait_for(self, pattern: str, *, start: int = 0) -> str:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    self._changed.clear()
+                    for line in self.lines[start:]:
+                        if re.search(pattern, line):
+                            return line
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines)) from None
+
+
+async def test_chat_app_in_process(tmp_path: Path) -> None:
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, tmp_path / "medic.db")
+        screen = Screen()
+        app = ChatApp(client, screen)
+        follower: asyncio.Task[None] | None = None
+        try:
+            await client.login(MEDIC, PASSWORD)
+            await client.start()
+            await app.settle()
+            assert client.state is ConnectionState.LIVE
+
+            await app.show_list()
+            assert re.search(r"^ 2\. Admin\s+1 unread\s+Yes please", screen.lines[-1]), screen.lines
+            assert await app.handle("a message with nowhere to go")
+            assert screen.lines[-1] == "open a conversation first (/list, then /open N)"
+            await app.handle("/open Nobody")
+            assert screen.lines[-1] == "no conversation 'Nobody'; /list shows them"
+            await app.handle("/what")
+            assert screen.lines[-1] == HELP
+
+            mark = len(screen.lines)
+            await app.handle("/open 2")  # by number from the last /list
+            assert screen.lines[mark] == "--- Admin ---"
+            assert [line.split("] ", 1)[1] for line in screen.lines[mark + 1 :]] == [
+                "You: Arrived at site B. Two minor injuries, both treated.  (sent)",
+                "Admin: Thanks Maya. Do you need more dressings?",
+                "You: Yes please, one box of large dressings.  (sent)",
+            ]
+            await app.show_list()
+            assert re.search(r"^ 2\. Admin\s{2,}Yes please", screen.lines[-1]), "opened: read, no unread count"
+
+            follower = asyncio.create_task(app.follow())
+            await screen.wait_for(r"^\[live\]$", start=mark)
+            mark = len(screen.lines)
+            assert await app.handle("Two more patients")
+            assert screen.lines[mark].endswith("You: Two more patients  (queued)")
+            await screen.wait_for(r"^  \('Two more patients' is now sent\)$", start=mark)
+
+            admin = await ApiUser.login(srv.base_url)
+            await admin.send(await admin.conversation_id(MEDIC_NAME), "Sending a second team")
+            await screen.wait_for(r"\] Admin: Sending a second team$", start=mark)
+            await admin.send(await admin.conversation_id("Broadcast"), "Storm warning tonight")
+            await screen.wait_for(r"^\(new in Broadcast: Storm warning tonight\)$", start=mark)
+
+            await app.handle("/sync")
+            assert screen.lines[-1] == "synced"
+
+            # the server goes away: the app says so, queues, and delivers when it is back
+            mark = len(screen.lines)
+            await srv.down()
+            await screen.wait_for(r"^\[offline\]$", start=mark)
+            await app.handle("/sync")
+            assert screen.lines[-1].startswith("! cannot sync now:")
+            await app.handle("Lost signal, writing anyway")
+            await screen.wait_for(r"^\[offline, 1 message queued\]$", start=mark)
+            await srv.up()
+            await screen.wait_for(r"^  \('Lost signal, writing anyway' is now sent\)$", start=mark)
+            await screen.wait_for(r"^\[live", start=mark)
+            window = screen.lines[mark:]
+            assert window.count("[offline]") == 1, f"once, not once per reconnect attempt: {window}"
+            assert "[connecting]" not in window
+
+            too_long = "x" * 4001
+            await app.handle(too_long)
+            assert screen.lines[-1].startswith("! not sent:")
+            assert not await app.handle("/quit")
+        finally:
+            if follower is not None:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
+            await client.close()
+        contents = [m["content"] for m in await admin.thread(await admin.conversation_id(MEDIC_NAME))]
+        assert contents[-3:] == ["Two more patients", "Sending a second team", "Lost signal, writing anyway"]
