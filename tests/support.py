@@ -35,29 +35,26 @@ def fast_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-async def create_postgres_database(name: str) -> str:
-    """Create an empty database on the real server; fails loudly when PostgreSQL is not there."""
+async def _as_postgres_admin(*statements: str) -> None:
     engine = create_async_engine(
         POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://"), isolation_level="AUTOCOMMIT"
     )
     try:
         async with engine.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            for statement in statements:
+                await conn.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+async def create_postgres_database(name: str) -> str:
+    """Create an empty database on the real server; fails loudly when PostgreSQL is not there."""
+    await _as_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
 async def drop_postgres_database(name: str) -> None:
-    engine = create_async_engine(
-        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://"), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await engine.dispose()
+    await _as_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
