@@ -144,6 +144,7 @@ def serve(
         http="httptools",
         ws="auto",
         ws_max_size=MAX_FRAME_BYTES,
+        timeout_graceful_shutdown=5,  # then open connections are dropped: clients resume elsewhere
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
     )
@@ -266,6 +267,49 @@ def chat(
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A tiny workload of a few seconds (no 10k phase)")] = False,
+    database: Annotated[str, typer.Option(help="sqlite (a fresh file) or postgres (needs --database-url)")] = "sqlite",
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="An EMPTY PostgreSQL database for --database postgres")
+    ] = None,
+    bus: Annotated[str, typer.Option(help="memory://, redis://127.0.0.1:6379/0 or postgres://...")] = "memory://",
+    processes: Annotated[int, typer.Option(min=1, max=2, help="Server processes (2 needs PostgreSQL and a bus)")] = 1,
+    out: Annotated[Path, typer.Option(help="Where bench.json, bench.txt and latency.png go")] = Path("bench-results"),
+    phases: Annotated[
+        str | None, typer.Option(help="Comma-separated: open,closed,fanout,idempotency,catchup,polling,scale")
+    ] = None,
+    sqlite_synchronous: Annotated[
+        str, typer.Option(help="The server's SITECOMMS_SQLITE_SYNCHRONOUS (FULL, the default, or NORMAL)")
+    ] = "FULL",
+) -> None:
+    """Benchmark delivery: start a server, drive it from 127.0.0.1, print the table (bounded; stops by itself)."""
+    from sitecomms.bench.runner import ALL_PHASES, Config, run
+
+    if database not in ("sqlite", "postgres"):
+        raise typer.BadParameter("--database is sqlite or postgres")
+    if database == "postgres" and not database_url:
+        raise typer.BadParameter("--database postgres needs --database-url of an empty database")
+    if processes > 1 and (database != "postgres" or bus == "memory://"):
+        raise typer.BadParameter("two processes need --database postgres and a --bus (redis:// or postgres://)")
+    chosen = tuple(p.strip() for p in phases.split(",")) if phases else None
+    if chosen and not set(chosen) <= set(ALL_PHASES):
+        raise typer.BadParameter(f"phases are among {', '.join(ALL_PHASES)}")
+    options: dict[str, object] = {
+        "database": database,
+        "database_url": database_url if database == "postgres" else None,
+        "bus_url": bus,
+        "processes": processes,
+        "out": out,
+        "extra_env": {"SITECOMMS_SQLITE_SYNCHRONOUS": sqlite_synchronous.upper()},
+    }
+    if chosen:
+        options["phases"] = chosen
+    config = Config.quick_config(**options) if quick else Config(**options)  # type: ignore[arg-type]
+    run(config, lambda text: console.print(text, highlight=False, soft_wrap=True, markup=False))
 
 
 def main() -> None:

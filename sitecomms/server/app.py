@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +45,8 @@ from sitecomms.store.secrets import ensure_secret
 T = TypeVar("T")
 
 JWT_SECRET_NAME = "jwt_secret"
+SHUTDOWN_STEP_SECONDS = 5.0
+log = logging.getLogger("sitecomms.server")
 
 
 def _off_loop(fn: Callable[[], T]) -> T:
@@ -130,10 +133,13 @@ def create_app(settings: Settings) -> FastAPI:
         hub.start()
         try:
             yield
-        finally:
-            await hub.close()
-            await bus.close()
-            await db.close()
+        finally:  # each step bounded: a hung broker or database must not keep the process alive
+            for step in (hub.close, bus.close, db.close):
+                try:
+                    async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+                        await step()
+                except Exception:
+                    log.exception("shutdown step %s failed", step.__qualname__)
 
     app = FastAPI(
         title="SiteComms",

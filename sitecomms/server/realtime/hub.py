@@ -140,9 +140,12 @@ class Hub:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for reader in list(self._orgs.values()):
+        readers = list(self._orgs.values())
+        self._orgs.clear()
+        for reader in readers:
             for conn in reader.connections:
                 conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        await asyncio.gather(*(reader.stop() for reader in readers))
 
     async def _sweep_forever(self) -> None:
         interval = max(0.05, min(self._heartbeat, self._idle_timeout) / 4)
