@@ -7,7 +7,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -32,10 +31,6 @@ def _upgrade_on(conn: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)
-
-
-def _current_on(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -24,7 +24,3 @@ def get_org(conn: Connection, org_id: str) -> OrgRow | None:
 def find_org_by_name(conn: Connection, name: str) -> OrgRow | None:
     row = conn.execute(select(orgs).where(orgs.c.name == name).order_by(orgs.c.created_at)).mappings().first()
     return None if row is None else build(OrgRow, row)
-
-
-def list_orgs(conn: Connection) -> list[OrgRow]:
-    return [build(OrgRow, r) for r in conn.execute(select(orgs).order_by(orgs.c.created_at)).mappings()]

@@ -94,10 +94,6 @@ class Hub:
         self._orgs: dict[str, OrgReader] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
-    @property
-    def connection_count(self) -> int:
-        return sum(len(reader.connections) for reader in self._orgs.values())
-
     # --- the bus subscriber ----------------------------------------------------------------
 
     def on_notice(self, notice: Notice) -> None:
