@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, update
 
+from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import ConversationRow, build
 from sitecomms.store.schema import conversations, messages, read_status, users
 
@@ -15,6 +16,28 @@ def _select() -> Select[tuple[object, ...]]:
         conversations,
         users.c.display_name.label("medic_name"),
     ).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
+
+
+_BY_ID = Prepared(
+    select(
+        *[
+            users.c.display_name if name == "medic_name" else conversations.c[name]
+            for name in ConversationRow.__dataclass_fields__
+        ]
+    )
+    .select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
+    .where(conversations.c.id == bindparam("conversation_id"))
+)
+_RECORD_LAST_MESSAGE = Prepared(
+    update(conversations)
+    .where(conversations.c.id == bindparam("conversation_id"))
+    .values(
+        last_message_at=bindparam("at"),
+        last_message_preview=bindparam("preview"),
+        last_message_position=bindparam("message_position"),
+        position=bindparam("new_position"),
+    )
+)
 
 
 def insert_conversation(
@@ -40,8 +63,8 @@ def insert_conversation(
 
 
 def get_conversation(conn: Connection, conversation_id: str) -> ConversationRow | None:
-    row = conn.execute(_select().where(conversations.c.id == conversation_id)).mappings().first()
-    return None if row is None else build(ConversationRow, row)
+    row = _BY_ID.first(conn, conversation_id=conversation_id)
+    return None if row is None else ConversationRow(*row)
 
 
 def get_conversations(conn: Connection, conversation_ids: list[str]) -> dict[str, ConversationRow]:
@@ -81,12 +104,13 @@ def conversations_changed_since(
 def record_last_message(
     conn: Connection, conversation_id: str, *, at: datetime, preview: str, message_position: int, position: int
 ) -> None:
-    conn.execute(
-        update(conversations)
-        .where(conversations.c.id == conversation_id)
-        .values(
-            last_message_at=at, last_message_preview=preview, last_message_position=message_position, position=position
-        )
+    _RECORD_LAST_MESSAGE.run(
+        conn,
+        conversation_id=conversation_id,
+        at=at,
+        preview=preview,
+        message_position=message_position,
+        new_position=position,
     )
 
 

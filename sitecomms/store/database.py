@@ -7,7 +7,8 @@ transaction is for; timings are logged per name.
 
 - **SQLite** (the embedded default) runs every write on one dedicated writer thread with one
   connection (`BEGIN IMMEDIATE`): SQLite has one writer anyway, and serialising in-process
-  avoids lock contention and gives the org stream its commit order for free. Reads run on a
+  avoids lock contention and gives the org stream its commit order for free. Writes that queue
+  up while a commit is in progress share the next one (group commit, `writer.py`). Reads run on a
   small pool of reader threads, each in a deferred transaction, so each read is one snapshot
   under WAL.
 - **PostgreSQL** runs the same functions through SQLAlchemy's asyncpg dialect. Reads use
@@ -33,6 +34,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
+
+from sitecomms.store.writer import WriterThread
 
 log = logging.getLogger("sitecomms.store.txn")
 
@@ -79,6 +82,10 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
     return PostgresDatabase(normalised, pool_size=pool_size)
 
 
+def _unavailable(name: str, exc: Exception) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"{name}: {getattr(exc, 'orig', None) or exc}")
+
+
 def _timed(name: str, started: float) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("txn %s took %.2f ms", name, (time.perf_counter() - started) * 1000)
@@ -92,7 +99,7 @@ class SQLiteDatabase:
             raise ValueError("sqlite synchronous must be FULL, NORMAL or EXTRA")
         self._writer = self._engine(url, synchronous, begin="BEGIN IMMEDIATE", size=1)
         self._reader = self._engine(url, synchronous, begin="BEGIN", size=readers)
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sitecomms-sqlite-writer")
+        self._write_thread = WriterThread(self._writer, unavailable=_unavailable)
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="sitecomms-sqlite-reader")
 
     @staticmethod
@@ -130,7 +137,7 @@ class SQLiteDatabase:
         except IntegrityError:
             raise
         except OperationalError as exc:
-            raise DatabaseUnavailable(f"{name}: {exc.orig}") from exc
+            raise _unavailable(name, exc) from exc
         finally:
             _timed(name, started)
 
@@ -139,8 +146,8 @@ class SQLiteDatabase:
         return await loop.run_in_executor(self._read_threads, self._run, self._reader, name, fn, args, kwargs)
 
     async def write(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._write_thread, self._run, self._writer, name, fn, args, kwargs)
+        result: T = await self._write_thread.submit(name, fn, args, kwargs)
+        return result
 
     async def ping(self) -> None:
         await self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar_one())
@@ -150,7 +157,7 @@ class SQLiteDatabase:
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
-        self._write_thread.shutdown(wait=True)
+        self._write_thread.stop()
         self._read_threads.shutdown(wait=True)
         self._writer.dispose()
         self._reader.dispose()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select
 
+from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import MessageRow, build
 from sitecomms.store.schema import conversations, messages, users
 
@@ -16,6 +17,18 @@ def _select() -> Select[tuple[object, ...]]:
         users.c.display_name.label("sender_name"),
         users.c.role.label("sender_role"),
     ).select_from(messages.join(users, users.c.id == messages.c.sender_id))
+
+
+_ROW_COLUMNS = [
+    users.c.display_name if name == "sender_name" else users.c.role if name == "sender_role" else messages.c[name]
+    for name in MessageRow.__dataclass_fields__
+]
+_BY_KEY = Prepared(
+    select(*_ROW_COLUMNS)
+    .select_from(messages.join(users, users.c.id == messages.c.sender_id))
+    .where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key"))
+)
+_INSERT = Prepared(insert(messages).values({column: bindparam(column.name) for column in messages.c}))
 
 
 def insert_message(
@@ -30,17 +43,16 @@ def insert_message(
     now: datetime,
     position: int,
 ) -> None:
-    conn.execute(
-        insert(messages).values(
-            id=message_id,
-            org_id=org_id,
-            conversation_id=conversation_id,
-            sender_id=sender_id,
-            content=content,
-            idempotency_key=idempotency_key,
-            created_at=now,
-            position=position,
-        )
+    _INSERT.run(
+        conn,
+        id=message_id,
+        org_id=org_id,
+        conversation_id=conversation_id,
+        sender_id=sender_id,
+        content=content,
+        idempotency_key=idempotency_key,
+        created_at=now,
+        position=position,
     )
 
 
@@ -50,9 +62,8 @@ def get_message(conn: Connection, message_id: str) -> MessageRow | None:
 
 
 def get_by_idempotency_key(conn: Connection, sender_id: str, key: str) -> MessageRow | None:
-    query = _select().where(messages.c.sender_id == sender_id, messages.c.idempotency_key == key)
-    row = conn.execute(query).mappings().first()
-    return None if row is None else build(MessageRow, row)
+    row = _BY_KEY.first(conn, sender_id=sender_id, key=key)
+    return None if row is None else MessageRow(*row)
 
 
 def thread_page(

@@ -10,24 +10,27 @@ other rows, so writers in one org always take locks in the same order (no deadlo
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
+from sitecomms.store.prepared import Prepared
 from sitecomms.store.schema import org_streams
+
+_TAKE = Prepared(
+    update(org_streams)
+    .where(org_streams.c.org_id == bindparam("org"))
+    .values(position=org_streams.c.position + bindparam("count"))
+    .returning(org_streams.c.position)
+)
+_HEAD = Prepared(select(org_streams.c.position).where(org_streams.c.org_id == bindparam("org_id")))
 
 
 def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
     """Take the next `count` positions of the org's stream; returns the first of them."""
-    last = conn.execute(
-        update(org_streams)
-        .where(org_streams.c.org_id == org_id)
-        .values(position=org_streams.c.position + count)
-        .returning(org_streams.c.position)
-    ).scalar_one_or_none()
+    last = _TAKE.scalar(conn, org=org_id, count=count)
     if last is None:
         raise LookupError(f"no stream for org {org_id}")
     return int(last) - count + 1
 
 
 def current_position(conn: Connection, org_id: str) -> int:
-    position = conn.execute(select(org_streams.c.position).where(org_streams.c.org_id == org_id)).scalar_one_or_none()
-    return int(position or 0)
+    return int(_HEAD.scalar(conn, org_id=org_id) or 0)

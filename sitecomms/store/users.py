@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
 
+from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import UserRow, build
 from sitecomms.store.schema import users
+
+_BY_ID = Prepared(
+    select(*[users.c[name] for name in UserRow.__dataclass_fields__]).where(users.c.id == bindparam("user_id"))
+)
 
 
 def insert_user(
@@ -37,8 +42,8 @@ def insert_user(
 
 
 def get_user(conn: Connection, user_id: str) -> UserRow | None:
-    row = conn.execute(select(users).where(users.c.id == user_id)).mappings().first()
-    return None if row is None else build(UserRow, row)
+    row = _BY_ID.first(conn, user_id=user_id)
+    return None if row is None else UserRow(*row)
 
 
 def get_user_by_email(conn: Connection, email: str) -> UserRow | None:
