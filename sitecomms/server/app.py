@@ -106,12 +106,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     bus = open_bus(settings.bus_url)
     accounts = build_accounts(settings, db, bus)
-    messaging = Messaging(db, bus)
     pull = Sync(db)
     feed = Feed(db)
     hub = Hub(
         feed, heartbeat_seconds=settings.ws_heartbeat_seconds, idle_timeout_seconds=settings.ws_idle_timeout_seconds
     )
+    messaging = Messaging(db, bus, hub)
     current_viewer = auth.bearer(accounts.tokens)
 
     def session(ws: WebSocket) -> Session:

@@ -4,8 +4,11 @@ Each org with at least one local socket has an `OrgReader`. A bus notice for the
 it reads the org's changes after the last position it fanned out — once, however many sockets —
 and offers each change to every local connection allowed to see it (the visibility policy
 decides, per recipient; frames are rendered once per role). Notices only wake readers, so many
-notices in a burst coalesce into one read. After the bus reconnects, `on_reset` wakes every
-reader: whatever notices were lost, the database has the changes.
+notices in a burst coalesce into one read. Changes this process committed itself arrive as
+`committed(org, items)` and are fanned out without a read when they directly follow the last
+position fanned out (the feed module's "local hand-off"); anything else falls back to a read.
+After the bus reconnects, `on_reset` wakes every reader: whatever notices were lost, the
+database has the changes.
 
 **Gapless hand-off.** A new connection joins its org's reader *before* it replays from the
 database. The reader's first position is the stream head read when the reader started, so every
@@ -28,7 +31,7 @@ import time
 from sitecomms.bus import Notice
 from sitecomms.protocol.frames import CloseCode, ServerFrame
 from sitecomms.server.realtime.connection import CONTROL, Connection, control_frame
-from sitecomms.server.services.feed import Feed
+from sitecomms.server.services.feed import Feed, FeedItem
 
 log = logging.getLogger("sitecomms.realtime")
 
@@ -47,6 +50,14 @@ class OrgReader:
 
     def wake(self, position: int | None = None) -> None:
         if position is None or position > self.last:
+            self._wake.set()
+
+    def committed(self, items: list[FeedItem]) -> None:
+        """Changes this process just committed: fanned out now if they follow on, else read."""
+        if self.last >= 0 and items and items[0].position == self.last + 1:
+            self._fan_out(items)
+            self.last = items[-1].position
+        else:
             self._wake.set()
 
     async def stop(self) -> None:
@@ -77,13 +88,17 @@ class OrgReader:
     async def _catch_up(self) -> None:
         while True:
             batch = await self._feed.read(self.org_id, self.last, _READ_BATCH)
-            for item in batch.items:
-                for conn in self.connections:
-                    if item.visible_to(conn.viewer):
-                        conn.offer(item.position, item.frame_for(conn.viewer))
-            self.last = batch.upto
+            # Local hand-offs may have gone further while the read was in flight.
+            self._fan_out([item for item in batch.items if item.position > self.last])
+            self.last = max(self.last, batch.upto)
             if not batch.has_more:
                 return
+
+    def _fan_out(self, items: list[FeedItem]) -> None:
+        for item in items:
+            for conn in self.connections:
+                if item.visible_to(conn.viewer):
+                    conn.offer(item.position, item.frame_for(conn.viewer))
 
 
 class Hub:
@@ -104,6 +119,13 @@ class Hub:
     def on_reset(self) -> None:
         for reader in self._orgs.values():
             reader.wake()
+
+    # --- this process's own commits (LocalFanOut) ------------------------------------------
+
+    def committed(self, org_id: str, items: list[FeedItem]) -> None:
+        reader = self._orgs.get(org_id)
+        if reader is not None:
+            reader.committed(items)
 
     # --- connections -----------------------------------------------------------------------
 

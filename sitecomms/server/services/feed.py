@@ -13,12 +13,18 @@ derive them from the stream (`message.created`, their own `read_status.updated`)
 pull sync (also used for replay on reconnect) fill them in.
 
 Frames have the shape of a sync change plus its cursor: `{"type", "position", "cursor", "data"}`.
+
+**Local hand-off.** A change written by this process need not be read back: the service that
+committed it hands the same `FeedItem`s it would read (`message_sent`, `read_moved`) to the
+`LocalFanOut` (the hub), which fans them out at once when they directly follow what it has
+fanned out, and otherwise falls back to reading the database. The bus notice is still
+published for the other processes; the database stays the log.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Connection
@@ -90,6 +96,26 @@ class FeedBatch:
     items: list[FeedItem]
     upto: int
     has_more: bool
+
+
+class LocalFanOut(Protocol):
+    """This process's fan-out, told directly of the changes its own writes just committed."""
+
+    def committed(self, org_id: str, items: list[FeedItem]) -> None:
+        """`items` are consecutive positions of the org's stream, committed, in order."""
+        ...
+
+
+def message_sent(message: MessageRow, conversation: ConversationRow) -> list[FeedItem]:
+    """The two changes of a send: the message, then its conversation's new preview."""
+    return [
+        FeedItem(message.position, ChangeType.MESSAGE_CREATED, message.org_id, message, conversation),
+        FeedItem(conversation.position, ChangeType.CONVERSATION_UPDATED, message.org_id, conversation, conversation),
+    ]
+
+
+def read_moved(status: ReadStatusRow, conversation: ConversationRow) -> list[FeedItem]:
+    return [FeedItem(status.position, ChangeType.READ_STATUS_UPDATED, status.org_id, status, conversation)]
 
 
 class Feed:

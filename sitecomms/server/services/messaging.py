@@ -8,6 +8,7 @@ positions in its transaction: one for the message, one for the conversation's ne
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -20,11 +21,12 @@ from sitecomms.protocol.limits import PREVIEW_CHARS
 from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict, Unauthenticated
+from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, users
 from sitecomms.store.database import Database
-from sitecomms.store.rows import MessageRow, ReadStatusRow
+from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow
 from sitecomms.store.stream import next_position
 from sitecomms.store.types import utcnow
 
@@ -41,26 +43,29 @@ def preview_of(content: str) -> str:
 
 
 class Messaging:
-    def __init__(self, db: Database, publisher: Publisher) -> None:
+    def __init__(self, db: Database, publisher: Publisher, local: LocalFanOut | None = None) -> None:
         self._db = db
         self._publisher = publisher
+        self._local = local
 
     async def send(self, viewer: Viewer, conversation_id: str, content: str, idempotency_key: str) -> SendResult:
         try:
-            row, created = await self._db.write(
+            row, conversation = await self._db.write(
                 "send_message", _send_txn, viewer, conversation_id, content, idempotency_key
             )
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its message.
-            row, created = (
+            row, conversation = (
                 await self._db.read(
                     "send_message_replay", _replay_txn, viewer, conversation_id, content, idempotency_key
                 ),
-                False,
+                None,
             )
-        if created:
-            await self._publisher.publish(row.org_id, row.position + 1)  # the message, then its conversation
-        return SendResult(views.message_view(viewer, row), created)
+        if conversation is not None:  # created now, not a retry
+            if self._local is not None:
+                self._local.committed(row.org_id, message_sent(row, conversation))
+            await self._publisher.publish(row.org_id, conversation.position)  # the message, then its conversation
+        return SendResult(views.message_view(viewer, row), conversation is not None)
 
     async def conversations(self, viewer: Viewer) -> ConversationList:
         return await self._db.read("list_conversations", _list_txn, viewer)
@@ -70,7 +75,9 @@ class Messaging:
 
     async def mark_read(self, viewer: Viewer, conversation_id: str, up_to: int | None) -> ReadStatusView:
         status, moved = await self._db.write("mark_read", _mark_read_txn, viewer, conversation_id, up_to)
-        if moved:
+        if moved is not None:
+            if self._local is not None:
+                self._local.committed(viewer.org_id, read_moved(*moved))
             await self._publisher.publish(viewer.org_id, status.position)
         return status
 
@@ -86,10 +93,11 @@ def _existing(conn: Connection, viewer: Viewer, conversation_id: str, content: s
 
 def _send_txn(
     conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str
-) -> tuple[MessageRow, bool]:
+) -> tuple[MessageRow, ConversationRow | None]:
+    """The message, and its conversation as the send left it (None: the key was used before)."""
     found = _existing(conn, viewer, conversation_id, content, key)
     if found is not None:
-        return found, False
+        return found, None
     conversation = visibility.require_writable(viewer, conversations.get_conversation(conn, conversation_id))
     sender = users.get_user(conn, viewer.user_id)
     if sender is None or sender.org_id != viewer.org_id:
@@ -98,7 +106,7 @@ def _send_txn(
     # Holding the org's stream lock now: a racing retry that committed first is visible here.
     found = _existing(conn, viewer, conversation_id, content, key)
     if found is not None:
-        return found, False
+        return found, None
     now = utcnow()
     row = MessageRow(
         id=str(uuid.uuid4()),
@@ -123,10 +131,18 @@ def _send_txn(
         now=now,
         position=position,
     )
+    preview = preview_of(content)
     conversations.record_last_message(
-        conn, conversation.id, at=now, preview=preview_of(content), message_position=position, position=position + 1
+        conn, conversation.id, at=now, preview=preview, message_position=position, position=position + 1
     )
-    return row, True
+    updated = dataclasses.replace(
+        conversation,
+        last_message_at=now,
+        last_message_preview=preview,
+        last_message_position=position,
+        position=position + 1,
+    )
+    return row, updated
 
 
 def _replay_txn(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow:
@@ -170,13 +186,14 @@ def _thread_txn(
 
 def _mark_read_txn(
     conn: Connection, viewer: Viewer, conversation_id: str, up_to: int | None
-) -> tuple[ReadStatusView, bool]:
+) -> tuple[ReadStatusView, tuple[ReadStatusRow, ConversationRow] | None]:
+    """The read status, and (when it moved) the new row with its conversation."""
     conversation = visibility.require_visible(viewer, conversations.get_conversation(conn, conversation_id))
     latest = messages.latest_position_in(conn, conversation.id)
     target = latest if up_to is None else min(up_to, latest)
     current = reads.get_read_status(conn, conversation.id, viewer.user_id)
     if current is not None and current.last_read_position >= target:
-        return views.read_status_view(current), False
+        return views.read_status_view(current), None
     if current is None and target <= 0:
         return ReadStatusView(
             conversation_id=conversation.id,
@@ -184,12 +201,12 @@ def _mark_read_txn(
             last_read_position=0,
             last_read_at=None,
             position=0,
-        ), False
+        ), None
     position = next_position(conn, conversation.org_id)
     # Under the org's stream lock: another device of this user may have moved it meanwhile.
     current = reads.get_read_status(conn, conversation.id, viewer.user_id)
     if current is not None and current.last_read_position >= target:
-        return views.read_status_view(current), False
+        return views.read_status_view(current), None
     row = ReadStatusRow(
         conversation_id=conversation.id,
         user_id=viewer.user_id,
@@ -199,4 +216,4 @@ def _mark_read_txn(
         position=position,
     )
     reads.save_read_status(conn, row, exists=current is not None)
-    return views.read_status_view(row), True
+    return views.read_status_view(row), (row, conversation)

@@ -1,7 +1,13 @@
-"""Access tokens: HS256 JWTs with claims `sub`, `org_id`, `role`, `iat` and `exp`."""
+"""Access tokens: HS256 JWTs with claims `sub`, `org_id`, `role`, `iat` and `exp`.
+
+Verified tokens are remembered (a bounded map from the token string to its viewer and expiry)
+so a client sending many requests is verified once, not on every request; each use still
+checks the expiry. The map is cleared whenever it fills up.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import jwt
@@ -12,12 +18,14 @@ from sitecomms.server.services.visibility import Viewer
 from sitecomms.store.types import utcnow
 
 _ALGORITHM = "HS256"
+_REMEMBERED = 10_000
 
 
 class Tokens:
     def __init__(self, secret: str, ttl: timedelta) -> None:
         self._secret = secret
         self._ttl = ttl
+        self._verified: dict[str, tuple[Viewer, float]] = {}
 
     def issue(self, *, user_id: str, org_id: str, role: Role, ttl: timedelta | None = None) -> tuple[str, datetime]:
         now = utcnow()
@@ -36,6 +44,18 @@ class Tokens:
 
     def verify_until(self, token: str) -> tuple[Viewer, float]:
         """The viewer a valid token names, and when it expires (a Unix timestamp)."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known
+            del self._verified[token]
+        verified = self._verify(token)
+        if len(self._verified) >= _REMEMBERED:
+            self._verified.clear()
+        self._verified[token] = verified
+        return verified
+
+    def _verify(self, token: str) -> tuple[Viewer, float]:
         try:
             claims = jwt.decode(
                 token,
