@@ -28,6 +28,7 @@ from sitecomms.protocol.limits import MAX_BODY_BYTES
 from sitecomms.server import dashboard
 from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
 from sitecomms.server.api.body_limit import BodyLimit
+from sitecomms.server.api.fast_send import FastSend
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.accounts import Accounts
@@ -159,4 +160,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
     dashboard.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(FastSend, messaging=messaging, tokens=accounts.tokens)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,13 +15,14 @@ from sitecomms.server.services.errors import Unauthenticated
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.server.services.visibility import Viewer
 
-ViewerDependency = Callable[..., Viewer]
+ViewerDependency = Callable[..., Awaitable[Viewer]]
 
 
 def bearer(tokens: Tokens) -> ViewerDependency:
     scheme = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login")
 
-    def viewer(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> Viewer:
+    async def viewer(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> Viewer:
+        # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request
         if credentials is None:
             raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
         return tokens.verify(credentials.credentials)

@@ -40,6 +40,15 @@ async def _service(request: Request, exc: Exception) -> Response:
     return error(exc.code, exc.message)
 
 
+def answer_for(exc: Exception) -> Response | None:
+    """The answer to a service or database failure, for handlers outside FastAPI's routing."""
+    if isinstance(exc, ServiceError):
+        return error(exc.code, exc.message)
+    if isinstance(exc, DatabaseUnavailable):
+        return _unavailable_answer(exc)
+    return None
+
+
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
@@ -65,6 +74,10 @@ async def _http(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
+    return _unavailable_answer(exc)
+
+
+def _unavailable_answer(exc: Exception) -> Response:
     log.warning("database unavailable: %s", exc)
     return error(ErrorCode.UNAVAILABLE, "the database is unavailable; retry shortly", {"Retry-After": "1"})
 
