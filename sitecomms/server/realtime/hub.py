@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
+from collections.abc import Iterable
 
 from sitecomms.bus import Notice
 from sitecomms.protocol.frames import CloseCode, ServerFrame
 from sitecomms.server.realtime.connection import CONTROL, Connection, control_frame
 from sitecomms.server.services.feed import Feed, FeedItem
+from sitecomms.server.services.visibility import EVERY_MEDIC
 
 log = logging.getLogger("sitecomms.realtime")
 
@@ -42,11 +45,31 @@ class OrgReader:
     def __init__(self, org_id: str, feed: Feed) -> None:
         self.org_id = org_id
         self.connections: set[Connection] = set()
+        self._admins: set[Connection] = set()
+        self._medics: dict[str, set[Connection]] = {}  # medic user id -> their sockets
         self.last = -1  # the last position fanned out; -1 until the head has been read
         self.ready = asyncio.Event()
         self._feed = feed
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"sitecomms-org-reader-{org_id}")
+
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        if conn.viewer.is_admin:
+            self._admins.add(conn)
+        else:
+            self._medics.setdefault(conn.viewer.user_id, set()).add(conn)
+
+    def discard(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if conn.viewer.is_admin:
+            self._admins.discard(conn)
+        else:
+            own = self._medics.get(conn.viewer.user_id)
+            if own is not None:
+                own.discard(conn)
+                if not own:
+                    del self._medics[conn.viewer.user_id]
 
     def wake(self, position: int | None = None) -> None:
         if position is None or position > self.last:
@@ -96,9 +119,17 @@ class OrgReader:
 
     def _fan_out(self, items: list[FeedItem]) -> None:
         for item in items:
-            for conn in self.connections:
+            for conn in self._candidates(item):
                 if item.visible_to(conn.viewer):
                     conn.offer(item.position, item.frame_for(conn.viewer))
+
+    def _candidates(self, item: FeedItem) -> Iterable[Connection]:
+        """The sockets that could see the change: never a scan of the org for one medic's message."""
+        medics = item.medic_audience()
+        if medics == EVERY_MEDIC:
+            return self.connections
+        own = self._medics.get(medics, ()) if medics is not None else ()
+        return itertools.chain(self._admins, own)
 
 
 class Hub:
@@ -135,7 +166,7 @@ class Hub:
         reader = self._orgs.get(org_id)
         if reader is None:
             reader = self._orgs[org_id] = OrgReader(org_id, self._feed)
-        reader.connections.add(conn)
+        reader.add(conn)
         await reader.ready.wait()
 
     async def leave(self, conn: Connection) -> None:
@@ -143,7 +174,7 @@ class Hub:
         reader = self._orgs.get(org_id)
         if reader is None:
             return
-        reader.connections.discard(conn)
+        reader.discard(conn)
         if not reader.connections:
             del self._orgs[org_id]
             await reader.stop()

@@ -72,6 +72,12 @@ class FeedItem:
             return visibility.can_see_read_status(viewer, self.conversation, self.row)
         return visibility.can_see_conversation(viewer, self.conversation)
 
+    def medic_audience(self) -> str | None:
+        """See `visibility.medic_audience`: every medic, one medic's id, or none."""
+        if isinstance(self.row, UserRow):
+            return visibility.medic_audience(None, self.row)
+        return visibility.medic_audience(self.conversation)
+
     def frame_for(self, viewer: Viewer) -> str:
         """The frame as this viewer's role sees it (cached per role)."""
         key = viewer.is_admin

@@ -141,6 +141,29 @@ def may_manage_users(viewer: Viewer) -> bool:
     return viewer.is_admin
 
 
+# --- fan-out: who could possibly see a change -------------------------------------------
+
+
+EVERY_MEDIC = "*"
+
+
+def medic_audience(conversation: ConversationRow | None, user: UserRow | None = None) -> str | None:
+    """Which medics a change could be visible to: `EVERY_MEDIC`, one medic's id, or None (no medic).
+
+    A change is about a user (`user`) or belongs to a conversation (the conversation itself, a
+    message or a read status in it). Admins of the org may see any change of it. This is a
+    superset used to skip recipients cheaply during fan-out; each remaining recipient is still
+    checked with the predicates above.
+    """
+    if user is not None:
+        return user.id
+    if conversation is None:
+        return None
+    if conversation.type == ConversationType.BROADCAST:
+        return EVERY_MEDIC
+    return conversation.medic_id
+
+
 # --- scopes: the three clauses together ----------------------------------------------------
 
 
