@@ -6,11 +6,13 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver, process_cpu_seconds, process_rss_bytes
+from sitecomms.bench.sender import Outcome, Plan, paced, run_plan
 
 Result = dict[str, Any]
 DRAIN_SECONDS = 30.0  # how long after the last send answered a delivery may still arrive
@@ -35,6 +37,9 @@ class World:
     receivers: list[Receiver]
     server_pids: list[int]
     ws_urls: list[str]
+    host: str = "127.0.0.1"
+    ports: list[int] = field(default_factory=list)
+    sender: Executor | None = None  # the sending worker process (sender.py); None: send from this process
     receipts: Receipts = field(default_factory=Receipts)
     counter: int = 0
 
@@ -80,6 +85,7 @@ class Sends:
         self.errors = 0
         self.answered: dict[str, float] = {}  # key -> seconds until the HTTP response
         self.acked: set[str] = set()  # keys the server acknowledged (200/201): these must be delivered
+        self.worker_cpu = 0.0  # CPU of the sending worker process, if one sent
 
     async def send(
         self,
@@ -128,6 +134,19 @@ class Sends:
         while self.pending() and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
+    def record(self, outcome: Outcome, receivers: list[str]) -> None:
+        """Take the sends the worker process made (pair i's message goes to `receivers[i]`)."""
+        self.worker_cpu += outcome.cpu_seconds
+        for key, pair, scheduled, sent, answered, status in outcome.records:
+            self.scheduled[key], self.sent[key], self.expected[key] = scheduled, sent, [receivers[pair]]
+            if status == 0:
+                self.errors += 1
+                continue
+            self.answered[key] = answered
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status in (200, 201):
+                self.acked.add(key)
+
     def summary(self, name: str, started: float, cpu0: float, self_cpu0: float, **extra: Any) -> Result:
         receipts = self.world.receipts
         from_send: list[float] = []
@@ -147,7 +166,7 @@ class Sends:
         elapsed = max(last - started, 1e-9)
         deliveries = len(from_send)
         cpu = self.world.cpu() - cpu0
-        self_cpu = _self_cpu() - self_cpu0
+        self_cpu = _self_cpu() - self_cpu0 + self.worker_cpu
         wall = time.perf_counter() - started
         return {
             "phase": name,
@@ -170,33 +189,33 @@ class Sends:
         }
 
 
-async def _paced(rate: float, duration: float, launch: Callable[[int, float], Coroutine[Any, Any, Any]]) -> None:
-    """Open loop: launch the i-th send at start + i/rate, whatever the earlier ones are doing."""
-    tasks: set[asyncio.Task[Any]] = set()
-    start = time.perf_counter()
-    total = int(rate * duration)
-    index = 0
-    while index < total:
-        now = time.perf_counter()
-        while index < total and start + index / rate <= now:
-            task = asyncio.create_task(launch(index, start + index / rate))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            index += 1
-        if index < total:
-            await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
-    if tasks:
-        await asyncio.wait(tasks, timeout=DRAIN_SECONDS + 30)
-
-
 def _begin(world: World) -> tuple[float, float, float]:
     return time.perf_counter(), world.cpu(), _self_cpu()
+
+
+async def _remote(world: World, sends: Sends, duration: float, *, rate: float | None, in_flight: int | None) -> None:
+    """Run the sends in the worker process; this process keeps reading every socket meanwhile."""
+    assert world.sender is not None
+    plan = Plan(
+        host=world.host,
+        ports=world.ports,
+        pairs=[(pair.sender_token, pair.conversation_id) for pair in world.pairs],
+        key_prefix=world.next_key("w"),
+        duration=duration,
+        rate=rate,
+        in_flight=in_flight,
+    )
+    outcome = await asyncio.get_running_loop().run_in_executor(world.sender, run_plan, plan)
+    sends.record(outcome, [pair.receiver.name for pair in world.pairs])
 
 
 async def open_loop(world: World, name: str, rate: float, duration: float) -> Result:
     sends = Sends(world)
     started, cpu0, self0 = _begin(world)
-    await _paced(rate, duration, lambda i, at: sends.send_pair(i, at))
+    if world.sender is not None:
+        await _remote(world, sends, duration, rate=rate, in_flight=None)
+    else:
+        await paced(rate, duration, lambda i, at: sends.send_pair(i, at))
     await sends.drain()
     return sends.summary(name, started, cpu0, self0, offered_per_s=rate, duration_s=duration)
 
@@ -204,14 +223,17 @@ async def open_loop(world: World, name: str, rate: float, duration: float) -> Re
 async def closed_loop(world: World, in_flight: int, duration: float) -> Result:
     sends = Sends(world)
     started, cpu0, self0 = _begin(world)
-    end = started + duration
-    counter = iter(range(10**9))
+    if world.sender is not None:
+        await _remote(world, sends, duration, rate=None, in_flight=in_flight)
+    else:
+        end = started + duration
+        counter = iter(range(10**9))
 
-    async def worker() -> None:
-        while time.perf_counter() < end:
-            await sends.send_pair(next(counter))
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                await sends.send_pair(next(counter))
 
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
     await sends.drain()
     return sends.summary(
         f"closed loop, {in_flight} in flight", started, cpu0, self0, in_flight=in_flight, duration_s=duration
@@ -222,9 +244,7 @@ async def fan_out(world: World, rate: float, duration: float) -> Result:
     sends = Sends(world)
     names = [pair.receiver.name for pair in world.pairs]
     started, cpu0, self0 = _begin(world)
-    await _paced(
-        rate, duration, lambda i, at: sends.send(i, world.admin_token, world.broadcast_id, names, scheduled=at)
-    )
+    await paced(rate, duration, lambda i, at: sends.send(i, world.admin_token, world.broadcast_id, names, scheduled=at))
     await sends.drain()
     return sends.summary(f"fan-out 1→{len(names)}", started, cpu0, self0, offered_per_s=rate, duration_s=duration)
 
@@ -317,7 +337,7 @@ async def polling(world: World, interval: float, rate: float, duration: float) -
     pollers = [asyncio.create_task(poller(i, r.name)) for i, r in enumerate(world.receivers)]
     world.receipts = polled
     try:
-        await _paced(rate, duration, lambda i, at: sends.send_pair(i, at))
+        await paced(rate, duration, lambda i, at: sends.send_pair(i, at))
         await asyncio.gather(*pollers)
         result = sends.summary(
             f"polling every {interval:g} s",
@@ -385,5 +405,5 @@ async def scale(world: World, connections: int, batch: int = 200) -> Result:
 
 async def warm_up(world: World, rate: float, duration: float) -> None:
     sends = Sends(world)
-    await _paced(rate, duration, lambda i, at: sends.send_pair(i, at))
+    await paced(rate, duration, lambda i, at: sends.send_pair(i, at))
     await sends.drain(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import secrets
@@ -13,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,8 @@ class Config:
     phase_seconds: float = 12.0
     warmup_seconds: float = 3.0
     rates: tuple[float, ...] = (20, 40, 80, 160, 320, 640, 1280, 2560, 5120)
+    refine_steps: int = 3  # rates tried between the last passing and the first failing one
+    sender_process: bool = True  # open and closed loops send from a second process (bench/sender.py)
     closed_in_flight: int = 32
     fanout_rate: float = 5.0
     idempotent: int = 20
@@ -57,6 +62,7 @@ class Config:
             phase_seconds=1.0,
             warmup_seconds=0.5,
             rates=(20, 40),
+            refine_steps=0,
             closed_in_flight=4,
             fanout_rate=5.0,
             idempotent=3,
@@ -209,6 +215,8 @@ async def _setup(config: Config, servers: Servers, log: Any) -> World:
         receivers=[],
         server_pids=[p.pid for p in servers.processes],
         ws_urls=ws_urls,
+        host=HOST,
+        ports=list(servers.ports),
     )
     for i in range(config.pairs):
         # sockets alternate over the processes and sends go round robin: about half the deliveries cross the bus
@@ -219,6 +227,38 @@ async def _setup(config: Config, servers: Servers, log: Any) -> World:
     await asyncio.wait_for(asyncio.gather(*(r.live.wait() for r in world.receivers)), 30)
     log(f"setup: 1 org, {config.pairs} admins, {config.pairs} medics with live sockets")
     return world
+
+
+async def _find_sustained(
+    config: Config, world: World, done: Callable[[dict[str, Any]], None]
+) -> dict[str, Any] | None:
+    """Double the rate until p99 reaches 100 ms (or anything is lost), then try three steps between
+    the last rate that passed and the first that failed; the highest passing phase is the result."""
+
+    async def attempt(rate: float) -> dict[str, Any] | None:
+        result = await phases.open_loop(world, f"open loop {rate:g}/s", rate, config.phase_seconds)
+        done(result)
+        p99 = result["latency_ms"]["p99"]
+        ok = p99 is not None and p99 < 100 and result["lost"] == 0 and result["unacknowledged_sends"] == 0
+        return result if ok else None
+
+    sustained: dict[str, Any] | None = None
+    passed, failed = 0.0, None
+    for rate in config.rates:
+        result = await attempt(rate)
+        if result is None:
+            failed = rate
+            break
+        sustained, passed = result, rate
+    if failed is not None and passed > 0 and config.refine_steps:
+        step = (failed - passed) / (config.refine_steps + 1)
+        for k in range(1, config.refine_steps + 1):
+            await asyncio.sleep(1)
+            result = await attempt(round(passed + k * step))
+            if result is None:
+                break
+            sustained = result
+    return sustained
 
 
 async def _run_phases(config: Config, world: World, log: Any) -> dict[str, Any]:
@@ -236,14 +276,7 @@ async def _run_phases(config: Config, world: World, log: Any) -> dict[str, Any]:
 
     await phases.warm_up(world, 20, config.warmup_seconds)
     if "open" in config.phases:
-        for rate in config.rates:
-            result = await phases.open_loop(world, f"open loop {rate:g}/s", rate, config.phase_seconds)
-            done(result)
-            p99 = result["latency_ms"]["p99"]
-            ok = p99 is not None and p99 < 100 and result["lost"] == 0 and result["unacknowledged_sends"] == 0
-            if not ok:
-                break
-            sustained = result
+        sustained = await _find_sustained(config, world, done)
         await asyncio.sleep(1)
     if "closed" in config.phases:
         done(await phases.closed_loop(world, config.closed_in_flight, config.phase_seconds))
@@ -315,9 +348,13 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         world = await _setup(config, servers, log)
+        if config.sender_process:  # spawned: a fresh interpreter, none of this process's sockets
+            world.sender = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             return await _run_phases(config, world, log)
         finally:
+            if world.sender is not None:
+                world.sender.shutdown(wait=True, cancel_futures=True)
             for receiver in world.receivers:
                 await receiver.close()
             for pool in world.pools:
