@@ -1,7 +1,7 @@
 """One client's socket as the hub sees it: who, how far it has been sent, and a bounded queue.
 
-The hub never awaits a socket. It `offer`s frames to the connection's bounded queue; one sender
-task per socket drains it. A queue that fills up means the client is not reading fast enough:
+The hub never awaits a socket. It `offer`s frames to the connection's bounded queue; the
+socket's session drains it (`next_frame`). A queue that fills up means the client is not reading fast enough:
 the connection is asked to close with RESYNC_REQUIRED (the client catches up through
 `GET /v1/sync` and reconnects), so a slow client neither delays the others nor grows memory.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from enum import Enum
 
 import orjson
@@ -32,6 +33,7 @@ def control_frame(frame_type: ServerFrame, **fields: object) -> str:
 
 class Connection:
     __slots__ = (
+        "_waiter",
         "close_code",
         "close_frame",
         "close_reason",
@@ -39,7 +41,8 @@ class Connection:
         "expires_at",
         "last_heard",
         "last_pinged",
-        "queue",
+        "outbox",
+        "queue_frames",
         "sent_upto",
         "state",
         "viewer",
@@ -49,32 +52,56 @@ class Connection:
         self.viewer = viewer
         self.expires_at = expires_at  # Unix time the current token expires
         self.state = ConnectionState.REPLAYING
-        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(queue_frames)
+        # A deque and one waiter rather than an asyncio.Queue: ten thousand idle sockets each
+        # hold one, and the queue's extra machinery (events, getter and putter deques) is memory.
+        self.outbox: deque[tuple[int, str]] = deque()
+        self.queue_frames = queue_frames
+        self._waiter: asyncio.Future[None] | None = None
         self.sent_upto = 0  # the highest stream position sent on this socket
         now = time.monotonic()
         self.last_heard = now
         self.last_pinged = now
-        self.closing = asyncio.Event()
+        self.closing = False
         self.close_code = CloseCode.GOING_AWAY
         self.close_reason = ""
         self.close_frame: str | None = None
 
     def offer(self, position: int, frame: str) -> None:
         """Queue a frame without waiting; a full queue closes the connection for resync."""
-        if self.closing.is_set():
+        if self.closing:
             return
-        try:
-            self.queue.put_nowait((position, frame))
-        except asyncio.QueueFull:
+        if len(self.outbox) >= self.queue_frames:
             self.resync(ResyncReason.SLOW_CONSUMER)
+            return
+        self.outbox.append((position, frame))
+        self._wake()
+
+    async def next_frame(self) -> tuple[int, str] | None:
+        """The next queued frame, waiting for one; None once the connection is closing."""
+        while not self.outbox:
+            if self.closing:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.closing:
+            return None
+        return self.outbox.popleft()
 
     def resync(self, reason: ResyncReason) -> None:
         self.close(CloseCode.RESYNC_REQUIRED, reason.value, control_frame(ServerFrame.RESYNC, reason=reason.value))
 
     def close(self, code: CloseCode, reason: str, frame: str | None = None) -> None:
         """Ask the socket's session to close (the first request wins)."""
-        if self.closing.is_set():
+        if self.closing:
             return
         self.state = ConnectionState.CLOSING
         self.close_code, self.close_reason, self.close_frame = code, reason, frame
-        self.closing.set()
+        self.closing = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

@@ -4,9 +4,9 @@
    WebSocket) and, optionally, the cursor it holds; otherwise the socket is closed 4400/4401.
 2. The connection joins the hub, then replays every visible change after the cursor from the
    database (pull-sync pages), then says `live` and sends fan-out frames from its queue.
-3. While live, one task sends and one receives (pings, token refreshes); whichever ends first,
-   or a close request from the hub (slow consumer, heartbeat timeout, expired token, shutdown),
-   ends the session.
+3. While live, the session sends from the connection's queue and a second task receives (pings,
+   token refreshes); the receiver ending (the client left, or a frame too big) or a close
+   request from the hub (slow consumer, heartbeat timeout, expired token, shutdown) ends it.
 Bad frames get an error frame and the session goes on; frames over 64 KiB close it (1009).
 """
 
@@ -35,6 +35,7 @@ from sitecomms.store.database import DatabaseUnavailable
 log = logging.getLogger("sitecomms.realtime")
 
 _REPLAY_PAGE = 1000
+_RECEIVER_ENDED = "the client left"  # compared by identity: the close request came from the receiver
 
 
 class _Closed(Exception):
@@ -177,32 +178,26 @@ class Session:
     # --- 3. live ----------------------------------------------------------------------------
 
     async def _live(self, conn: Connection) -> None:
-        tasks = {
-            asyncio.create_task(self._sender(conn)),
-            asyncio.create_task(self._receiver(conn)),
-            asyncio.create_task(conn.closing.wait()),
-        }
+        """Send from the queue here while a second task receives; either ending ends both."""
+        receiver = asyncio.create_task(self._receiver(conn))
+        receiver.add_done_callback(lambda _: conn.close(CloseCode.GOING_AWAY, _RECEIVER_ENDED))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            while (item := await conn.next_frame()) is not None:
+                position, frame = item
+                if position != CONTROL:
+                    if position <= conn.sent_upto:
+                        continue  # already sent by the replay
+                    conn.sent_upto = position
+                await self._send(frame)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            exc = task.exception()
-            if isinstance(exc, _Closed):
-                raise exc
-        if conn.closing.is_set():
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(receiver, return_exceptions=True)
+        if conn.close_reason is not _RECEIVER_ENDED:  # the hub asked: slow consumer, timeout, shutdown
             raise _Closed(conn.close_code, conn.close_reason, conn.close_frame)
-
-    async def _sender(self, conn: Connection) -> None:
-        while True:
-            position, frame = await conn.queue.get()
-            if position != CONTROL:
-                if position <= conn.sent_upto:
-                    continue  # already sent by the replay
-                conn.sent_upto = position
-            await self._send(frame)
+        failure = None if receiver.cancelled() else receiver.exception()
+        if isinstance(failure, _Closed):  # e.g. a frame over 64 KiB
+            raise failure
 
     async def _receiver(self, conn: Connection) -> None:
         while True:

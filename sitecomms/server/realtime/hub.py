@@ -51,6 +51,9 @@ class OrgReader:
         self.ready = asyncio.Event()
         self._feed = feed
         self._wake = asyncio.Event()
+        self._notified = -1  # the highest position a notice announced
+        self._read_needed = False  # a reset, a gap or a failure: read whatever there is
+        self._pending: list[FeedItem] = []  # local commits following `last`, in order
         self._task = asyncio.create_task(self._run(), name=f"sitecomms-org-reader-{org_id}")
 
     def add(self, conn: Connection) -> None:
@@ -72,16 +75,27 @@ class OrgReader:
                     del self._medics[conn.viewer.user_id]
 
     def wake(self, position: int | None = None) -> None:
-        if position is None or position > self.last:
-            self._wake.set()
+        """A notice that the stream reached `position` (None: read whatever there is)."""
+        if position is None:
+            self._read_needed = True
+        elif position > self.last:
+            self._notified = max(self._notified, position)
+        else:
+            return
+        self._wake.set()
 
     def committed(self, items: list[FeedItem]) -> None:
-        """Changes this process just committed: fanned out now if they follow on, else read."""
-        if self.last >= 0 and items and items[0].position == self.last + 1:
-            self._fan_out(items)
-            self.last = items[-1].position
+        """Changes this process just committed: queued for fan-out if they follow on, else read.
+
+        The reader task fans them out, never the caller: a send into a broadcast answers its
+        HTTP request without waiting for ten thousand sockets to be offered the frame.
+        """
+        tail = self._pending[-1].position if self._pending else self.last
+        if self.last >= 0 and items and items[0].position == tail + 1:
+            self._pending += items
         else:
-            self._wake.set()
+            self._read_needed = True
+        self._wake.set()
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -97,7 +111,11 @@ class OrgReader:
                     self.ready.set()
                 await self._wake.wait()
                 self._wake.clear()
-                await self._catch_up()
+                self._flush_local()
+                if self._read_needed or self._notified > self.last:
+                    self._read_needed = False
+                    await self._catch_up()
+                    self._flush_local()
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -105,13 +123,26 @@ class OrgReader:
                 failures += 1
                 delay = min(5.0, 0.05 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
                 log.exception("org %s: reading the feed failed; retrying in %.2fs", self.org_id, delay)
+                self._read_needed = True
                 self._wake.set()
                 await asyncio.sleep(delay)
+
+    def _flush_local(self) -> None:
+        """Fan out the queued local commits that a read has not already covered."""
+        pending, self._pending = self._pending, []
+        fresh = [item for item in pending if item.position > self.last]
+        if not fresh:
+            return
+        if fresh[0].position != self.last + 1:  # a read stopped inside them: let the next read decide
+            self._read_needed = True
+            self._wake.set()
+            return
+        self._fan_out(fresh)
+        self.last = fresh[-1].position
 
     async def _catch_up(self) -> None:
         while True:
             batch = await self._feed.read(self.org_id, self.last, _READ_BATCH)
-            # Local hand-offs may have gone further while the read was in flight.
             self._fan_out([item for item in batch.items if item.position > self.last])
             self.last = max(self.last, batch.upto)
             if not batch.has_more:
