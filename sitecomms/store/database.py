@@ -149,6 +149,11 @@ class SQLiteDatabase:
         result: T = await self._write_thread.submit(name, fn, args, kwargs)
         return result
 
+    @property
+    def writer_batches(self) -> int:
+        """Commits of the writer thread so far: fewer than writes when group commit worked."""
+        return self._write_thread.batches
+
     async def ping(self) -> None:
         await self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar_one())
 

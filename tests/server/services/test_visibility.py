@@ -313,3 +313,45 @@ def test_users_see_themselves_and_admins_see_their_org() -> None:
     assert visibility.can_see_user(ADMIN, user(OTHER_MEDIC.user_id))
     assert not visibility.can_see_user(ADMIN, user("medic-9", "org-2"))
     assert not visibility.can_see_user(MEDIC, user(MEDIC.user_id, "org-2"))  # same id, wrong org
+
+
+# --- fan-out audience: a superset of who may see --------------------------------------------
+
+_IDS = st.sampled_from(["medic-1", "medic-2", "admin-1", "admin-9"])
+_ORGS = st.sampled_from([ORG, "org-2"])
+
+
+@st.composite
+def _viewers(draw: st.DrawFn) -> Viewer:
+    return Viewer(draw(_IDS), draw(_ORGS), draw(st.sampled_from([Role.ADMIN, Role.MEDIC])))
+
+
+@st.composite
+def _conversations(draw: st.DrawFn) -> ConversationRow:
+    if draw(st.booleans()):
+        conversation = _conversation(ConversationType.BROADCAST, None, None)
+    else:
+        conversation = _conversation(ConversationType.DIRECT, draw(_IDS), "Someone")
+    return dataclasses.replace(conversation, org_id=draw(_ORGS))
+
+
+@settings(max_examples=300, deadline=None)
+@given(viewer=_viewers(), conversation=_conversations(), other=_IDS, user_org=_ORGS)
+def test_the_medic_audience_covers_every_medic_who_may_see(
+    viewer: Viewer, conversation: ConversationRow, other: str, user_org: str
+) -> None:
+    """Fan-out offers a change only to admins and `medic_audience`: no medic who may see it is left out."""
+
+    def reaches(audience: str | None) -> bool:
+        return viewer.is_admin or audience == visibility.EVERY_MEDIC or audience == viewer.user_id
+
+    status = ReadStatusRow(conversation.id, other, conversation.org_id, 1, NOW, 2)
+    user = UserRow(other, user_org, f"{other}@x.test", other, "medic", "hash", NOW, 1)
+    in_conversation = visibility.medic_audience(conversation)
+    if visibility.can_see_conversation(viewer, conversation):
+        assert reaches(in_conversation)
+    if visibility.can_see_read_status(viewer, conversation, status):
+        assert reaches(in_conversation)
+    if visibility.can_see_user(viewer, user):
+        assert reaches(visibility.medic_audience(None, user))
+    assert visibility.medic_audience(None) is None
