@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import random
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver, process_cpu_seconds, process_rss_bytes
-from sitecomms.bench.sender import Outcome, Plan, paced, run_plan
+from sitecomms.bench.workers import HoldPlan, Outcome, Plan, hold_sockets, paced, run_plan
 
 Result = dict[str, Any]
 DRAIN_SECONDS = 30.0  # how long after the last send answered a delivery may still arrive
@@ -39,7 +40,7 @@ class World:
     ws_urls: list[str]
     host: str = "127.0.0.1"
     ports: list[int] = field(default_factory=list)
-    sender: Executor | None = None  # the sending worker process (sender.py); None: send from this process
+    sender: Executor | None = None  # the sending worker process (workers.py); None: send from this process
     receipts: Receipts = field(default_factory=Receipts)
     counter: int = 0
 
@@ -360,47 +361,77 @@ async def polling(world: World, interval: float, rate: float, duration: float) -
     return result
 
 
-async def scale(world: World, connections: int, batch: int = 200) -> Result:
-    """`connections` more idle sockets (of the medics, round robin); then one broadcast to all."""
+async def scale(world: World, connections: int, holders: int = 2) -> Result:
+    """`connections` more idle sockets (of the medics, round robin) held by `holders` worker
+    processes; then one broadcast to all of them and the pairs' receivers."""
     rss0, cpu0 = world.rss(), world.cpu()
-    extra: list[Receiver] = []
-    started = time.perf_counter()
-    for first in range(0, connections, batch):
-        group = [
-            Receiver(
-                world.ws_urls[i % len(world.ws_urls)],
-                f"scale-{i}",
-                world.medic_tokens[i % len(world.medic_tokens)],
-                world.receipts,
-            )
-            for i in range(first, min(connections, first + batch))
+    key = world.next_key("scale")
+    context = multiprocessing.get_context("spawn")
+    shares = [connections // holders + (1 if k < connections % holders else 0) for k in range(holders)]
+    plans = [
+        HoldPlan(world.ws_urls, world.medic_tokens, first=sum(shares[:k]), count=share, key=key)
+        for k, share in enumerate(shares)
+    ]
+    pipes, processes = [], []
+    for plan in plans:
+        parent, child = context.Pipe()
+        process = context.Process(target=hold_sockets, args=(plan, child), daemon=True)
+        process.start()
+        pipes.append(parent)
+        processes.append(process)
+    try:
+        connect_s = max([await _from_holder(pipe, "live", 300) for pipe in pipes])  # in parallel, per holder
+        await asyncio.sleep(2)
+        rss1 = world.rss()
+        cpu1 = world.cpu()
+        await asyncio.sleep(5)
+        idle_cpu = (world.cpu() - cpu1) / 5
+        sends = Sends(world)
+        names = [pair.receiver.name for pair in world.pairs] + [
+            f"scale-{i}" for plan in plans for i in range(plan.first, plan.first + plan.count)
         ]
-        await asyncio.gather(*(r.connect(None) for r in group))
-        await asyncio.wait_for(asyncio.gather(*(r.live.wait() for r in group)), 60)
-        extra.extend(group)
-    connect_s = time.perf_counter() - started
-    await asyncio.sleep(2)
-    rss1 = world.rss()
-    cpu1 = world.cpu()
-    await asyncio.sleep(5)
-    idle_cpu = (world.cpu() - cpu1) / 5
-    sends = Sends(world)
-    names = [pair.receiver.name for pair in world.pairs] + [r.name for r in extra]
-    b_started, b_cpu0, b_self0 = _begin(world)
-    await sends.send(0, world.admin_token, world.broadcast_id, names)
-    await sends.drain()
-    result = sends.summary(f"broadcast to {len(names)} connected", b_started, b_cpu0, b_self0)
+        b_started, b_cpu0, b_self0 = _begin(world)
+        await sends.send(0, world.admin_token, world.broadcast_id, names, key=key)
+        for pipe, plan in zip(pipes, plans, strict=True):
+            arrivals, cpu = await _from_holder(pipe, "done", plan.wait_seconds + 30)
+            for name, at in arrivals.items():
+                world.receipts.record(name, key, at)
+            sends.worker_cpu += cpu
+        await sends.drain()
+        result = sends.summary(f"broadcast to {len(names)} connected", b_started, b_cpu0, b_self0)
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
     result.update(
         idle_connections=connections,
+        holder_processes=holders,
         connect_seconds=connect_s,
         rss_per_connection_kib=(rss1 - rss0) / connections / 1024,
         idle_server_cpu_percent=100 * idle_cpu,
         setup_server_cpu_s=cpu1 - cpu0,
         last_delivery_ms=result["latency_ms"]["max"],
     )
-    for first in range(0, len(extra), batch):
-        await asyncio.gather(*(r.close() for r in extra[first : first + batch]))
     return result
+
+
+async def _from_holder(pipe: Any, expected: str, within: float) -> Any:
+    """The next report of a socket-holder process (see `workers.hold_sockets`)."""
+
+    def receive() -> Any:
+        if not pipe.poll(within):
+            raise TimeoutError(f"a socket holder sent no {expected!r} within {within:.0f} s")
+        try:
+            return pipe.recv()
+        except EOFError:
+            raise RuntimeError("a socket holder process died") from None
+
+    report = await asyncio.to_thread(receive)
+    if report[0] != expected:
+        raise RuntimeError(f"a socket holder said {report[0]!r}, not {expected!r}")
+    return report[1] if len(report) == 2 else report[1:]
 
 
 async def warm_up(world: World, rate: float, duration: float) -> None:

@@ -43,7 +43,7 @@ class Config:
     warmup_seconds: float = 3.0
     rates: tuple[float, ...] = (20, 40, 80, 160, 320, 640, 1280, 2560, 5120)
     refine_steps: int = 3  # rates tried between the last passing and the first failing one
-    sender_process: bool = True  # open and closed loops send from a second process (bench/sender.py)
+    sender_process: bool = True  # open and closed loops send from a second process (bench/workers.py)
     closed_in_flight: int = 32
     fanout_rate: float = 5.0
     idempotent: int = 20

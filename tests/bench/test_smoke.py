@@ -38,3 +38,20 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path: Path) -> N
     assert "p99 ms" in done.stdout and "cpu s/1k" in done.stdout  # the table was printed
     assert (out / "bench.txt").read_text().startswith("phase")
     assert summary["errors"] == []
+
+
+def test_quick_scale_phase_spreads_sockets_over_holders_and_loses_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {"PATH": str(Path(sys.executable).parent)}
+    done = run_cli(["bench", "--quick", "--phases", "scale", "--out", str(out)], env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    summary = json.loads((out / "bench.json").read_text())
+    assert summary["errors"] == []
+    (broadcast,) = summary["phases"]
+    connections = summary["config"]["scale_connections"]
+    assert broadcast["idle_connections"] == connections
+    assert broadcast["holder_processes"] == 2
+    assert broadcast["deliveries"] == connections + summary["config"]["pairs"]  # every socket, once
+    assert (broadcast["lost"], broadcast["duplicated"]) == (0, 0)
+    assert broadcast["rss_per_connection_kib"] is not None

@@ -1,11 +1,18 @@
-"""The sending half of the load generator, in a process of its own.
+"""Load-generator worker processes: the sending half of the loops, and holders of idle sockets.
 
 At a few thousand messages a second one Python process cannot both send the HTTP requests and
-read the realtime frames without becoming the bottleneck it measures. So the open and closed
-loops run their sends in a worker process (`run_plan`, through a one-process pool), while the
-main process keeps every receiver socket. Each side timestamps with `time.perf_counter()`,
-which on Linux is `CLOCK_MONOTONIC`, one clock for every process of the machine, so a send time
-from the worker and an arrival time from the main process can be subtracted.
+read the realtime frames without becoming the bottleneck it measures; nor can one process read
+a broadcast's frames from 10,000 sockets in well under a second. So:
+
+- the open and closed loops run their sends in a worker process (`run_plan`, through a
+  one-process pool) while the main process keeps every receiver socket;
+- the scale phase spreads its idle sockets over holder processes (`hold_sockets`), each
+  reporting over a pipe when its sockets are live and, after the broadcast, when each socket
+  received it.
+
+Every process timestamps with `time.perf_counter()`, which on Linux is `CLOCK_MONOTONIC`, one
+clock for every process of the machine, so a send time from one process and an arrival time
+from another can be subtracted.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from sitecomms.bench.loadgen import HttpPool
+from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver
 
 Launch = Callable[[int, float], Coroutine[Any, Any, Any]]
 
@@ -113,3 +120,51 @@ async def paced(rate: float, duration: float, launch: Launch) -> None:
             await asyncio.sleep(max(_TICK, start + index / rate - time.perf_counter()))
     if tasks:
         await asyncio.wait(tasks, timeout=_SETTLE_SECONDS)
+
+
+# --- holding idle sockets (the scale phase) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HoldPlan:
+    ws_urls: list[str]
+    tokens: list[str]  # socket i signs in with tokens[i % len(tokens)]
+    first: int  # sockets are named f"scale-{i}" for i in range(first, first + count)
+    count: int
+    key: str  # the idempotency key of the broadcast to wait for
+    batch: int = 200
+    wait_seconds: float = 120.0  # for the broadcast, once live
+
+
+def hold_sockets(plan: HoldPlan, pipe: Any) -> None:
+    """Entry point of a holder process. Sends ("live", connect_seconds) when every socket is
+    live, then ("done", {name: arrival}, cpu_seconds) once each has the broadcast (or in time)."""
+    try:
+        import uvloop
+
+        uvloop.run(_hold(plan, pipe))
+    except ImportError:
+        asyncio.run(_hold(plan, pipe))
+
+
+async def _hold(plan: HoldPlan, pipe: Any) -> None:
+    receipts = Receipts()
+    receivers = [
+        Receiver(plan.ws_urls[i % len(plan.ws_urls)], f"scale-{i}", plan.tokens[i % len(plan.tokens)], receipts)
+        for i in range(plan.first, plan.first + plan.count)
+    ]
+    started = time.perf_counter()
+    try:
+        for first in range(0, len(receivers), plan.batch):
+            group = receivers[first : first + plan.batch]
+            await asyncio.gather(*(r.connect(None) for r in group))
+            async with asyncio.timeout(60):
+                await asyncio.gather(*(r.live.wait() for r in group))
+        pipe.send(("live", time.perf_counter() - started))
+        cpu0 = _cpu()  # from here on: idle sockets, then the broadcast
+        await asyncio.gather(*(r.wait_count(1, plan.wait_seconds) for r in receivers))
+        arrivals = {name: at for (name, key), at in receipts.times.items() if key == plan.key}
+        pipe.send(("done", arrivals, _cpu() - cpu0))
+    finally:
+        for first in range(0, len(receivers), plan.batch):
+            await asyncio.gather(*(r.close() for r in receivers[first : first + plan.batch]))
