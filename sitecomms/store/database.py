@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from sitecomms.store.writer import WriterThread
+from sitecomms.store.writer import Checkpointer, WriterThread
 
 log = logging.getLogger("sitecomms.store.txn")
 
@@ -97,13 +98,15 @@ class SQLiteDatabase:
     def __init__(self, url: str, *, synchronous: str, readers: int) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("sqlite synchronous must be FULL, NORMAL or EXTRA")
-        self._writer = self._engine(url, synchronous, begin="BEGIN IMMEDIATE", size=1)
+        self._writer = self._engine(url, synchronous, begin="BEGIN IMMEDIATE", size=1, autocheckpoint=False)
         self._reader = self._engine(url, synchronous, begin="BEGIN", size=readers)
-        self._write_thread = WriterThread(self._writer, unavailable=_unavailable)
+        path = make_url(url).database or ""
+        self._checkpointer = Checkpointer(lambda: sqlite3.connect(path, timeout=5.0, check_same_thread=False))
+        self._write_thread = WriterThread(self._writer, unavailable=_unavailable, checkpointer=self._checkpointer)
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="sitecomms-sqlite-reader")
 
     @staticmethod
-    def _engine(url: str, synchronous: str, *, begin: str, size: int) -> Engine:
+    def _engine(url: str, synchronous: str, *, begin: str, size: int, autocheckpoint: bool = True) -> Engine:
         engine = create_engine(
             url,
             poolclass=QueuePool,
@@ -120,6 +123,8 @@ class SQLiteDatabase:
             cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
+            if not autocheckpoint:  # the Checkpointer thread does it (writer.py)
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -163,6 +168,7 @@ class SQLiteDatabase:
 
     def _shutdown(self) -> None:
         self._write_thread.stop()
+        self._checkpointer.stop()
         self._read_threads.shutdown(wait=True)
         self._writer.dispose()
         self._reader.dispose()

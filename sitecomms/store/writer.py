@@ -17,6 +17,14 @@ nothing of the batch is acknowledged. A lone job runs without a savepoint. Jobs 
 order, and the results of a batch are handed to the event loop in one callback, in that order.
 
 Under load this turns N fsyncs and N thread hand-offs into one of each (docs/performance.md).
+
+**Checkpoints off the write path.** SQLite's automatic WAL checkpoint runs inside the COMMIT
+that crosses 1,000 WAL pages: it copies those pages into the database file and (with
+`synchronous=FULL`) fsyncs it, while every queued send waits. The writer's connection turns
+the automatic checkpoint off; after each commit it pokes the `Checkpointer`, a thread of its
+own that runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection (at most every
+`CHECKPOINT_INTERVAL`). A passive checkpoint never blocks the writer or the readers; the WAL
+is reused from the start once a checkpoint has caught up.
 """
 
 from __future__ import annotations
@@ -52,9 +60,61 @@ class _Job:
     error: BaseException | None = field(default=None)
 
 
+CHECKPOINT_INTERVAL = 0.2  # seconds between two checkpoints at most
+
+
+class Checkpointer:
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sitecomms-sqlite-checkpointer", daemon=True)
+        self._thread.start()
+        self.checkpoints = 0
+
+    def poke(self) -> None:
+        """The WAL grew: checkpoint soon."""
+        self._dirty.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._dirty.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            while not self._stopping.is_set():
+                self._dirty.wait()
+                self._dirty.clear()
+                if self._stopping.is_set():
+                    return
+                try:
+                    conn = conn or self._connect()
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the next poke retries; writes are not affected
+                    log.warning("WAL checkpoint failed: %s", exc)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                self._stopping.wait(CHECKPOINT_INTERVAL)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
 class WriterThread:
-    def __init__(self, engine: Engine, *, unavailable: Callable[[str, Exception], Exception], max_batch: int = 256):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        unavailable: Callable[[str, Exception], Exception],
+        checkpointer: Checkpointer | None = None,
+        max_batch: int = 256,
+    ):
         self._engine = engine
+        self._checkpointer = checkpointer
         self._unavailable = unavailable
         self._max_batch = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -98,6 +158,8 @@ class WriterThread:
                 self._commit(conn, batch)
                 self.batches += 1
                 _hand_back(batch)
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
         finally:
             if conn is not None:
                 conn.close()
