@@ -18,6 +18,7 @@ from another can be subtracted.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -51,6 +52,7 @@ class Outcome:
 
 def run_plan(plan: Plan) -> Outcome:
     """Entry point in the worker process: run the plan to its end, bounded by its duration."""
+    gc.set_threshold(20_000, 50, 100)  # as in the main process: no collector pauses in the figures
     try:
         import uvloop
 
@@ -139,6 +141,7 @@ class HoldPlan:
 def hold_sockets(plan: HoldPlan, pipe: Any) -> None:
     """Entry point of a holder process. Sends ("live", connect_seconds) when every socket is
     live, then ("done", {name: arrival}, cpu_seconds) once each has the broadcast (or in time)."""
+    gc.set_threshold(20_000, 50, 100)
     try:
         import uvloop
 

@@ -155,6 +155,10 @@ class SQLiteDatabase:
         return result
 
     @property
+    def checkpointer(self) -> Checkpointer:
+        return self._checkpointer
+
+    @property
     def writer_batches(self) -> int:
         """Commits of the writer thread so far: fewer than writes when group commit worked."""
         return self._write_thread.batches

@@ -68,9 +68,15 @@ class Checkpointer:
         self._connect = connect
         self._dirty = threading.Event()
         self._stopping = threading.Event()
+        self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="sitecomms-sqlite-checkpointer", daemon=True)
         self._thread.start()
         self.checkpoints = 0
+
+    def wait_for(self, checkpoints: int, timeout: float) -> bool:
+        """Block until `checkpoints` have run (for tests); False after `timeout` seconds."""
+        with self._done:
+            return self._done.wait_for(lambda: self.checkpoints >= checkpoints, timeout)
 
     def poke(self) -> None:
         """The WAL grew: checkpoint soon."""
@@ -92,7 +98,9 @@ class Checkpointer:
                 try:
                     conn = conn or self._connect()
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
+                    with self._done:
+                        self.checkpoints += 1
+                        self._done.notify_all()
                 except sqlite3.Error as exc:  # the next poke retries; writes are not affected
                     log.warning("WAL checkpoint failed: %s", exc)
                     if conn is not None:

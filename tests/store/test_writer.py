@@ -105,3 +105,17 @@ async def test_a_lone_failing_write_is_rolled_back(db: SQLiteDatabase) -> None:
     with pytest.raises(ValueError):
         await asyncio.wait_for(db.write("take_then_fail", _take_then_fail, org_id), TIMEOUT)
     assert await db.read("head", current_position, org_id) == 0
+
+
+async def test_the_wal_is_checkpointed_off_the_writer(db: SQLiteDatabase, sqlite_url: str) -> None:
+    """The writer never checkpoints (autocheckpoint off); the checkpointer thread does, after commits."""
+    org_id = await _new_org(db)
+    for _ in range(20):
+        await asyncio.wait_for(db.write("take", next_position, org_id), TIMEOUT)
+    done_before = db.checkpointer.checkpoints
+    await asyncio.wait_for(db.write("take", next_position, org_id), TIMEOUT)
+    assert await asyncio.to_thread(db.checkpointer.wait_for, done_before + 1, TIMEOUT)
+    writer_setting = await db.write(
+        "autocheckpoint", lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    )
+    assert writer_setting == 0
