@@ -159,12 +159,20 @@ class WriterThread:
                         self._jobs.put(_STOP)  # finish this batch, then stop
                         break
                     batch.append(more)
-                if conn is None or conn.invalidated or conn.closed:
-                    conn = self._connect(batch)
-                    if conn is None:
-                        continue
-                self._commit(conn, batch)
-                self.batches += 1
+                try:
+                    if conn is None or conn.invalidated or conn.closed:
+                        conn = self._connect(batch)
+                        if conn is None:
+                            continue
+                    self._commit(conn, batch)
+                    self.batches += 1
+                except BaseException as exc:  # the thread must outlive anything a job does
+                    log.exception("the SQLite writer failed a batch")
+                    for job in batch:
+                        job.value, job.error = None, job.error or self._unavailable(job.name, Exception(repr(exc)))
+                    if conn is not None:
+                        conn.invalidate()
+                        conn = None
                 _hand_back(batch)
                 if self._checkpointer is not None:
                     self._checkpointer.poke()

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from sitecomms.store import migrate, orgs
-from sitecomms.store.database import SQLiteDatabase, open_database
+from sitecomms.store.database import DatabaseUnavailable, SQLiteDatabase, open_database
 from sitecomms.store.stream import current_position, next_position
 from sitecomms.store.types import utcnow
 
@@ -119,3 +119,18 @@ async def test_the_wal_is_checkpointed_off_the_writer(db: SQLiteDatabase, sqlite
         "autocheckpoint", lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
     )
     assert writer_setting == 0
+
+
+class _Escape(BaseException):
+    """Not an Exception: what no job should raise, and the writer must survive anyway."""
+
+
+def _escape(conn: Connection) -> None:
+    raise _Escape
+
+
+async def test_the_writer_survives_a_job_that_escapes_every_handler(db: SQLiteDatabase) -> None:
+    org_id = await _new_org(db)
+    with pytest.raises(DatabaseUnavailable):
+        await asyncio.wait_for(db.write("escape", _escape), TIMEOUT)
+    assert await asyncio.wait_for(db.write("take", next_position, org_id), TIMEOUT) == 1, "the next write works"

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.frames import MAX_FRAME_BYTES, ClientFrame, CloseCode, ResyncReason, ServerFrame
@@ -100,8 +100,8 @@ class Session:
             await self._live(conn)
         except _Closed as closed:
             await self._close(closed.code, closed.reason, closed.frame)
-        except (WebSocketDisconnect, ConnectionError):
-            pass
+        except (WebSocketDisconnect, WebSocketDisconnected, ConnectionError):
+            pass  # the client went away: nothing to tell it
         except TimeoutError:
             await self._close(CloseCode.TRY_AGAIN_LATER, "the server is busy; reconnect shortly")
         except (ServiceError, DatabaseUnavailable) as exc:
