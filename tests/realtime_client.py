@@ -301,7 +301,7 @@ class Http:
 
 
 class StalledClient:
-    """A raw socket that does the upgrade, says hello and then reads nothing until `drain()`.
+    """A raw socket that does the upgrade, says hello, reads up to `live` and then nothing until `drain()`.
 
     Its receive buffer is made small before connecting, so the server's writes back up quickly:
     a client on a dead-slow link, as the server sees it. `drain()` then reads everything the
@@ -342,6 +342,15 @@ class StalledClient:
                 client._collect()
                 protocol.send_text(orjson.dumps({"type": "hello", "token": token, "cursor": cursor}))
                 await loop.sock_sendall(sock, b"".join(protocol.data_to_send()))
+                # Read up to `live` only: from then on the server streams to a client that reads
+                # nothing (connecting is not what stalls; changes sent before `live` would not
+                # be this client's to expect).
+                while not any(frame.get("type") == "live" for frame in client.frames):
+                    data = await loop.sock_recv(sock, 4096)
+                    if not data:
+                        raise ConnectionError("the server closed the connection before live")
+                    protocol.receive_data(data)
+                    client._collect()
         except BaseException:
             sock.close()
             raise
