@@ -35,8 +35,3 @@ def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
 def current_position(conn: Connection, org_id: str) -> int:
     return int(_HEAD.scalar(conn, org_id=org_id) or 0)
 
-
-def writes_are_serialized(conn: Connection) -> bool:
-    """True on SQLite: the one writer holds the write lock from BEGIN IMMEDIATE, so nothing can
-    commit between a read and a write of the same transaction (on PostgreSQL it can)."""
-    return conn.dialect.name == "sqlite"
