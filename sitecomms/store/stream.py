@@ -34,4 +34,3 @@ def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
 
 def current_position(conn: Connection, org_id: str) -> int:
     return int(_HEAD.scalar(conn, org_id=org_id) or 0)
-
