@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import random
 import time
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver, process_cpu_seconds, process_rss_bytes
-from sitecomms.bench.workers import HoldPlan, Outcome, Plan, hold_sockets, paced, run_plan
+from sitecomms.bench.workers import Outcome, Plan, paced, run_plan
 
 Result = dict[str, Any]
 DRAIN_SECONDS = 30.0  # how long after the last send answered a delivery may still arrive
@@ -190,7 +189,7 @@ class Sends:
         }
 
 
-def _begin(world: World) -> tuple[float, float, float]:
+def begin(world: World) -> tuple[float, float, float]:
     return time.perf_counter(), world.cpu(), _self_cpu()
 
 
@@ -212,7 +211,7 @@ async def _remote(world: World, sends: Sends, duration: float, *, rate: float | 
 
 async def open_loop(world: World, name: str, rate: float, duration: float) -> Result:
     sends = Sends(world)
-    started, cpu0, self0 = _begin(world)
+    started, cpu0, self0 = begin(world)
     if world.sender is not None:
         await _remote(world, sends, duration, rate=rate, in_flight=None)
     else:
@@ -223,7 +222,7 @@ async def open_loop(world: World, name: str, rate: float, duration: float) -> Re
 
 async def closed_loop(world: World, in_flight: int, duration: float) -> Result:
     sends = Sends(world)
-    started, cpu0, self0 = _begin(world)
+    started, cpu0, self0 = begin(world)
     if world.sender is not None:
         await _remote(world, sends, duration, rate=None, in_flight=in_flight)
     else:
@@ -244,7 +243,7 @@ async def closed_loop(world: World, in_flight: int, duration: float) -> Result:
 async def fan_out(world: World, rate: float, duration: float) -> Result:
     sends = Sends(world)
     names = [pair.receiver.name for pair in world.pairs]
-    started, cpu0, self0 = _begin(world)
+    started, cpu0, self0 = begin(world)
     await paced(rate, duration, lambda i, at: sends.send(i, world.admin_token, world.broadcast_id, names, scheduled=at))
     await sends.drain()
     return sends.summary(f"fan-out 1→{len(names)}", started, cpu0, self0, offered_per_s=rate, duration_s=duration)
@@ -252,7 +251,7 @@ async def fan_out(world: World, rate: float, duration: float) -> Result:
 
 async def idempotency(world: World, count: int) -> Result:
     sends = Sends(world)
-    started, cpu0, self0 = _begin(world)
+    started, cpu0, self0 = begin(world)
     outcomes = []
     for i in range(count):
         pair = world.pairs[i % len(world.pairs)]
@@ -272,7 +271,7 @@ async def idempotency(world: World, count: int) -> Result:
 async def catch_up(world: World, receivers: int, missed: int) -> Result:
     chosen = world.pairs[:receivers]
     sends = Sends(world)
-    started, cpu0, self0 = _begin(world)
+    started, cpu0, self0 = begin(world)
     for pair in chosen:
         await pair.receiver.close()
     for _ in range(missed):
@@ -311,7 +310,7 @@ async def polling(world: World, interval: float, rate: float, duration: float) -
     real = world.receipts
     cursors = {r.name: r.cursor for r in world.receivers}
     tokens = {pair.receiver.name: pair.receiver.token for pair in world.pairs}
-    started, cpu0, self0 = _begin(world)
+    started, cpu0, self0 = begin(world)
     stop_at = started + duration + interval + 1
     requests = 0
 
@@ -359,79 +358,6 @@ async def polling(world: World, interval: float, rate: float, duration: float) -
         await receiver.connect(receiver.cursor)
     await asyncio.wait_for(asyncio.gather(*(r.live.wait() for r in world.receivers)), DRAIN_SECONDS)
     return result
-
-
-async def scale(world: World, connections: int, holders: int = 2) -> Result:
-    """`connections` more idle sockets (of the medics, round robin) held by `holders` worker
-    processes; then one broadcast to all of them and the pairs' receivers."""
-    rss0, cpu0 = world.rss(), world.cpu()
-    key = world.next_key("scale")
-    context = multiprocessing.get_context("spawn")
-    shares = [connections // holders + (1 if k < connections % holders else 0) for k in range(holders)]
-    plans = [
-        HoldPlan(world.ws_urls, world.medic_tokens, first=sum(shares[:k]), count=share, key=key)
-        for k, share in enumerate(shares)
-    ]
-    pipes, processes = [], []
-    for plan in plans:
-        parent, child = context.Pipe()
-        process = context.Process(target=hold_sockets, args=(plan, child), daemon=True)
-        process.start()
-        pipes.append(parent)
-        processes.append(process)
-    try:
-        connect_s = max([await _from_holder(pipe, "live", 300) for pipe in pipes])  # in parallel, per holder
-        await asyncio.sleep(2)
-        rss1 = world.rss()
-        cpu1 = world.cpu()
-        await asyncio.sleep(5)
-        idle_cpu = (world.cpu() - cpu1) / 5
-        sends = Sends(world)
-        names = [pair.receiver.name for pair in world.pairs] + [
-            f"scale-{i}" for plan in plans for i in range(plan.first, plan.first + plan.count)
-        ]
-        b_started, b_cpu0, b_self0 = _begin(world)
-        await sends.send(0, world.admin_token, world.broadcast_id, names, key=key)
-        for pipe, plan in zip(pipes, plans, strict=True):
-            arrivals, cpu = await _from_holder(pipe, "done", plan.wait_seconds + 30)
-            for name, at in arrivals.items():
-                world.receipts.record(name, key, at)
-            sends.worker_cpu += cpu
-        await sends.drain()
-        result = sends.summary(f"broadcast to {len(names)} connected", b_started, b_cpu0, b_self0)
-    finally:
-        for process in processes:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=10)
-    result.update(
-        idle_connections=connections,
-        holder_processes=holders,
-        connect_seconds=connect_s,
-        rss_per_connection_kib=(rss1 - rss0) / connections / 1024,
-        idle_server_cpu_percent=100 * idle_cpu,
-        setup_server_cpu_s=cpu1 - cpu0,
-        last_delivery_ms=result["latency_ms"]["max"],
-    )
-    return result
-
-
-async def _from_holder(pipe: Any, expected: str, within: float) -> Any:
-    """The next report of a socket-holder process (see `workers.hold_sockets`)."""
-
-    def receive() -> Any:
-        if not pipe.poll(within):
-            raise TimeoutError(f"a socket holder sent no {expected!r} within {within:.0f} s")
-        try:
-            return pipe.recv()
-        except EOFError:
-            raise RuntimeError("a socket holder process died") from None
-
-    report = await asyncio.to_thread(receive)
-    if report[0] != expected:
-        raise RuntimeError(f"a socket holder said {report[0]!r}, not {expected!r}")
-    return report[1] if len(report) == 2 else report[1:]
 
 
 async def warm_up(world: World, rate: float, duration: float) -> None:

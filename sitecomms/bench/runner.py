@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sitecomms.bench import phases, report
+from sitecomms.bench import phases, report, scale
 from sitecomms.bench.loadgen import HttpConnection, HttpPool, Receiver
 from sitecomms.bench.phases import Pair, World
 
@@ -303,7 +303,7 @@ async def _run_phases(config: Config, world: World, log: Any) -> dict[str, Any]:
     errors: list[str] = []
     if "scale" in config.phases and config.scale_connections:
         try:  # the one phase that can hit machine limits (open files, ports): keep what was measured before it
-            done(await phases.scale(world, config.scale_connections))
+            done(await scale.scale(world, config.scale_connections))
         except (OSError, TimeoutError, RuntimeError) as exc:
             errors.append(f"scale: {type(exc).__name__}: {exc}")
             log(f"  the scale phase failed: {errors[-1]}")
