@@ -18,15 +18,17 @@ def _select() -> Select[tuple[object, ...]]:
     ).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
 
 
-_BY_ID = Prepared(
-    select(
-        *[
-            users.c.display_name if name == "medic_name" else conversations.c[name]
-            for name in ConversationRow.__dataclass_fields__
-        ]
-    )
-    .select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
-    .where(conversations.c.id == bindparam("conversation_id"))
+_ROW_SELECT = select(
+    *[
+        users.c.display_name if name == "medic_name" else conversations.c[name]
+        for name in ConversationRow.__dataclass_fields__
+    ]
+).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
+_BY_ID = Prepared(_ROW_SELECT.where(conversations.c.id == bindparam("conversation_id")))
+_CHANGED_IN_ORG = Prepared(
+    _ROW_SELECT.where(conversations.c.org_id == bindparam("org"), conversations.c.position > bindparam("after"))
+    .order_by(conversations.c.position)
+    .limit(bindparam("limit"))
 )
 _RECORD_LAST_MESSAGE = Prepared(
     update(conversations)
@@ -99,6 +101,11 @@ def conversations_changed_since(
 ) -> list[ConversationRow]:
     query = _select().where(visible, conversations.c.position > after).order_by(conversations.c.position).limit(limit)
     return [build(ConversationRow, r) for r in conn.execute(query).mappings()]
+
+
+def conversations_changed_in_org(conn: Connection, org_id: str, *, after: int, limit: int) -> list[ConversationRow]:
+    """Every conversation of the org changed after `after`: the server's own read, not any viewer's."""
+    return [ConversationRow(*row) for row in _CHANGED_IN_ORG.rows(conn, org=org_id, after=after, limit=limit)]
 
 
 def record_last_message(

@@ -23,10 +23,14 @@ _ROW_COLUMNS = [
     users.c.display_name if name == "sender_name" else users.c.role if name == "sender_role" else messages.c[name]
     for name in MessageRow.__dataclass_fields__
 ]
+_ROW_SELECT = select(*_ROW_COLUMNS).select_from(messages.join(users, users.c.id == messages.c.sender_id))
 _BY_KEY = Prepared(
-    select(*_ROW_COLUMNS)
-    .select_from(messages.join(users, users.c.id == messages.c.sender_id))
-    .where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key"))
+    _ROW_SELECT.where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key"))
+)
+_CHANGED_IN_ORG = Prepared(
+    _ROW_SELECT.where(messages.c.org_id == bindparam("org"), messages.c.position > bindparam("after"))
+    .order_by(messages.c.position)
+    .limit(bindparam("limit"))
 )
 _INSERT = Prepared(insert(messages).values({column: bindparam(column.name) for column in messages.c}))
 
@@ -90,6 +94,11 @@ def messages_changed_since(
         .limit(limit)
     )
     return [build(MessageRow, r) for r in conn.execute(query).mappings()]
+
+
+def messages_changed_in_org(conn: Connection, org_id: str, *, after: int, limit: int) -> list[MessageRow]:
+    """Every message of the org after `after`: the server's own read, not any viewer's."""
+    return [MessageRow(*row) for row in _CHANGED_IN_ORG.rows(conn, org=org_id, after=after, limit=limit)]
 
 
 def newest_per_conversation(conn: Connection, conversation_ids: list[str], per: int) -> list[MessageRow]:

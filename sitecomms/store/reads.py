@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
 
+from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import ReadStatusRow, build
 from sitecomms.store.schema import conversations, read_status
+
+_CHANGED_IN_ORG = Prepared(
+    select(*[read_status.c[name] for name in ReadStatusRow.__dataclass_fields__])
+    .where(read_status.c.org_id == bindparam("org"), read_status.c.position > bindparam("after"))
+    .order_by(read_status.c.position)
+    .limit(bindparam("limit"))
+)
 
 
 def get_read_status(conn: Connection, conversation_id: str, user_id: str) -> ReadStatusRow | None:
@@ -62,6 +70,11 @@ def read_statuses_changed_since(
         .limit(limit)
     )
     return [build(ReadStatusRow, r) for r in conn.execute(query).mappings()]
+
+
+def read_statuses_changed_in_org(conn: Connection, org_id: str, *, after: int, limit: int) -> list[ReadStatusRow]:
+    """Every read status of the org changed after `after`: the server's own read, not any viewer's."""
+    return [ReadStatusRow(*row) for row in _CHANGED_IN_ORG.rows(conn, org=org_id, after=after, limit=limit)]
 
 
 def read_positions_of_user(conn: Connection, user_id: str, conversation_ids: list[str]) -> dict[str, int]:

@@ -10,8 +10,13 @@ from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import UserRow, build
 from sitecomms.store.schema import users
 
-_BY_ID = Prepared(
-    select(*[users.c[name] for name in UserRow.__dataclass_fields__]).where(users.c.id == bindparam("user_id"))
+_ROW_COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
+_BY_ID = Prepared(select(*_ROW_COLUMNS).where(users.c.id == bindparam("user_id")))
+_CHANGED_IN_ORG = Prepared(
+    select(*_ROW_COLUMNS)
+    .where(users.c.org_id == bindparam("org"), users.c.position > bindparam("after"))
+    .order_by(users.c.position)
+    .limit(bindparam("limit"))
 )
 
 
@@ -59,6 +64,11 @@ def list_users(conn: Connection, visible: ColumnElement[bool]) -> list[UserRow]:
 def users_changed_since(conn: Connection, visible: ColumnElement[bool], *, after: int, limit: int) -> list[UserRow]:
     query = select(users).where(visible, users.c.position > after).order_by(users.c.position).limit(limit)
     return [build(UserRow, r) for r in conn.execute(query).mappings()]
+
+
+def users_changed_in_org(conn: Connection, org_id: str, *, after: int, limit: int) -> list[UserRow]:
+    """Every user of the org changed after `after`: the server's own read, not any viewer's."""
+    return [UserRow(*row) for row in _CHANGED_IN_ORG.rows(conn, org=org_id, after=after, limit=limit)]
 
 
 def rename_user(conn: Connection, user_id: str, *, display_name: str, position: int) -> None:

@@ -86,10 +86,26 @@ class Window:
 def read_window(conn: Connection, scope: Scope, *, after: int, limit: int, head: int) -> Window:
     """The first `limit` changes after `after` in position order, split by table (see the module doc)."""
     fetch = limit + 1
-    user_rows = users.users_changed_since(conn, scope.users, after=after, limit=fetch)
-    conv_rows = conversations.conversations_changed_since(conn, scope.conversations, after=after, limit=fetch)
-    message_rows = messages.messages_changed_since(conn, scope.conversations, after=after, limit=fetch)
-    status_rows = reads.read_statuses_changed_since(conn, scope.read_statuses, after=after, limit=fetch)
+    return window_of(
+        users.users_changed_since(conn, scope.users, after=after, limit=fetch),
+        conversations.conversations_changed_since(conn, scope.conversations, after=after, limit=fetch),
+        messages.messages_changed_since(conn, scope.conversations, after=after, limit=fetch),
+        reads.read_statuses_changed_since(conn, scope.read_statuses, after=after, limit=fetch),
+        limit=limit,
+        head=head,
+    )
+
+
+def window_of(
+    user_rows: list[UserRow],
+    conv_rows: list[ConversationRow],
+    message_rows: list[MessageRow],
+    status_rows: list[ReadStatusRow],
+    *,
+    limit: int,
+    head: int,
+) -> Window:
+    """Merge up to `limit + 1` rows read from each table into the first `limit` changes, gapless."""
     merged = list(
         heapq.merge(*([r.position for r in rows] for rows in (user_rows, conv_rows, message_rows, status_rows)))
     )

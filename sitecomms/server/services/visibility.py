@@ -180,12 +180,6 @@ def viewer_scope(viewer: Viewer) -> Scope:
     return Scope(users_clause(viewer), conversations_clause(viewer), read_statuses_clause(viewer))
 
 
-def org_scope(org_id: str) -> Scope:
-    """Everything of one org: for a server process that reads once and filters per recipient."""
-    in_org = conversations.c.org_id == org_id
-    return Scope(org_members_clause(org_id), in_org, in_org)
-
-
 # --- names as the viewer sees them ---------------------------------------------------------
 
 
