@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, text
 
+from sitecomms.store.conversations import record_last_message
 from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import MessageRow, build
 from sitecomms.store.schema import conversations, messages, users
+from sitecomms.store.stream import next_position
+from sitecomms.store.types import UTCDateTime
 
 
 def _select() -> Select[tuple[object, ...]]:
@@ -58,6 +61,72 @@ def insert_message(
         created_at=now,
         position=position,
     )
+
+
+# PostgreSQL: the position, the message and the conversation's preview in one statement, so the
+# org's stream row lock (taken by `p`, which the other two need first) is held for this one
+# round trip and the COMMIT. VALUES (not SELECT) lets the parameters take the columns' types.
+_RECORD_SEND_POSTGRES = text("""
+WITH p AS (
+    UPDATE org_streams SET position = position + 2 WHERE org_id = :org_id RETURNING position - 1 AS pos
+), m AS (
+    INSERT INTO messages (id, org_id, conversation_id, sender_id, content, idempotency_key, created_at, position)
+    VALUES (:id, :org_id, :conversation_id, :sender_id, :content, :idempotency_key, :created_at, (SELECT pos FROM p))
+), c AS (
+    UPDATE conversations
+    SET last_message_at = :created_at, last_message_preview = :preview,
+        last_message_position = (SELECT pos FROM p), position = (SELECT pos FROM p) + 1
+    WHERE id = :conversation_id
+)
+SELECT pos FROM p
+""").bindparams(bindparam("created_at", type_=UTCDateTime()))
+
+
+def record_send(
+    conn: Connection,
+    *,
+    message_id: str,
+    org_id: str,
+    conversation_id: str,
+    sender_id: str,
+    content: str,
+    idempotency_key: str,
+    now: datetime,
+    preview: str,
+) -> int:
+    """Take two stream positions, insert the message at the first, move its conversation's
+    preview to the second; returns the message's position. A duplicate key raises IntegrityError."""
+    if conn.dialect.name == "postgresql":
+        position = conn.execute(
+            _RECORD_SEND_POSTGRES,
+            dict(
+                id=message_id,
+                org_id=org_id,
+                conversation_id=conversation_id,
+                sender_id=sender_id,
+                content=content,
+                idempotency_key=idempotency_key,
+                created_at=now,
+                preview=preview,
+            ),
+        ).scalar_one()
+        return int(position)
+    position = next_position(conn, org_id, 2)
+    insert_message(
+        conn,
+        message_id=message_id,
+        org_id=org_id,
+        conversation_id=conversation_id,
+        sender_id=sender_id,
+        content=content,
+        idempotency_key=idempotency_key,
+        now=now,
+        position=position,
+    )
+    record_last_message(
+        conn, conversation_id, at=now, preview=preview, message_position=position, position=position + 1
+    )
+    return position
 
 
 def get_message(conn: Connection, message_id: str) -> MessageRow | None:

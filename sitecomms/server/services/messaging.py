@@ -102,13 +102,25 @@ def _send_txn(
     sender = users.get_user(conn, viewer.user_id)
     if sender is None or sender.org_id != viewer.org_id:
         raise Unauthenticated("the account behind this token no longer exists")
-    # The org's stream lock is held from here to COMMIT: as few round trips as possible. A
-    # racing retry with the same key that committed meanwhile makes the insert violate the
-    # unique key; `send` then answers with that message.
-    position = next_position(conn, conversation.org_id, 2)
+    # The org's stream lock is held from here to COMMIT: nothing is read under it, and on
+    # PostgreSQL it is one statement. A racing retry with the same key that committed meanwhile
+    # makes the insert violate the unique key; `send` then answers with that message.
     now = utcnow()
+    message_id = str(uuid.uuid4())
+    preview = preview_of(content)
+    position = messages.record_send(
+        conn,
+        message_id=message_id,
+        org_id=conversation.org_id,
+        conversation_id=conversation.id,
+        sender_id=sender.id,
+        content=content,
+        idempotency_key=key,
+        now=now,
+        preview=preview,
+    )
     row = MessageRow(
-        id=str(uuid.uuid4()),
+        id=message_id,
         org_id=conversation.org_id,
         conversation_id=conversation.id,
         sender_id=sender.id,
@@ -118,21 +130,6 @@ def _send_txn(
         idempotency_key=key,
         created_at=now,
         position=position,
-    )
-    messages.insert_message(
-        conn,
-        message_id=row.id,
-        org_id=row.org_id,
-        conversation_id=row.conversation_id,
-        sender_id=row.sender_id,
-        content=content,
-        idempotency_key=key,
-        now=now,
-        position=position,
-    )
-    preview = preview_of(content)
-    conversations.record_last_message(
-        conn, conversation.id, at=now, preview=preview, message_position=position, position=position + 1
     )
     updated = dataclasses.replace(
         conversation,
