@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, select, update
 
 from sitecomms.store.prepared import Prepared
 from sitecomms.store.rows import ConversationRow, build
 from sitecomms.store.schema import conversations, messages, read_status, users
 
-
-def _select() -> Select[tuple[object, ...]]:
-    return select(
-        conversations,
-        users.c.display_name.label("medic_name"),
-    ).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
-
-
+# The columns of a ConversationRow, in its field order (rows build positionally or by name).
 _ROW_SELECT = select(
     *[
-        users.c.display_name if name == "medic_name" else conversations.c[name]
+        users.c.display_name.label(name) if name == "medic_name" else conversations.c[name]
         for name in ConversationRow.__dataclass_fields__
     ]
 ).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
+
+
 _BY_ID = Prepared(_ROW_SELECT.where(conversations.c.id == bindparam("conversation_id")))
 _CHANGED_IN_ORG = Prepared(
     _ROW_SELECT.where(conversations.c.org_id == bindparam("org"), conversations.c.position > bindparam("after"))
@@ -72,26 +67,22 @@ def get_conversation(conn: Connection, conversation_id: str) -> ConversationRow 
 def get_conversations(conn: Connection, conversation_ids: list[str]) -> dict[str, ConversationRow]:
     if not conversation_ids:
         return {}
-    rows = conn.execute(_select().where(conversations.c.id.in_(conversation_ids))).mappings()
+    rows = conn.execute(_ROW_SELECT.where(conversations.c.id.in_(conversation_ids))).mappings()
     return {row["id"]: build(ConversationRow, row) for row in rows}
 
 
 def get_direct_conversation_of(conn: Connection, medic_id: str) -> ConversationRow | None:
-    row = conn.execute(_select().where(conversations.c.medic_id == medic_id)).mappings().first()
+    row = conn.execute(_ROW_SELECT.where(conversations.c.medic_id == medic_id)).mappings().first()
     return None if row is None else build(ConversationRow, row)
 
 
 def list_conversations(conn: Connection, visible: ColumnElement[bool]) -> list[ConversationRow]:
     """Most recent activity first; conversations without messages last, newest first."""
-    query = (
-        _select()
-        .where(visible)
-        .order_by(
-            conversations.c.last_message_at.is_(None),
-            conversations.c.last_message_at.desc(),
-            conversations.c.created_at.desc(),
-            conversations.c.id,
-        )
+    query = _ROW_SELECT.where(visible).order_by(
+        conversations.c.last_message_at.is_(None),
+        conversations.c.last_message_at.desc(),
+        conversations.c.created_at.desc(),
+        conversations.c.id,
     )
     return [build(ConversationRow, r) for r in conn.execute(query).mappings()]
 
@@ -99,7 +90,7 @@ def list_conversations(conn: Connection, visible: ColumnElement[bool]) -> list[C
 def conversations_changed_since(
     conn: Connection, visible: ColumnElement[bool], *, after: int, limit: int
 ) -> list[ConversationRow]:
-    query = _select().where(visible, conversations.c.position > after).order_by(conversations.c.position).limit(limit)
+    query = _ROW_SELECT.where(visible, conversations.c.position > after).order_by(conversations.c.position).limit(limit)
     return [build(ConversationRow, r) for r in conn.execute(query).mappings()]
 
 

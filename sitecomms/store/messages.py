@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, text
+from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, select, text
 
 from sitecomms.store.conversations import record_last_message
 from sitecomms.store.prepared import Prepared
@@ -13,20 +13,13 @@ from sitecomms.store.schema import conversations, messages, users
 from sitecomms.store.stream import next_position
 from sitecomms.store.types import UTCDateTime
 
-
-def _select() -> Select[tuple[object, ...]]:
-    return select(
-        messages,
-        users.c.display_name.label("sender_name"),
-        users.c.role.label("sender_role"),
-    ).select_from(messages.join(users, users.c.id == messages.c.sender_id))
+# The columns of a MessageRow, in its field order (rows build positionally or by name).
+_JOINED = {"sender_name": users.c.display_name, "sender_role": users.c.role}
+_ROW_SELECT = select(
+    *[_JOINED[name].label(name) if name in _JOINED else messages.c[name] for name in MessageRow.__dataclass_fields__]
+).select_from(messages.join(users, users.c.id == messages.c.sender_id))
 
 
-_ROW_COLUMNS = [
-    users.c.display_name if name == "sender_name" else users.c.role if name == "sender_role" else messages.c[name]
-    for name in MessageRow.__dataclass_fields__
-]
-_ROW_SELECT = select(*_ROW_COLUMNS).select_from(messages.join(users, users.c.id == messages.c.sender_id))
 _BY_KEY = Prepared(
     _ROW_SELECT.where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key"))
 )
@@ -36,31 +29,6 @@ _CHANGED_IN_ORG = Prepared(
     .limit(bindparam("limit"))
 )
 _INSERT = Prepared(insert(messages).values({column: bindparam(column.name) for column in messages.c}))
-
-
-def insert_message(
-    conn: Connection,
-    *,
-    message_id: str,
-    org_id: str,
-    conversation_id: str,
-    sender_id: str,
-    content: str,
-    idempotency_key: str,
-    now: datetime,
-    position: int,
-) -> None:
-    _INSERT.run(
-        conn,
-        id=message_id,
-        org_id=org_id,
-        conversation_id=conversation_id,
-        sender_id=sender_id,
-        content=content,
-        idempotency_key=idempotency_key,
-        created_at=now,
-        position=position,
-    )
 
 
 # PostgreSQL: the position, the message and the conversation's preview in one statement, so the
@@ -112,15 +80,15 @@ def record_send(
         ).scalar_one()
         return int(position)
     position = next_position(conn, org_id, 2)
-    insert_message(
+    _INSERT.run(
         conn,
-        message_id=message_id,
+        id=message_id,
         org_id=org_id,
         conversation_id=conversation_id,
         sender_id=sender_id,
         content=content,
         idempotency_key=idempotency_key,
-        now=now,
+        created_at=now,
         position=position,
     )
     record_last_message(
@@ -130,7 +98,7 @@ def record_send(
 
 
 def get_message(conn: Connection, message_id: str) -> MessageRow | None:
-    row = conn.execute(_select().where(messages.c.id == message_id)).mappings().first()
+    row = conn.execute(_ROW_SELECT.where(messages.c.id == message_id)).mappings().first()
     return None if row is None else build(MessageRow, row)
 
 
@@ -143,7 +111,7 @@ def thread_page(
     conn: Connection, conversation_id: str, *, before: int | None, limit: int
 ) -> tuple[list[MessageRow], bool]:
     """Up to `limit` messages before a position (exclusive), oldest first, and whether more exist."""
-    query = _select().where(messages.c.conversation_id == conversation_id)
+    query = _ROW_SELECT.where(messages.c.conversation_id == conversation_id)
     if before is not None:
         query = query.where(messages.c.position < before)
     query = query.order_by(messages.c.position.desc()).limit(limit + 1)
@@ -157,8 +125,7 @@ def messages_changed_since(
 ) -> list[MessageRow]:
     visible_ids = select(conversations.c.id).where(visible)
     query = (
-        _select()
-        .where(messages.c.conversation_id.in_(visible_ids), messages.c.position > after)
+        _ROW_SELECT.where(messages.c.conversation_id.in_(visible_ids), messages.c.position > after)
         .order_by(messages.c.position)
         .limit(limit)
     )
@@ -184,10 +151,8 @@ def newest_per_conversation(conn: Connection, conversation_ids: list[str], per: 
         .where(messages.c.conversation_id.in_(conversation_ids))
         .subquery()
     )
-    query = (
-        _select()
-        .where(messages.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= per)))
-        .order_by(messages.c.position)
+    query = _ROW_SELECT.where(messages.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= per))).order_by(
+        messages.c.position
     )
     return [build(MessageRow, r) for r in conn.execute(query).mappings()]
 
