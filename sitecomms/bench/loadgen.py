@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 HTTP_TIMEOUT = 30.0
+
+T = TypeVar("T")
 
 
 class HttpError(RuntimeError):
@@ -213,3 +217,30 @@ def process_rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+# --- the load generator's own processes ------------------------------------------------------
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU of this process so far."""
+    times = os.times()
+    return times.user + times.system
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a load-generator process's main coroutine, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def quiet_gc() -> None:
+    """Keep the load generator's own collector pauses out of the latencies it measures: collect
+    now, move what survives out of the collector's reach, and collect the youngest generation
+    less often (the receipts of a run are hundreds of thousands of long-lived objects)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -11,7 +10,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver, process_cpu_seconds, process_rss_bytes
+from sitecomms.bench.loadgen import (
+    HttpPool,
+    Receipts,
+    Receiver,
+    own_cpu_seconds,
+    process_cpu_seconds,
+    process_rss_bytes,
+)
 from sitecomms.bench.workers import Outcome, Plan, paced, run_plan
 
 Result = dict[str, Any]
@@ -39,7 +45,7 @@ class World:
     ws_urls: list[str]
     host: str = "127.0.0.1"
     ports: list[int] = field(default_factory=list)
-    sender: Executor | None = None  # the sending worker process (workers.py); None: send from this process
+    sender: Executor | None = None  # the sending worker process (workers.py), started by the runner
     receipts: Receipts = field(default_factory=Receipts)
     counter: int = 0
 
@@ -55,11 +61,6 @@ class World:
 
     def rss(self) -> int:
         return sum(process_rss_bytes(pid) for pid in self.server_pids)
-
-
-def _self_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:
@@ -166,7 +167,7 @@ class Sends:
         elapsed = max(last - started, 1e-9)
         deliveries = len(from_send)
         cpu = self.world.cpu() - cpu0
-        self_cpu = _self_cpu() - self_cpu0 + self.worker_cpu
+        self_cpu = own_cpu_seconds() - self_cpu0 + self.worker_cpu
         wall = time.perf_counter() - started
         return {
             "phase": name,
@@ -190,12 +191,12 @@ class Sends:
 
 
 def begin(world: World) -> tuple[float, float, float]:
-    return time.perf_counter(), world.cpu(), _self_cpu()
+    return time.perf_counter(), world.cpu(), own_cpu_seconds()
 
 
 async def _remote(world: World, sends: Sends, duration: float, *, rate: float | None, in_flight: int | None) -> None:
     """Run the sends in the worker process; this process keeps reading every socket meanwhile."""
-    assert world.sender is not None
+    assert world.sender is not None, "the runner starts the sending worker before the loops"
     plan = Plan(
         host=world.host,
         ports=world.ports,
@@ -212,10 +213,7 @@ async def _remote(world: World, sends: Sends, duration: float, *, rate: float | 
 async def open_loop(world: World, name: str, rate: float, duration: float) -> Result:
     sends = Sends(world)
     started, cpu0, self0 = begin(world)
-    if world.sender is not None:
-        await _remote(world, sends, duration, rate=rate, in_flight=None)
-    else:
-        await paced(rate, duration, lambda i, at: sends.send_pair(i, at))
+    await _remote(world, sends, duration, rate=rate, in_flight=None)
     await sends.drain()
     return sends.summary(name, started, cpu0, self0, offered_per_s=rate, duration_s=duration)
 
@@ -223,17 +221,7 @@ async def open_loop(world: World, name: str, rate: float, duration: float) -> Re
 async def closed_loop(world: World, in_flight: int, duration: float) -> Result:
     sends = Sends(world)
     started, cpu0, self0 = begin(world)
-    if world.sender is not None:
-        await _remote(world, sends, duration, rate=None, in_flight=in_flight)
-    else:
-        end = started + duration
-        counter = iter(range(10**9))
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                await sends.send_pair(next(counter))
-
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
+    await _remote(world, sends, duration, rate=None, in_flight=in_flight)
     await sends.drain()
     return sends.summary(
         f"closed loop, {in_flight} in flight", started, cpu0, self0, in_flight=in_flight, duration_s=duration

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import multiprocessing
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sitecomms.bench import phases, report, scale
-from sitecomms.bench.loadgen import HttpConnection, HttpPool, Receiver
+from sitecomms.bench.loadgen import HttpConnection, HttpPool, Receiver, quiet_gc, run_async
 from sitecomms.bench.phases import Pair, World
 
 HOST = "127.0.0.1"
@@ -44,7 +43,6 @@ class Config:
     warmup_seconds: float = 3.0
     rates: tuple[float, ...] = (20, 40, 80, 160, 320, 640, 1280, 2560, 5120)
     refine_steps: int = 3  # rates tried between the last passing and the first failing one
-    sender_process: bool = True  # open and closed loops send from a second process (bench/workers.py)
     closed_in_flight: int = 32
     fanout_rate: float = 5.0
     idempotent: int = 20
@@ -262,15 +260,6 @@ async def _find_sustained(
     return sustained
 
 
-def quiet_gc() -> None:
-    """Keep the load generator's own collector pauses out of the latencies it measures: collect
-    now, move what survives out of the collector's reach, and collect the youngest generation
-    less often (the receipts of a run are hundreds of thousands of long-lived objects)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-
-
 async def _run_phases(config: Config, world: World, log: Any) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     sustained: dict[str, Any] | None = None
@@ -360,8 +349,8 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         world = await _setup(config, servers, log)
-        if config.sender_process:  # spawned: a fresh interpreter, none of this process's sockets
-            world.sender = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        # spawned: a fresh interpreter, none of this process's sockets
+        world.sender = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
             return await _run_phases(config, world, log)
         finally:
@@ -373,12 +362,7 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
                 await pool.close()
 
     try:
-        try:
-            import uvloop
-
-            outcome = uvloop.run(main())
-        except ImportError:
-            outcome = asyncio.run(main())
+        outcome = run_async(main)
     finally:
         servers.stop()
     summary: dict[str, Any] = {

@@ -18,14 +18,12 @@ from another can be subtracted.
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver
+from sitecomms.bench.loadgen import HttpPool, Receipts, Receiver, own_cpu_seconds, quiet_gc, run_async
 
 Launch = Callable[[int, float], Coroutine[Any, Any, Any]]
 
@@ -52,22 +50,12 @@ class Outcome:
 
 def run_plan(plan: Plan) -> Outcome:
     """Entry point in the worker process: run the plan to its end, bounded by its duration."""
-    gc.set_threshold(20_000, 50, 100)  # as in the main process: no collector pauses in the figures
-    try:
-        import uvloop
-
-        return uvloop.run(_run(plan))
-    except ImportError:
-        return asyncio.run(_run(plan))
-
-
-def _cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+    quiet_gc()
+    return run_async(lambda: _run(plan))
 
 
 async def _run(plan: Plan) -> Outcome:
-    cpu0 = _cpu()
+    cpu0 = own_cpu_seconds()
     pools = [HttpPool(plan.host, port) for port in plan.ports]
     records: list[SendRecord] = []
 
@@ -98,7 +86,7 @@ async def _run(plan: Plan) -> Outcome:
     finally:
         for pool in pools:
             await pool.close()
-    return Outcome(records, _cpu() - cpu0)
+    return Outcome(records, own_cpu_seconds() - cpu0)
 
 
 _TICK = 0.001
@@ -141,13 +129,8 @@ class HoldPlan:
 def hold_sockets(plan: HoldPlan, pipe: Any) -> None:
     """Entry point of a holder process. Sends ("live", connect_seconds) when every socket is
     live, then ("done", {name: arrival}, cpu_seconds) once each has the broadcast (or in time)."""
-    gc.set_threshold(20_000, 50, 100)
-    try:
-        import uvloop
-
-        uvloop.run(_hold(plan, pipe))
-    except ImportError:
-        asyncio.run(_hold(plan, pipe))
+    quiet_gc()
+    run_async(lambda: _hold(plan, pipe))
 
 
 async def _hold(plan: HoldPlan, pipe: Any) -> None:
@@ -164,10 +147,10 @@ async def _hold(plan: HoldPlan, pipe: Any) -> None:
             async with asyncio.timeout(60):
                 await asyncio.gather(*(r.live.wait() for r in group))
         pipe.send(("live", time.perf_counter() - started))
-        cpu0 = _cpu()  # from here on: idle sockets, then the broadcast
+        cpu0 = own_cpu_seconds()  # from here on: idle sockets, then the broadcast
         await asyncio.gather(*(r.wait_count(1, plan.wait_seconds) for r in receivers))
         arrivals = {name: at for (name, key), at in receipts.times.items() if key == plan.key}
-        pipe.send(("done", arrivals, _cpu() - cpu0))
+        pipe.send(("done", arrivals, own_cpu_seconds() - cpu0))
     finally:
         for first in range(0, len(receivers), plan.batch):
             await asyncio.gather(*(r.close() for r in receivers[first : first + plan.batch]))
