@@ -1,9 +1,10 @@
 """One client's socket as the hub sees it: who, how far it has been sent, and a bounded queue.
 
 The hub never awaits a socket. It `offer`s frames to the connection's bounded queue; the
-socket's session drains it (`next_frame`). A queue that fills up means the client is not reading fast enough:
-the connection is asked to close with RESYNC_REQUIRED (the client catches up through
-`GET /v1/sync` and reconnects), so a slow client neither delays the others nor grows memory.
+socket's session drains it (`next_frame`). A queue that fills up means the client is not
+reading fast enough: the connection is asked to close with RESYNC_REQUIRED (the client catches
+up through `GET /v1/sync` and reconnects), so a slow client neither delays the others nor
+grows memory.
 """
 
 from __future__ import annotations
