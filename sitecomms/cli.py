@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
 from sitecomms.protocol.frames import MAX_FRAME_BYTES
+from sitecomms.redact import redact_url
 from sitecomms.server.app import build_accounts, command_publisher, create_app
 from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
 from sitecomms.server.services.accounts import Accounts, NewUser
@@ -54,7 +54,7 @@ def _database_errors(url: str) -> Iterator[None]:
     """An unusable database URL or an unreachable database: one line on stderr and exit 1, no traceback."""
     try:
         normalise_url(url)
-        shown = make_url(url).render_as_string(hide_password=True)
+        shown = redact_url(url)
     except (ArgumentError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] invalid database URL: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
@@ -132,7 +132,7 @@ def serve(
         _print_demo(result, f"http://{settings.host}:{settings.port}")
     with _database_errors(settings.database_url):
         application = create_app(settings)
-    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    shown = redact_url(settings.database_url)
     console.print(
         f"SiteComms listening on http://{settings.host}:{settings.port} ({shown})", highlight=False, soft_wrap=True
     )

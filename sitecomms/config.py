@@ -5,10 +5,13 @@ See `docs/configuration.md` for the reference table.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sitecomms.redact import redact_url
 
 
 class Settings(BaseSettings):
@@ -45,6 +48,11 @@ class Settings(BaseSettings):
         10_000, ge=0, description="A reconnecting client further behind than this is told to resync"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The repr (and str) show URLs without their passwords."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name in ("database_url", "bus_url") and isinstance(value, str) else value
 
     @field_validator("jwt_secret")
     @classmethod

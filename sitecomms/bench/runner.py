@@ -23,6 +23,7 @@ from typing import Any
 from sitecomms.bench import phases, report, scale
 from sitecomms.bench.loadgen import HttpConnection, HttpPool, Receiver, quiet_gc, run_async
 from sitecomms.bench.phases import Pair, World
+from sitecomms.redact import redact_url
 
 HOST = "127.0.0.1"
 PASSWORD = "bench-password"
@@ -319,6 +320,13 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _shown(value: object) -> object:
+    """A configuration value as recorded in bench.json: paths as text, URLs without their passwords."""
+    if isinstance(value, Path):
+        return str(value)
+    return redact_url(value) if isinstance(value, str) and "://" in value else value
+
+
 def run(config: Config, log: Any = print) -> dict[str, Any]:
     """The whole benchmark; returns the summary (also written to config.out)."""
     config.out.mkdir(parents=True, exist_ok=True)
@@ -345,7 +353,7 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
     )
     started = time.time()
     servers.start()
-    log(f"server(s) on {', '.join(map(str, servers.ports))} ({config.database}, bus {config.bus_url})")
+    log(f"server(s) on {', '.join(map(str, servers.ports))} ({config.database}, bus {redact_url(config.bus_url)})")
 
     async def main() -> dict[str, Any]:
         world = await _setup(config, servers, log)
@@ -366,7 +374,7 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
     finally:
         servers.stop()
     summary: dict[str, Any] = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": {k: _shown(v) for k, v in asdict(config).items()},
         "machine": _machine(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": time.time() - started,

@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Protocol
 
 from sitecomms.bus.base import BusBackend, Notice
+from sitecomms.redact import redact_url, scrub
 
 log = logging.getLogger("sitecomms.bus")
 
@@ -57,7 +58,8 @@ class Bus:
         publish_timeout: float = 2.0,
     ) -> None:
         self.backend = backend
-        self.url = url
+        self.url = redact_url(url)  # as logged and shown: never the password
+        self._secret_url = url  # only to scrub its secrets from the failures logged
         self.state = BusState.IDLE
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -67,6 +69,10 @@ class Bus:
         self._unsent: dict[str, int] = {}  # org -> newest position not published yet
         self._task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
+
+    def _scrubbed(self, failure: str) -> str:
+        """A failure as logged: a driver's message may quote the URL it was given, password included."""
+        return scrub(failure, self._secret_url)
 
     def start(self, subscriber: Subscriber) -> None:
         assert self._task is None, "the bus is already started"
@@ -90,7 +96,7 @@ class Bus:
                 async with asyncio.timeout(self._publish_timeout):
                     await self.backend.publish(Notice(org_id, position).encode())
             except Exception as exc:  # the database is the record; a late notice costs latency only
-                log.warning("bus publish failed (%r); the notice is sent again shortly", exc)
+                log.warning("bus publish failed (%s); the notice is sent again shortly", self._scrubbed(repr(exc)))
                 for org, pos in pending[index:]:  # one failure is enough: a caller waits one timeout at most
                     self._keep_unsent(org, pos)
                 self._retry_unsent_soon()
@@ -151,6 +157,6 @@ class Bus:
                 failures += 1
                 delay = min(self._max_backoff, self._min_backoff * 2 ** min(failures - 1, 10))
                 delay *= random.uniform(0.5, 1.0)
-                log.warning("bus %s lost (%s); reconnecting in %.2fs", self.url, exc, delay)
+                log.warning("bus %s lost (%s); reconnecting in %.2fs", self.url, self._scrubbed(str(exc)), delay)
                 await self._close_backend()
                 await asyncio.sleep(delay)
