@@ -3,6 +3,7 @@
 Two connections: one LISTENs, one NOTIFYs. Losing either one is a failure of the backend: it
 reaches `listen()`, so the supervisor reconnects both and every subscriber resyncs. (A dead
 publishing connection that nobody noticed would lose every later notice of this process.)
+The driver, asyncpg, comes with the `server` extra; it is imported when a backend is built.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sitecomms.bus.base import CHANNEL
+from sitecomms.extras import require
 
 _CONNECT_TIMEOUT = 5.0
 
 
 class PostgresBackend:
     def __init__(self, url: str, *, heartbeat_seconds: float = 10.0) -> None:
+        self._asyncpg: Any = require("asyncpg", "the postgres:// bus")
         self._dsn = url.replace("postgresql+asyncpg://", "postgresql://").replace("postgres://", "postgresql://", 1)
         self._heartbeat = heartbeat_seconds
         self._listen_conn: Any = None
@@ -27,10 +30,8 @@ class PostgresBackend:
         self._inbox: asyncio.Queue[str | BaseException] = asyncio.Queue(10_000)
 
     async def connect(self) -> None:
-        import asyncpg  # optional dependency, loaded only when used
-
-        self._listen_conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
-        self._publish_conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+        self._listen_conn = await self._asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+        self._publish_conn = await self._asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
         self._listen_conn.add_termination_listener(self._on_terminated)
         self._publish_conn.add_termination_listener(self._on_terminated)
         async with asyncio.timeout(_CONNECT_TIMEOUT):

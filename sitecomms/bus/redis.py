@@ -1,4 +1,8 @@
-"""`redis://`: Redis pub/sub on one channel; several processes or hosts."""
+"""`redis://`: Redis pub/sub on one channel; several processes or hosts.
+
+The Redis client is the `redis` extra (`pip install 'sitecomms[redis]'`), imported when a
+backend is built: a server given a `redis://` bus without it stops at start-up with that line.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sitecomms.bus.base import CHANNEL
+from sitecomms.extras import require
 
 _CONNECT_TIMEOUT = 5.0
 
 
 class RedisBackend:
     def __init__(self, url: str, *, heartbeat_seconds: float = 10.0) -> None:
+        self._redis: Any = require("redis.asyncio", "the redis:// bus")
         self._url = url
         self._heartbeat = heartbeat_seconds
         self._client: Any = None
         self._pubsub: Any = None
 
     async def connect(self) -> None:
-        import redis.asyncio as redis  # optional dependency, loaded only when used
-
-        self._client = redis.Redis.from_url(self._url, socket_connect_timeout=_CONNECT_TIMEOUT)
+        self._client = self._redis.Redis.from_url(self._url, socket_connect_timeout=_CONNECT_TIMEOUT)
         self._pubsub = self._client.pubsub()
         # The whole handshake is bounded: a broker that accepts TCP but never answers is down too.
         async with asyncio.timeout(_CONNECT_TIMEOUT):
