@@ -27,8 +27,8 @@ from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
 from sitecomms.server import dashboard
 from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
+from sitecomms.server.api.route import Route
 from sitecomms.server.api.body_limit import BodyLimit
-from sitecomms.server.api.fast_send import FastSend
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.accounts import Accounts
@@ -113,7 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         feed, heartbeat_seconds=settings.ws_heartbeat_seconds, idle_timeout_seconds=settings.ws_idle_timeout_seconds
     )
     messaging = Messaging(db, bus, hub)
-    current_viewer = auth.bearer(accounts.tokens)
+    authenticate = auth.Authenticator(accounts.tokens)
 
     def session(ws: WebSocket) -> Session:
         return Session(
@@ -149,16 +149,20 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        # FastAPI's OpenTelemetry hooks look providers up on every request (a tenth of a send's
+        # HTTP cost); SiteComms does not use them.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
-    app.include_router(health.router(Health(db)))
-    app.include_router(auth.router(accounts))
-    app.include_router(users.router(accounts, current_viewer))
-    app.include_router(conversations.router(messaging, current_viewer))
-    app.include_router(messages.router(messaging, current_viewer))
-    app.include_router(sync.router(pull, current_viewer))
+    api = app.router
+    api.route_class = Route  # every route of the app is served by route.Route (its module doc says why)
+    messages.install(api, messaging, authenticate)  # the hot route first: routes are matched in order
+    health.install(api, Health(db))
+    auth.install(api, accounts)
+    users.install(api, accounts, authenticate)
+    conversations.install(api, messaging, authenticate)
+    sync.install(api, pull, authenticate)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
     dashboard.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    app.add_middleware(FastSend, messaging=messaging, tokens=accounts.tokens)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from enum import Enum
 
 from fastapi import APIRouter, Body, Depends, Query
 
@@ -10,7 +11,7 @@ from sitecomms.protocol import limits
 from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.models import ConversationList, MessagePage, ReadStatusView
-from sitecomms.server.api.auth import ViewerDependency
+from sitecomms.server.api.auth import Authenticator
 from sitecomms.server.api.responses import JSON, responses
 from sitecomms.server.api.schemas import MarkReadRequest
 from sitecomms.server.services.errors import InvalidInput
@@ -27,33 +28,35 @@ def parse_cursor(text: str | None, viewer: Viewer) -> Cursor | None:
         raise InvalidInput(str(exc), ErrorCode.INVALID_CURSOR) from exc
 
 
-def router(messaging: Messaging, current_viewer: ViewerDependency) -> APIRouter:
-    api = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+def install(api: APIRouter, messaging: Messaging, authenticate: Authenticator) -> None:
+    tags: list[str | Enum] = ["conversations"]
 
-    @api.get("", response_model=ConversationList, responses=responses())
-    async def list_conversations(viewer: Viewer = Depends(current_viewer)) -> JSON:
+    @api.get("/v1/conversations", tags=tags, response_model=ConversationList, responses=responses())
+    async def list_conversations(viewer: Viewer = Depends(authenticate)) -> JSON:
         """The caller's conversations, most recent activity first, with previews and unread counts."""
         return JSON(await messaging.conversations(viewer))
 
-    @api.get("/{conversation_id}/messages", response_model=MessagePage, responses=responses(404))
+    @api.get(
+        "/v1/conversations/{conversation_id}/messages", tags=tags, response_model=MessagePage, responses=responses(404)
+    )
     async def list_messages(
         conversation_id: uuid.UUID,
         before: str | None = Query(None, max_length=100, description="`next_before` of the previous page"),
         limit: int = Query(limits.THREAD_PAGE_DEFAULT, ge=1, le=limits.THREAD_PAGE_MAX),
-        viewer: Viewer = Depends(current_viewer),
+        viewer: Viewer = Depends(authenticate),
     ) -> JSON:
         """A page of a thread, oldest first; follow `next_before` for older messages."""
         page = await messaging.thread(viewer, str(conversation_id), parse_cursor(before, viewer), limit)
         return JSON(page)
 
-    @api.post("/{conversation_id}/read", response_model=ReadStatusView, responses=responses(404))
+    @api.post(
+        "/v1/conversations/{conversation_id}/read", tags=tags, response_model=ReadStatusView, responses=responses(404)
+    )
     async def mark_read(
         conversation_id: uuid.UUID,
         body: MarkReadRequest | None = Body(None),
-        viewer: Viewer = Depends(current_viewer),
+        viewer: Viewer = Depends(authenticate),
     ) -> JSON:
         """Move the caller's read position forward (never back); no body: up to the newest message."""
         position = body.position if body is not None else None
         return JSON(await messaging.mark_read(viewer, str(conversation_id), position))
-
-    return api

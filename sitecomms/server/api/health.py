@@ -8,17 +8,13 @@ from sitecomms.server.api.responses import JSON, responses
 from sitecomms.server.services.health import Health
 
 
-def router(health: Health) -> APIRouter:
-    api = APIRouter(tags=["health"])
-
-    @api.get("/healthz")
+def install(api: APIRouter, health: Health) -> None:
+    @api.get("/healthz", tags=["health"])
     async def healthz() -> JSON:
         """The process is up."""
         return JSON({"status": "ok"})
 
-    @api.get("/readyz", responses={503: responses()[503]})
+    @api.get("/readyz", tags=["health"], responses={503: responses()[503]})
     async def readyz() -> JSON:
         """The process can serve: its database answers."""
         return JSON({"status": "ready", "database": await health.ready()})
-
-    return api

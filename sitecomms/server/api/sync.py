@@ -6,21 +6,19 @@ from fastapi import APIRouter, Depends, Query
 
 from sitecomms.protocol import limits
 from sitecomms.protocol.models import SyncPage
-from sitecomms.server.api.auth import ViewerDependency
+from sitecomms.server.api.auth import Authenticator
 from sitecomms.server.api.conversations import parse_cursor
 from sitecomms.server.api.responses import JSON, responses
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.visibility import Viewer
 
 
-def router(sync: Sync, current_viewer: ViewerDependency) -> APIRouter:
-    api = APIRouter(prefix="/v1/sync", tags=["sync"])
-
-    @api.get("", response_model=SyncPage, responses=responses(409))
+def install(api: APIRouter, sync: Sync, authenticate: Authenticator) -> None:
+    @api.get("/v1/sync", tags=["sync"], response_model=SyncPage, responses=responses(409))
     async def pull(
         cursor: str | None = Query(None, max_length=100, description="`next_cursor` of the previous page"),
         limit: int = Query(limits.SYNC_PAGE_DEFAULT, ge=1, le=limits.SYNC_PAGE_MAX),
-        viewer: Viewer = Depends(current_viewer),
+        viewer: Viewer = Depends(authenticate),
     ) -> JSON:
         """Every change the caller may see after `cursor`, in stream order.
 
@@ -29,5 +27,3 @@ def router(sync: Sync, current_viewer: ViewerDependency) -> APIRouter:
         `has_more`.
         """
         return JSON(await sync.page(viewer, parse_cursor(cursor, viewer), limit))
-
-    return api

@@ -1,0 +1,139 @@
+"""`route.Route` serves every API route: one way to authenticate, parse, validate and answer.
+
+Every route of the app is a `Route`; a route that declares something `Route` does not serve
+(a new dependency, a header, a sync endpoint) fails at start-up instead of being skipped;
+requests are answered with FastAPI's documented behaviour (error locations, status codes), and
+OpenAPI documents the send exactly.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+from fastapi import APIRouter, Depends, Header
+from fastapi.routing import APIRoute
+
+from sitecomms.server.api.responses import JSON
+from sitecomms.server.api.route import Route
+from tests.conftest import Stack
+from tests.support import Orgs
+
+
+def test_every_api_route_is_served_by_route(stack: Stack) -> None:
+    api_routes = [r for r in stack.app.routes if isinstance(r, APIRoute)]
+    assert {r.path for r in api_routes} >= {"/v1/messages", "/v1/sync", "/v1/auth/login", "/v1/users/{user_id}"}
+    assert all(isinstance(r, Route) for r in api_routes), [r.path for r in api_routes if not isinstance(r, Route)]
+    assert api_routes[0].path == "/v1/messages"  # the hot route is matched first
+
+
+async def _limit() -> None:
+    return None
+
+
+def test_a_dependency_route_does_not_serve_fails_at_start_up() -> None:
+    api = APIRouter(route_class=Route)
+    with pytest.raises(TypeError, match="no dependency but the Authenticator"):
+
+        @api.get("/limited")
+        async def limited(_: None = Depends(_limit)) -> JSON:
+            return JSON({})
+
+
+def test_a_header_parameter_or_a_sync_endpoint_fails_at_start_up() -> None:
+    api = APIRouter(route_class=Route)
+    with pytest.raises(TypeError, match="path, query, body and caller"):
+
+        @api.get("/header")
+        async def header(x_thing: str = Header()) -> JSON:
+            return JSON({})
+
+    with pytest.raises(TypeError, match="async"):
+
+        @api.get("/sync")
+        def blocking() -> JSON:
+            return JSON({})
+
+
+async def test_the_caller_is_checked_before_the_input(stack: Stack) -> None:
+    answer = await stack.client.post("/v1/messages", content=b"{not json", headers={"content-type": "application/json"})
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.json()["error"]["code"] == "unauthenticated"
+    basic = await stack.client.get("/v1/sync", headers={"authorization": "Basic dXNlcjpwYXNz"})
+    assert basic.status_code == 401
+
+
+async def test_input_errors_name_where_they_are(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(medics=1)
+    medic = world.medics[0]
+    cid = medic.conversation_id
+    assert cid
+
+    query = await stack.client.get(f"/v1/conversations/{cid}/messages?limit=0", headers=medic.headers)
+    assert query.status_code == 422
+    assert query.json()["error"]["message"].startswith("query.limit:")
+
+    path = await stack.client.get("/v1/conversations/not-a-uuid/messages", headers=medic.headers)
+    assert path.status_code == 422
+    assert path.json()["error"]["message"].startswith("path.conversation_id:")
+
+    headers = {**medic.headers, "content-type": "application/json"}
+    missing = await stack.client.post("/v1/messages", content=b"", headers=headers)
+    assert (missing.status_code, missing.json()["error"]["message"]) == (422, "body: Field required")
+
+    malformed = await stack.client.post("/v1/messages", content=b'{"content": ', headers=headers)
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "malformed_request")
+
+    body = {"conversation_id": cid, "content": "   ", "idempotency_key": "k"}
+    blank = await stack.client.post("/v1/messages", content=orjson.dumps(body), headers=headers)
+    assert blank.status_code == 422
+    assert blank.json()["error"]["message"] == "content: Value error, must not be empty or only whitespace"
+
+    text = await stack.client.post(
+        "/v1/messages", content=orjson.dumps(body), headers={**medic.headers, "content-type": "text/plain"}
+    )
+    assert text.status_code == 422  # not JSON: the body is not an object
+
+    several = await stack.client.post(
+        "/v1/messages", content=orjson.dumps({"content": "", "extra": 1}), headers=headers
+    )
+    message = several.json()["error"]["message"]
+    assert several.status_code == 422
+    assert all(part in message for part in ("conversation_id", "content", "idempotency_key", "extra")), message
+
+
+async def test_a_json_lone_surrogate_is_a_field_error_not_malformed_json(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(medics=1)
+    medic = world.medics[0]
+    raw = (
+        b'{"conversation_id": "%s", "content": "a\\ud800b", "idempotency_key": "k"}'
+        % str(medic.conversation_id).encode()
+    )
+    answer = await stack.client.post(
+        "/v1/messages", content=raw, headers={**medic.headers, "content-type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert "lone surrogates" in answer.json()["error"]["message"]
+
+
+async def test_send_answers_201_then_200_for_the_same_key(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(medics=1)
+    medic = world.medics[0]
+    body = {"conversation_id": medic.conversation_id, "content": "hello", "idempotency_key": uuid.uuid4().hex}
+    first = await stack.client.post("/v1/messages", json=body, headers=medic.headers)
+    again = await stack.client.post(
+        "/v1/messages", json=body, headers={**medic.headers, "content-type": "application/vnd.sitecomms+json"}
+    )
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json() == again.json()
+    assert first.headers["content-type"] == "application/json"
+
+
+def test_openapi_documents_the_send_exactly(stack: Stack) -> None:
+    operation = stack.app.openapi()["paths"]["/v1/messages"]["post"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/SendMessageRequest")
+    assert {"200", "201", "401", "403", "404", "409", "413", "422", "503"} <= set(operation["responses"])
+    assert operation["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/MessageView")
