@@ -1,4 +1,4 @@
-"""Request bodies: strict shapes (unknown fields refused) with the protocol's limits."""
+"""Request bodies: strict shapes (unknown fields refused) whose fields obey `protocol.rules`."""
 
 from __future__ import annotations
 
@@ -7,35 +7,30 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from sitecomms.protocol import limits
+from sitecomms.protocol import limits, rules
 from sitecomms.protocol.enums import Role
 
-
-def _storable(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or only whitespace")
-    return value
-
-
-Storable = AfterValidator(_storable)
-NotBlank = AfterValidator(_not_blank)
-
-Content = Annotated[str, Field(min_length=1, max_length=limits.MAX_CONTENT_CHARS), Storable, NotBlank]
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS), Storable, NotBlank]
-DisplayName = Annotated[str, Field(min_length=1, max_length=limits.MAX_DISPLAY_NAME_CHARS), Storable, NotBlank]
-Email = Annotated[str, Field(min_length=3, max_length=limits.MAX_EMAIL_CHARS), Storable, NotBlank]
-Password = Annotated[str, Field(min_length=limits.MIN_PASSWORD_CHARS, max_length=limits.MAX_PASSWORD_CHARS), Storable]
-LoginPassword = Annotated[str, Field(min_length=1, max_length=limits.MAX_PASSWORD_CHARS), Storable]
+# Each field runs its rule from `protocol.rules` (the one definition, which the services run
+# for every caller too); the Field bounds repeat the rule's for OpenAPI.
+Content = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_CONTENT_CHARS), AfterValidator(rules.message_content)
+]
+IdempotencyKey = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS), AfterValidator(rules.idempotency_key)
+]
+DisplayName = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_DISPLAY_NAME_CHARS), AfterValidator(rules.display_name)
+]
+Email = Annotated[str, Field(min_length=3, max_length=limits.MAX_EMAIL_CHARS), AfterValidator(rules.email)]
+LoginEmail = Annotated[str, Field(min_length=3, max_length=limits.MAX_EMAIL_CHARS), AfterValidator(rules.login_email)]
+Password = Annotated[
+    str,
+    Field(min_length=limits.MIN_PASSWORD_CHARS, max_length=limits.MAX_PASSWORD_CHARS),
+    AfterValidator(rules.new_password),
+]
+LoginPassword = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_PASSWORD_CHARS), AfterValidator(rules.login_password)
+]
 
 
 class Strict(BaseModel):
@@ -43,7 +38,7 @@ class Strict(BaseModel):
 
 
 class LoginRequest(Strict):
-    email: Email
+    email: LoginEmail
     password: LoginPassword
 
 
