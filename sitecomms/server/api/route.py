@@ -150,8 +150,13 @@ def _body(name: str, annotation: Any, spec: Any) -> Source:
             return None
         document: Any = raw  # not JSON: validation says what was expected
         if _is_json(request.headers.get("content-type")):
+            failed = len(errors)
             document = _decode(raw, errors)
-            if errors:
+            if len(errors) > failed:
+                return None
+            if document is None:  # JSON `null` is no body, as FastAPI reads it
+                if not optional:
+                    errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
                 return None
         try:
             return model.model_validate(document)
