@@ -19,13 +19,16 @@ class MessageStatus(StrEnum):
     """A message's status as the viewer sees it.
 
     The server knows `sent` (committed) and `read` (another participant's read position has
-    passed it). `queued` and `delivered` are states of a client's local copy.
+    passed it), and never answers with another. `queued` (not sent yet), `delivered` (unused
+    until the server has delivery receipts) and `failed` (refused by the server for good) are
+    states of a client's local copy.
     """
 
     QUEUED = "queued"
     SENT = "sent"
     DELIVERED = "delivered"
     READ = "read"
+    FAILED = "failed"
 
 
 class ChangeType(StrEnum):

@@ -87,6 +87,16 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeFrame:
+    """A change on the realtime channel: a sync entry plus the cursor just after it."""
+
+    type: ChangeType
+    position: int
+    cursor: str
+    data: ChangeData
+
+
+@dataclass(frozen=True, slots=True)
 class SyncPage:
     """One page of the org stream as the caller may see it.
 

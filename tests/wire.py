@@ -1,0 +1,25 @@
+"""Wire fixtures built from the protocol dataclasses, encoded exactly as the server encodes them.
+
+`wire(MessageView(...))` is the JSON object the server would send for that view (orjson with
+`OPT_UTC_Z`, as `server/api/responses.py` and `services/feed.py` render), loaded back into
+Python. Tests that need a server's answer build it this way rather than by hand, so a renamed or
+added field breaks the fixture instead of leaving it describing a protocol that no longer exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_UTC_Z
+
+
+def wire_text(value: object) -> str:
+    """`value` (dataclasses, enums, datetimes, lists, dicts of them) as the server's JSON text."""
+    return orjson.dumps(value, option=_OPTIONS).decode()
+
+
+def wire(value: object) -> Any:
+    """`value` as the JSON value a client receives: `orjson.loads(wire_text(value))`."""
+    return orjson.loads(orjson.dumps(value, option=_OPTIONS))
