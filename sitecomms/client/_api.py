@@ -1,18 +1,28 @@
-"""The server's HTTP API as the SDK uses it, with every failure mapped into the SDK's errors.
+"""The server's HTTP API as the SDK uses it: requests out, protocol dataclasses back.
 
-The httpx transport is injectable (`transport=`), so tests and embedders can drive a server
-in-process (`httpx.ASGITransport(app)`) or through anything else httpx speaks.
+Every answer is decoded at this boundary into the `sitecomms.protocol` dataclass the server
+renders (`TokenView`, `MessageView`, `ReadStatusView`, `SyncPage`), strictly: an answer that is
+not that shape raises `ServerUnavailable` naming the field (the same as an answer that is not
+JSON: the server or something in front of it is not speaking the protocol; retrying may work).
+Every failure is mapped into the SDK's errors. The httpx transport is injectable
+(`transport=`), so tests and embedders can drive a server in-process (`httpx.ASGITransport(app)`)
+or through anything else httpx speaks.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from sitecomms.client._errors import AuthenticationError, NotFound, RequestRejected, ServerUnavailable
+from sitecomms.protocol.decoding import WireError, decode
+from sitecomms.protocol.limits import SYNC_PAGE_DEFAULT
+from sitecomms.protocol.models import ErrorBody, MessageView, ReadStatusView, SyncPage, TokenView
 
 DEFAULT_TIMEOUT = 15.0
+
+T = TypeVar("T")
 
 
 class Api:
@@ -24,7 +34,8 @@ class Api:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def request(self, shape: type[T], method: str, path: str, **kwargs: Any) -> T:
+        """The answer decoded as `shape`, or the SDK error the failure maps to."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
@@ -37,38 +48,45 @@ class Api:
         except ValueError as exc:
             raise ServerUnavailable(f"{method} {path}: not JSON (HTTP {response.status_code})") from exc
         if response.status_code >= 400:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            code, message = str(error.get("code", "error")), str(error.get("message", response.reason_phrase))
-            if response.status_code == 401:
-                raise AuthenticationError(message)
-            if response.status_code == 404:
-                raise NotFound(404, code, message)
-            raise RequestRejected(response.status_code, code, message)
-        return body
+            _raise_refusal(response, body)
+        try:
+            return decode(shape, body)
+        except WireError as exc:
+            raise ServerUnavailable(f"{method} {path}: the answer is not a {shape.__name__}: {exc}") from exc
 
-    async def login(self, email: str, password: str) -> dict[str, Any]:
+    async def login(self, email: str, password: str) -> TokenView:
         """The server's answer; the caller decides whether to use its token (`self.token`)."""
-        body: dict[str, Any] = await self.request("POST", "/v1/auth/login", json={"email": email, "password": password})
-        return body
+        return await self.request(TokenView, "POST", "/v1/auth/login", json={"email": email, "password": password})
 
-    async def send(self, conversation_id: str, content: str, idempotency_key: str) -> dict[str, Any]:
+    async def send(self, conversation_id: str, content: str, idempotency_key: str) -> MessageView:
         payload = {"conversation_id": conversation_id, "content": content, "idempotency_key": idempotency_key}
-        result: dict[str, Any] = await self.request("POST", "/v1/messages", json=payload)
-        return result
+        return await self.request(MessageView, "POST", "/v1/messages", json=payload)
 
-    async def mark_read(self, conversation_id: str, position: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
-            "POST", f"/v1/conversations/{conversation_id}/read", json={"position": position}
-        )
-        return result
+    async def mark_read(self, conversation_id: str, position: int) -> ReadStatusView:
+        path = f"/v1/conversations/{conversation_id}/read"
+        return await self.request(ReadStatusView, "POST", path, json={"position": position})
 
-    async def sync(self, cursor: str | None, limit: int = 500) -> dict[str, Any]:
+    async def sync(self, cursor: str | None, limit: int = SYNC_PAGE_DEFAULT) -> SyncPage:
         params: dict[str, Any] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
-        result: dict[str, Any] = await self.request("GET", "/v1/sync", params=params)
-        return result
+        return await self.request(SyncPage, "GET", "/v1/sync", params=params)
 
     def realtime_url(self) -> str:
         scheme, rest = self.base_url.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/realtime"
+
+
+def _raise_refusal(response: httpx.Response, body: object) -> None:
+    """A 4xx as the SDK's error. A body that is not the protocol's error (a proxy's, say) still
+    refuses the request: its status says how, with a generic code."""
+    try:
+        detail = decode(ErrorBody, body).error
+        code, message = detail.code, detail.message
+    except WireError:
+        code, message = "error", response.reason_phrase
+    if response.status_code == 401:
+        raise AuthenticationError(message)
+    if response.status_code == 404:
+        raise NotFound(404, code, message)
+    raise RequestRejected(response.status_code, code, message)

@@ -9,8 +9,9 @@ the local update: on restart the retry returns the same message.
 
 The connection task keeps the local copy current: pull sync from the stored cursor (each page
 and its cursor in one local transaction), then one realtime socket resuming from that cursor,
-reconnecting with backoff. Everything the server says goes through the store's single writer.
-Observers (`watch_*`) yield fresh state after each local change.
+reconnecting with backoff. Everything the server says is decoded into the protocol's
+dataclasses where it arrives (`_api` for HTTP, `_parse` for frames) and goes through the
+store's single writer. Observers (`watch_*`) yield fresh state after each local change.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -41,18 +41,19 @@ from sitecomms.client._errors import (
 from sitecomms.client._models import ConnectionState, Conversation, Me, Message
 from sitecomms.client._observers import ALL, Observers
 from sitecomms.client._store import LocalStore
+from sitecomms.protocol.backoff import RECONNECT, RETRY_SEND
+from sitecomms.protocol.decoding import WireError, decode
+from sitecomms.protocol.enums import ChangeType
+from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.frames import ClientFrame, CloseCode, ServerFrame
 from sitecomms.protocol.limits import MAX_CONTENT_CHARS
+from sitecomms.protocol.models import ChangeFrame
 
 log = logging.getLogger("sitecomms.client")
 
 _LIVE_BATCH = 500
-_RESYNC = 4409
-_UNAUTHENTICATED = 4401
-
-
-def backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Jittered exponential backoff: about base·2^attempt seconds, at most `cap`."""
-    return float(min(cap, base * 2.0 ** min(attempt, 16)) * random.uniform(0.5, 1.0))
+_CHANGE_TYPES = frozenset(t.value for t in ChangeType)
+_PONG = orjson.dumps({"type": ClientFrame.PONG}).decode()
 
 
 class _CorruptFrame(Exception):
@@ -117,22 +118,22 @@ class Client:
 
     async def login(self, email: str, password: str) -> Me:
         """Sign in (needs the server). The store keeps the session; queued messages stay queued."""
-        body = await self._api.login(email, password)
-        user = body["user"]
-        if self._me is not None and self._me.user_id != user["id"]:
+        session = await self._api.login(email, password)
+        user = session.user
+        if self._me is not None and self._me.user_id != user.id:
             raise AuthenticationError("this local store belongs to another user; open another store")
         await self._store.run(
             self._store.core.set_meta,
             {
-                "token": body["access_token"],
-                "user_id": user["id"],
-                "org_id": user["org_id"],
-                "display_name": user["display_name"],
-                "role": user["role"],
+                "token": session.access_token,
+                "user_id": user.id,
+                "org_id": user.org_id,
+                "display_name": user.display_name,
+                "role": user.role.value,
             },
         )
-        self._api.token = body["access_token"]  # only now: another user's token must never be used here
-        self._me = Me(user["id"], user["org_id"], user["display_name"], user["role"])
+        self._api.token = session.access_token  # only now: another user's token must never be used here
+        self._me = Me(user.id, user.org_id, user.display_name, user.role)
         self._signed_in.set()
         self._outbox_wake.set()
         if self._state is ConnectionState.SIGNED_OUT:
@@ -161,10 +162,12 @@ class Client:
     async def send(self, conversation_id: str, text: str) -> Message:
         """Store the message locally as `queued` and return it; the outbox delivers it."""
         if not text.strip() or len(text) > MAX_CONTENT_CHARS or "\x00" in text:
-            raise RequestRejected(422, "validation_failed", f"a message is 1 to {MAX_CONTENT_CHARS} characters")
+            code = ErrorCode.VALIDATION_FAILED
+            raise RequestRejected(code.http_status, code, f"a message is 1 to {MAX_CONTENT_CHARS} characters")
         known = {c.id for c in await self.conversations()}
         if conversation_id not in known:
-            raise NotFound(404, "not_found", "no such conversation in the local store (sync first)")
+            code = ErrorCode.NOT_FOUND
+            raise NotFound(code.http_status, code, "no such conversation in the local store (sync first)")
         message = await self._store.run(self._store.core.enqueue, conversation_id, text)
         self._observers.changed({conversation_id})
         self._outbox_wake.set()
@@ -183,18 +186,16 @@ class Client:
             try:
                 page = await self._api.sync(cursor)
             except RequestRejected as exc:
-                if cursor is None or exc.code not in ("invalid_cursor", "cursor_ahead"):
+                if cursor is None or exc.code not in (ErrorCode.INVALID_CURSOR, ErrorCode.CURSOR_AHEAD):
                     raise
                 log.warning("the server refused our cursor (%s): taking a fresh snapshot", exc.code)
                 await self._store.run(self._store.core.set_meta, {"cursor": None})
                 continue
             touched = await self._store.run(
-                functools.partial(self._store.core.apply, reset=bool(page.get("reset"))),
-                page["changes"],
-                page["next_cursor"],
+                functools.partial(self._store.core.apply, reset=page.reset), page.changes, page.next_cursor
             )
             self._observers.changed(touched or {ALL})
-            if not page["has_more"]:
+            if not page.has_more:
                 return
 
     # --- reads and observers ---------------------------------------------------------------
@@ -259,7 +260,7 @@ class Client:
                 log.warning("connection failed: %s", exc)
             self._set_state(ConnectionState.OFFLINE)
             failures += 1
-            await asyncio.sleep(backoff(failures - 1))
+            await asyncio.sleep(RECONNECT.delay(failures - 1))
 
     def _signed_out(self, reason: str) -> None:
         log.warning("signed out: %s", reason)
@@ -269,9 +270,10 @@ class Client:
     async def _live(self) -> None:
         """One socket: hello from the stored cursor, then apply frames in batches until it closes."""
         cursor = await self._store.run(self._store.core.get_meta, "cursor")
-        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue(10_000)
+        frames: asyncio.Queue[ChangeFrame] = asyncio.Queue(10_000)
         async with self.ws_connect(self._api.realtime_url()) as ws:
-            await ws.send(orjson.dumps({"type": "hello", "token": self._api.token, "cursor": cursor}).decode())
+            hello = {"type": ClientFrame.HELLO, "token": self._api.token, "cursor": cursor}
+            await ws.send(orjson.dumps(hello).decode())
             applier = asyncio.create_task(self._apply_frames(frames))
             reader = asyncio.create_task(self._read_frames(ws, frames))
             try:
@@ -284,9 +286,9 @@ class Client:
                 reader.result()
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                if code == _UNAUTHENTICATED:
+                if code == CloseCode.UNAUTHENTICATED:
                     raise AuthenticationError("the server closed the socket: sign in again") from exc
-                if code != _RESYNC:
+                if code != CloseCode.RESYNC_REQUIRED:
                     raise
                 log.info("the server asked for a resync (%s)", exc.rcvd.reason if exc.rcvd else "")
             finally:
@@ -302,45 +304,43 @@ class Client:
                 with contextlib.suppress(asyncio.CancelledError):
                     await applier
 
-    async def _read_frames(self, ws: Any, frames: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _read_frames(self, ws: Any, frames: asyncio.Queue[ChangeFrame]) -> None:
         async for raw in ws:
             frame = self._parse(raw)
-            kind = frame["type"]
-            if kind == "ping":
-                await ws.send('{"type": "pong"}')
-            elif kind == "live":
+            if isinstance(frame, ChangeFrame):
+                await frames.put(frame)
+                continue
+            kind = frame.get("type")
+            if kind == ServerFrame.PING:
+                await ws.send(_PONG)
+            elif kind == ServerFrame.LIVE:
                 self._set_state(ConnectionState.LIVE)
                 await self._store.run(self._store.core.retry_now)
                 self._outbox_wake.set()
-            elif "." in kind:
-                await frames.put(frame)
-            elif kind == "error":
+            elif kind == ServerFrame.ERROR:
                 log.warning("the server refused a frame: %s", frame)
+            # any other frame (welcome, pong, resync, a type a newer server added) needs nothing
 
-    def _parse(self, raw: str | bytes) -> dict[str, Any]:
+    def _parse(self, raw: str | bytes) -> ChangeFrame | dict[str, Any]:
+        """A change frame decoded into its dataclass; any other frame as its JSON object."""
         try:
             frame = orjson.loads(raw)
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-                raise ValueError("not a frame")
-            if "." in frame["type"] and not (
-                isinstance(frame.get("data"), dict) and isinstance(frame.get("cursor"), str)
-            ):
-                raise ValueError("a change frame without data or cursor")
-        except ValueError as exc:
+                raise WireError("not a frame (an object with a type)")
+            if frame["type"] in _CHANGE_TYPES:
+                return decode(ChangeFrame, frame)
+        except ValueError as exc:  # not JSON (orjson's error is a ValueError), or a WireError
             log.error("corrupt frame skipped (%s): %r; resyncing", exc, raw[:200])
             raise _CorruptFrame(str(exc)) from exc
         return frame
 
-    async def _apply_frames(self, frames: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _apply_frames(self, frames: asyncio.Queue[ChangeFrame]) -> None:
         while True:
             batch = [await frames.get()]
             while len(batch) < _LIVE_BATCH and not frames.empty():
                 batch.append(frames.get_nowait())
             try:
-                touched = await self._store.run(self._store.core.apply, batch, batch[-1]["cursor"])
-            except (KeyError, TypeError, ValueError) as exc:  # a frame whose data is not what we expect
-                log.error("corrupt change skipped (%s); resyncing", exc)
-                raise _CorruptFrame(str(exc)) from exc
+                touched = await self._store.run(self._store.core.apply, batch, batch[-1].cursor)
             finally:
                 for _ in batch:
                     frames.task_done()
@@ -371,7 +371,8 @@ class Client:
             try:
                 server_message = await self._api.send(message.conversation_id, message.content, message.idempotency_key)
             except ServerUnavailable as exc:
-                await self._store.run(self._store.core.retry_later, message.local_id, backoff(attempts), str(exc))
+                delay = RETRY_SEND.delay(attempts)
+                await self._store.run(self._store.core.retry_later, message.local_id, delay, str(exc))
                 raise
             except (AuthenticationError, asyncio.CancelledError):
                 raise

@@ -1,9 +1,15 @@
-"""What the SDK hands to UIs: plain frozen dataclasses read from the local store."""
+"""What the SDK hands to UIs: plain frozen dataclasses read from the local store.
+
+Their statuses, types and roles are the protocol's enums (`MessageStatus`, ...): string enums,
+so they compare equal to the wire strings (`message.status == "sent"`) and print as them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+
+from sitecomms.protocol.enums import ConversationType, MessageStatus, Role
 
 
 class ConnectionState(Enum):
@@ -17,7 +23,7 @@ class ConnectionState(Enum):
 @dataclass(frozen=True, slots=True)
 class Conversation:
     id: str
-    type: str  # "direct" or "broadcast"
+    type: ConversationType
     name: str  # as this user sees it
     last_message_at: str | None
     last_message_preview: str | None
@@ -32,7 +38,7 @@ class Message:
     sender_id: str
     sender_name: str
     content: str
-    status: str  # "queued", "sent", "delivered" or "read"
+    status: MessageStatus  # QUEUED (local only), SENT, READ, or FAILED (refused for good)
     idempotency_key: str
     created_at: str
     position: int | None  # the server's stream position; None while queued
@@ -43,4 +49,4 @@ class Me:
     user_id: str
     org_id: str
     display_name: str
-    role: str
+    role: Role

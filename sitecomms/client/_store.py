@@ -25,16 +25,39 @@ from typing import Any, TypeVar
 from sitecomms.client._errors import LocalStoreError, LocalStoreLocked
 from sitecomms.client._models import Conversation, Me, Message
 from sitecomms.client._schema import MIGRATIONS, VERSION
+from sitecomms.protocol.enums import ChangeType, ConversationType, MessageStatus, Role
+from sitecomms.protocol.models import (
+    Change,
+    ChangeFrame,
+    ConversationView,
+    MessageView,
+    ReadStatusView,
+    UserView,
+)
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 _MESSAGE_COLUMNS = (
     "local_id, id, conversation_id, sender_id, sender_name, content, status, idempotency_key, created_at, position"
 )
 
 
+# The statuses as the `messages.status` column holds them
+_QUEUED = MessageStatus.QUEUED.value
+_SENT = MessageStatus.SENT.value
+_DELIVERED = MessageStatus.DELIVERED.value
+_READ = MessageStatus.READ.value
+_FAILED = MessageStatus.FAILED.value
+
+
+def _iso(moment: datetime) -> str:
+    """A timestamp as the store keeps it: RFC 3339 in UTC with `Z`, as the server writes them."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
 
 
 class StoreCore:
@@ -107,11 +130,11 @@ class StoreCore:
         user_id, org_id = self.get_meta("user_id"), self.get_meta("org_id")
         if user_id is None or org_id is None:
             return None
-        return Me(user_id, org_id, self.get_meta("display_name") or "", self.get_meta("role") or "medic")
+        return Me(user_id, org_id, self.get_meta("display_name") or "", Role(self.get_meta("role") or Role.MEDIC))
 
     # --- applying the server's changes -----------------------------------------------------
 
-    def apply(self, changes: Iterable[dict[str, Any]], cursor: str | None, *, reset: bool = False) -> set[str]:
+    def apply(self, changes: Iterable[Change | ChangeFrame], cursor: str | None, *, reset: bool = False) -> set[str]:
         """Apply changes (sync entries or live frames) and the cursor after them, in one transaction.
 
         `reset` (a sync snapshot) replaces what the store holds from the server: it keeps only
@@ -120,7 +143,7 @@ class StoreCore:
         """
         me = self.me()
         my_id = me.user_id if me else ""
-        is_admin = me is not None and me.role == "admin"
+        is_admin = me is not None and me.role is Role.ADMIN
 
         def write() -> set[str]:
             touched: set[str] = set()
@@ -131,19 +154,20 @@ class StoreCore:
                 )
                 for table in ("conversations", "read_status", "pending_reads"):
                     self.db.execute(f"DELETE FROM {table}")
-            counted: list[dict[str, Any]] = []  # conversation views carrying the server's unread count
+            counted: list[ConversationView] = []  # conversation views carrying the server's unread count
             for change in changes:
-                kind, data = change["type"], change["data"]
-                if kind == "message.created":
-                    touched.add(self._upsert_message(data))
-                elif kind == "conversation.updated":
-                    touched.add(self._upsert_conversation(data))
-                    if data.get("unread_count") is not None and data.get("last_read_position") is not None:
-                        counted.append(data)
-                elif kind == "read_status.updated":
-                    touched.add(self._apply_read_status(data, my_id))
-                elif kind == "user.updated":
-                    touched |= self._apply_user(data, my_id, is_admin)
+                kind, data = change.type, change.data
+                if kind is ChangeType.MESSAGE_CREATED:
+                    touched.add(self._upsert_message(_as(MessageView, data)))
+                elif kind is ChangeType.CONVERSATION_UPDATED:
+                    view = _as(ConversationView, data)
+                    touched.add(self._upsert_conversation(view))
+                    if view.unread_count is not None and view.last_read_position is not None:
+                        counted.append(view)
+                elif kind is ChangeType.READ_STATUS_UPDATED:
+                    touched.add(self._apply_read_status(_as(ReadStatusView, data), my_id))
+                elif kind is ChangeType.USER_UPDATED:
+                    touched |= self._apply_user(_as(UserView, data), my_id, is_admin)
             for data in counted:  # after the batch's messages, which may follow their conversation
                 self._count_unheld_unread(data, my_id)
             if cursor is not None:
@@ -152,42 +176,43 @@ class StoreCore:
 
         return self.transaction(write)
 
-    def _upsert_message(self, m: dict[str, Any]) -> str:
+    def _upsert_message(self, m: MessageView) -> str:
         row = self.db.execute(
             "SELECT local_id, status FROM messages WHERE id = ? OR (sender_id = ? AND idempotency_key = ?)",
-            (m["id"], m["sender_id"], m["idempotency_key"]),
+            (m.id, m.sender_id, m.idempotency_key),
         ).fetchone()
-        status = "read" if m.get("status") == "read" else "sent"
+        status = _READ if m.status is MessageStatus.READ else _SENT
+        created_at = _iso(m.created_at)
         if row is None:
             self.db.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (m["id"], m["conversation_id"], m["sender_id"], m["sender_name"], m["content"], status,
-                 m["idempotency_key"], m["created_at"], m["position"]),
+                (m.id, m.conversation_id, m.sender_id, m.sender_name, m.content, status, m.idempotency_key,
+                 created_at, m.position),
             )  # fmt: skip
         else:
-            if row["status"] in ("read", "delivered") and status == "sent":
+            if row["status"] in (_READ, _DELIVERED) and status == _SENT:
                 status = row["status"]
             self.db.execute(
                 "UPDATE messages SET id = ?, sender_name = ?, status = ?, created_at = ?, position = ? "
                 "WHERE local_id = ?",
-                (m["id"], m["sender_name"], status, m["created_at"], m["position"], row["local_id"]),
+                (m.id, m.sender_name, status, created_at, m.position, row["local_id"]),
             )
             self.db.execute("DELETE FROM outbox WHERE local_id = ?", (row["local_id"],))
-        return str(m["conversation_id"])
+        return m.conversation_id
 
-    def _upsert_conversation(self, c: dict[str, Any]) -> str:
+    def _upsert_conversation(self, c: ConversationView) -> str:
         self.db.execute(
             "INSERT INTO conversations (id, type, name, medic_id, last_message_at, last_message_preview, position) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET type = excluded.type, name = excluded.name, "
             "medic_id = excluded.medic_id, last_message_at = excluded.last_message_at, "
             "last_message_preview = excluded.last_message_preview, position = excluded.position "
             "WHERE excluded.position >= conversations.position",
-            (c["id"], c["type"], c["name"], c.get("medic_id"), c.get("last_message_at"),
-             c.get("last_message_preview"), c["position"]),
+            (c.id, c.type.value, c.name, c.medic_id, None if c.last_message_at is None else _iso(c.last_message_at),
+             c.last_message_preview, c.position),
         )  # fmt: skip
-        return str(c["id"])
+        return c.id
 
-    def _count_unheld_unread(self, c: dict[str, Any], my_id: str) -> None:
+    def _count_unheld_unread(self, c: ConversationView, my_id: str) -> None:
         """Keep the part of the server's unread count that this store holds no messages for.
 
         The view's count covers the conversation's messages up to its `position` after the view's
@@ -199,17 +224,17 @@ class StoreCore:
             "UPDATE conversations SET unread_unheld = max(0, ? - (SELECT count(*) FROM messages m "
             "WHERE m.conversation_id = conversations.id AND m.sender_id != ? AND m.position > ? "
             "AND m.position <= ?)) WHERE id = ? AND position = ?",
-            (int(c["unread_count"]), my_id, int(c["last_read_position"]), c["position"], c["id"], c["position"]),
+            (c.unread_count, my_id, c.last_read_position, c.position, c.id, c.position),
         )
 
-    def _apply_read_status(self, r: dict[str, Any], my_id: str) -> str:
-        conversation_id, user_id, upto = r["conversation_id"], r["user_id"], int(r["last_read_position"])
+    def _apply_read_status(self, r: ReadStatusView, my_id: str) -> str:
+        conversation_id, user_id, upto = r.conversation_id, r.user_id, r.last_read_position
         self.db.execute(
             "INSERT INTO read_status (conversation_id, user_id, last_read_position, last_read_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (conversation_id, user_id) DO UPDATE SET "
             "last_read_position = max(read_status.last_read_position, excluded.last_read_position), "
             "last_read_at = coalesce(excluded.last_read_at, read_status.last_read_at)",
-            (conversation_id, user_id, upto, r.get("last_read_at")),
+            (conversation_id, user_id, upto, None if r.last_read_at is None else _iso(r.last_read_at)),
         )
         if user_id == my_id:
             self.db.execute(
@@ -217,18 +242,18 @@ class StoreCore:
             )
         else:  # a read receipt: my messages up to there have been read
             self.db.execute(
-                "UPDATE messages SET status = 'read' WHERE conversation_id = ? AND sender_id = ? "
-                "AND position IS NOT NULL AND position <= ? AND status IN ('sent', 'delivered')",
-                (conversation_id, my_id, upto),
+                "UPDATE messages SET status = ? WHERE conversation_id = ? AND sender_id = ? "
+                "AND position IS NOT NULL AND position <= ? AND status IN (?, ?)",
+                (_READ, conversation_id, my_id, upto, _SENT, _DELIVERED),
             )
-        return str(conversation_id)
+        return conversation_id
 
-    def _apply_user(self, u: dict[str, Any], my_id: str, is_admin: bool) -> set[str]:
-        if u["id"] == my_id:
-            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('display_name', ?)", (u["display_name"],))
-        if u["id"] == my_id or is_admin:  # names a medic sees for admins stay "Admin"
-            self.db.execute("UPDATE messages SET sender_name = ? WHERE sender_id = ?", (u["display_name"], u["id"]))
-        rows = self.db.execute("SELECT DISTINCT conversation_id FROM messages WHERE sender_id = ?", (u["id"],))
+    def _apply_user(self, u: UserView, my_id: str, is_admin: bool) -> set[str]:
+        if u.id == my_id:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('display_name', ?)", (u.display_name,))
+        if u.id == my_id or is_admin:  # names a medic sees for admins stay "Admin"
+            self.db.execute("UPDATE messages SET sender_name = ? WHERE sender_id = ?", (u.display_name, u.id))
+        rows = self.db.execute("SELECT DISTINCT conversation_id FROM messages WHERE sender_id = ?", (u.id,))
         return {str(r[0]) for r in rows}
 
     # --- the outbox ------------------------------------------------------------------------
@@ -240,8 +265,8 @@ class StoreCore:
 
         def write() -> int:
             cursor = self.db.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (NULL, NULL, ?, ?, ?, ?, 'queued', ?, ?, NULL)",
-                (conversation_id, me.user_id, me.display_name, content, str(uuid.uuid4()), _now_iso()),
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (NULL, NULL, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (conversation_id, me.user_id, me.display_name, content, _QUEUED, str(uuid.uuid4()), _now_iso()),
             )
             local_id = int(cursor.lastrowid or 0)
             self.db.execute("INSERT INTO outbox (local_id) VALUES (?)", (local_id,))
@@ -277,7 +302,7 @@ class StoreCore:
         row = self.db.execute("SELECT next_attempt_at FROM outbox ORDER BY local_id LIMIT 1").fetchone()
         return None if row is None else float(row[0])
 
-    def delivered(self, local_id: int, server_message: dict[str, Any]) -> str:
+    def delivered(self, local_id: int, server_message: MessageView) -> str:
         """The server has the message (201 or 200): record its id and position, leave the outbox."""
 
         def write() -> str:
@@ -297,7 +322,7 @@ class StoreCore:
 
         def write() -> str:
             self.db.execute("DELETE FROM outbox WHERE local_id = ?", (local_id,))
-            self.db.execute("UPDATE messages SET status = 'failed' WHERE local_id = ?", (local_id,))
+            self.db.execute("UPDATE messages SET status = ? WHERE local_id = ?", (_FAILED, local_id))
             row = self.db.execute("SELECT conversation_id FROM messages WHERE local_id = ?", (local_id,)).fetchone()
             return str(row[0])
 
@@ -368,7 +393,7 @@ class StoreCore:
             """,
             {"me": my_id},
         ).fetchall()
-        return [Conversation(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+        return [Conversation(r[0], ConversationType(r[1]), r[2], r[3], r[4], int(r[5])) for r in rows]
 
     def thread(self, conversation_id: str, limit: int) -> list[Message]:
         rows = self.db.execute(
@@ -388,6 +413,13 @@ class StoreCore:
         return sum(c.unread_count for c in self.conversations())
 
 
+def _as(cls: type[V], data: object) -> V:
+    """The view a change's type promises (decoding guarantees it; a mismatch is a bug here)."""
+    if not isinstance(data, cls):
+        raise TypeError(f"a change of this type carries a {cls.__name__}, not {type(data).__name__}")
+    return data
+
+
 def _message(row: sqlite3.Row) -> Message:
     return Message(
         local_id=int(row["local_id"]),
@@ -396,7 +428,7 @@ def _message(row: sqlite3.Row) -> Message:
         sender_id=row["sender_id"],
         sender_name=row["sender_name"],
         content=row["content"],
-        status=row["status"],
+        status=MessageStatus(row["status"]),
         idempotency_key=row["idempotency_key"],
         created_at=row["created_at"],
         position=row["position"],

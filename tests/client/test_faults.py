@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,48 +27,77 @@ from sitecomms.client import (
     ServerUnavailable,
 )
 from sitecomms.client._store import StoreCore
+from sitecomms.protocol.enums import ChangeType, ConversationType, MessageStatus, Role
+from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.models import (
+    Change,
+    ConversationView,
+    ErrorBody,
+    ErrorDetail,
+    MessageView,
+    SyncPage,
+    TokenView,
+    UserView,
+)
 from tests.client.harness import MEDIC, MEDIC_NAME, PASSWORD, ApiUser, demo_database, server
 from tests.client.test_client import by_name, live, until
 from tests.servers import HOST, free_port
 from tests.support import JWT_SECRET
+from tests.wire import wire
 
 ME = str(uuid.UUID(int=1))
 ORG = str(uuid.UUID(int=2))
 CONVERSATION = str(uuid.UUID(int=3))
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+USER = UserView(ME, ORG, MEDIC, "Maya", Role.MEDIC, created_at=EPOCH, position=1)
+DIRECT = ConversationView(
+    CONVERSATION, ORG, ConversationType.DIRECT, "Admin", ME, last_message_at=None, last_message_preview=None,
+    last_message_position=None, unread_count=0, last_read_position=0, created_at=EPOCH, position=2,
+)  # fmt: skip
+
+
+def refusal(status: int, code: ErrorCode, message: str) -> httpx.Response:
+    return httpx.Response(status, json=wire(ErrorBody(ErrorDetail(code, message))))
 
 
 class FakeServer:
-    """An httpx transport standing in for a server that signs in, syncs once, then fails (or not)."""
+    """An httpx transport standing in for a server that signs in, syncs once, then fails (or not).
+
+    Its answers are the protocol's dataclasses, encoded as the server encodes them."""
 
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self.failing = True
+        self.malformed: set[str] = set()  # fields left out of the answers to sends
         self.attempted = asyncio.Event()
         self.position = 10
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/auth/login":
-            user = {"id": ME, "org_id": ORG, "display_name": "Maya", "role": "medic"}
-            return httpx.Response(200, json={"access_token": "token", "user": user})
+            return httpx.Response(200, json=wire(TokenView("token", "bearer", EPOCH + timedelta(days=1), USER)))
         if path == "/v1/sync" and "cursor" not in request.url.params:
-            conversation = {"id": CONVERSATION, "type": "direct", "name": "Admin", "medic_id": ME, "position": 1}
-            changes = [{"type": "conversation.updated", "position": 1, "data": conversation}]
-            return httpx.Response(200, json={"changes": changes, "next_cursor": "v1.1.x", "has_more": False})
+            changes = [
+                Change(USER.position, ChangeType.USER_UPDATED, USER),
+                Change(2, ChangeType.CONVERSATION_UPDATED, DIRECT),
+            ]
+            return httpx.Response(200, json=wire(SyncPage(changes, "v1.2.x", has_more=False, reset=True)))
         if path == "/v1/messages":
             body = orjson.loads(request.content)
             self.posts.append(body)
             self.attempted.set()
             if body["content"] == "refused":
-                error = {"code": "validation_failed", "message": "no"}
-                return httpx.Response(422, json={"error": error})
+                return refusal(422, ErrorCode.VALIDATION_FAILED, "no")
             if self.failing:
-                return httpx.Response(503, json={"error": {"code": "unavailable", "message": "down"}})
+                return refusal(503, ErrorCode.UNAVAILABLE, "down")
             self.position += 1
-            return httpx.Response(201, json={**body, "id": str(uuid.uuid4()), "sender_id": ME, "sender_name": "Maya",
-                                             "created_at": "2026-01-01T00:00:00Z", "position": self.position,
-                                             "status": "sent"})  # fmt: skip
-        return httpx.Response(503, json={"error": {"code": "unavailable", "message": "down"}})
+            sent = MessageView(
+                str(uuid.uuid4()), body["conversation_id"], ME, "Maya", Role.MEDIC, body["content"],
+                body["idempotency_key"], EPOCH, self.position, MessageStatus.SENT,
+            )  # fmt: skip
+            answer = {k: v for k, v in wire(sent).items() if k not in self.malformed}
+            return httpx.Response(201, json=answer)
+        return refusal(503, ErrorCode.UNAVAILABLE, "down")
 
 
 async def test_a_failing_server_raises_server_unavailable_and_messages_stay_queued(tmp_path: Path) -> None:
@@ -118,6 +148,40 @@ async def test_a_message_the_server_refuses_is_marked_failed_and_does_not_block_
         assert {m.content: m.status for m in thread} == {"before": "sent", "refused": "failed", "after": "sent"}
         assert [p["content"] for p in fake.posts] == ["before", "refused", "after"]
         assert await client.outbox_size() == 0
+    finally:
+        await client.close()
+
+
+async def test_an_answer_that_is_not_the_protocols_shape_is_server_unavailable_and_the_message_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 201 without a field the protocol defines is not taken as delivered: the message stays
+    queued (its retry carries the same key), and the error names the field."""
+    caplog.set_level(logging.INFO, logger="sitecomms.client")
+    fake = FakeServer()
+    fake.failing = False
+    fake.malformed = {"sender_role"}
+    client = await Client.open(
+        f"http://{HOST}:{free_port()}", tmp_path / "m.db", transport=httpx.MockTransport(fake.handle)
+    )
+    try:
+        await client.login(MEDIC, PASSWORD)
+        await client.sync_now()
+        queued = await client.send(CONVERSATION, "answered badly")
+        await client.start()
+        async with asyncio.timeout(10):
+            while len(fake.posts) < 2:  # answered, refused as malformed, retried
+                fake.attempted.clear()
+                await fake.attempted.wait()
+        [message] = await client.thread(CONVERSATION)
+        assert (message.status, await client.outbox_size()) == ("queued", 1)
+        assert any("missing field 'sender_role'" in r.getMessage() for r in caplog.records)
+        with pytest.raises(ServerUnavailable, match=r"not a MessageView: MessageView: missing field 'sender_role'"):
+            await client._api.send(CONVERSATION, "again", queued.idempotency_key)
+
+        fake.malformed = set()  # a server that speaks the protocol again: the retry delivers it
+        await until(client.watch_thread(CONVERSATION), lambda t: t[0].status == "sent", "delivered")
+        assert {p["idempotency_key"] for p in fake.posts} == {queued.idempotency_key}
     finally:
         await client.close()
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 from sitecomms.client import LocalStoreError, LocalStoreLocked
 from sitecomms.client._schema import MIGRATIONS, VERSION
 from sitecomms.client._store import LocalStore, StoreCore
+from sitecomms.protocol.enums import ChangeType, ConversationType, MessageStatus, Role
+from sitecomms.protocol.models import Change, ChangeFrame, ConversationView, MessageView, ReadStatusView
 
 ME = "11111111-1111-1111-1111-111111111111"
 ADMIN = "22222222-2222-2222-2222-222222222222"
@@ -31,56 +34,67 @@ def signed_in(path: Path) -> StoreCore:
     return core
 
 
-def conversation(position: int, *, preview: str | None = None, cid: str = CONVERSATION) -> dict[str, Any]:
-    return {
-        "type": "conversation.updated",
-        "data": {
-            "id": cid,
-            "org_id": ORG,
-            "type": "direct" if cid == CONVERSATION else "broadcast",
-            "name": "Admin" if cid == CONVERSATION else "Broadcast",
-            "medic_id": ME if cid == CONVERSATION else None,
-            "last_message_at": None if preview is None else f"2026-01-01T00:00:{position:02d}Z",
-            "last_message_preview": preview,
-            "unread_count": None,
-            "last_read_position": None,
-            "created_at": "2026-01-01T00:00:00Z",
-            "position": position,
-        },
-    }
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(position: int) -> datetime:
+    return EPOCH + timedelta(seconds=position)
+
+
+def conversation(
+    position: int, *, preview: str | None = None, cid: str = CONVERSATION, unread: int | None = None
+) -> Change:
+    """A conversation's change; `unread` is the server's count in a sync snapshot (read from 0)."""
+    direct = cid == CONVERSATION
+    view = ConversationView(
+        id=cid,
+        org_id=ORG,
+        type=ConversationType.DIRECT if direct else ConversationType.BROADCAST,
+        name="Admin" if direct else "Broadcast",
+        medic_id=ME if direct else None,
+        last_message_at=None if preview is None else at(position),
+        last_message_preview=preview,
+        last_message_position=None if preview is None else position,
+        unread_count=unread,
+        last_read_position=None if unread is None else 0,
+        created_at=EPOCH,
+        position=position,
+    )
+    return Change(position, ChangeType.CONVERSATION_UPDATED, view)
 
 
 def message(
-    position: int, sender: str, content: str, *, key: str | None = None, status: str = "sent", cid: str = CONVERSATION
-) -> dict[str, Any]:
-    return {
-        "type": "message.created",
-        "data": {
-            "id": str(uuid.UUID(int=position)),
-            "conversation_id": cid,
-            "sender_id": sender,
-            "sender_name": "Maya" if sender == ME else "Admin",
-            "sender_role": "medic" if sender == ME else "admin",
-            "content": content,
-            "idempotency_key": key or f"key-{position}",
-            "created_at": f"2026-01-01T00:00:{position:02d}Z",
-            "position": position,
-            "status": status,
-        },
-    }
+    position: int,
+    sender: str,
+    content: str,
+    *,
+    key: str | None = None,
+    status: MessageStatus = MessageStatus.SENT,
+    cid: str = CONVERSATION,
+) -> Change:
+    view = MessageView(
+        id=str(uuid.UUID(int=position)),
+        conversation_id=cid,
+        sender_id=sender,
+        sender_name="Maya" if sender == ME else "Admin",
+        sender_role=Role.MEDIC if sender == ME else Role.ADMIN,
+        content=content,
+        idempotency_key=key or f"key-{position}",
+        created_at=at(position),
+        position=position,
+        status=status,
+    )
+    return Change(position, ChangeType.MESSAGE_CREATED, view)
 
 
-def read_status(position: int, user: str, upto: int, cid: str = CONVERSATION) -> dict[str, Any]:
-    return {
-        "type": "read_status.updated",
-        "data": {
-            "conversation_id": cid,
-            "user_id": user,
-            "last_read_position": upto,
-            "last_read_at": "2026-01-01T00:01:00Z",
-            "position": position,
-        },
-    }
+def read_status(position: int, user: str, upto: int, cid: str = CONVERSATION) -> Change:
+    view = ReadStatusView(cid, user, last_read_position=upto, last_read_at=at(60), position=position)
+    return Change(position, ChangeType.READ_STATUS_UPDATED, view)
+
+
+def live(change: Change, cursor: str) -> ChangeFrame:
+    """The same change as a realtime frame."""
+    return ChangeFrame(change.type, change.position, cursor, change.data)
 
 
 def dump(core: StoreCore) -> dict[str, list[tuple[Any, ...]]]:
@@ -201,8 +215,8 @@ def test_apply_is_idempotent_and_a_live_event_also_synced_changes_nothing(tmp_pa
         core.apply(page, "v1.6.x")
         assert dump(core) == once
         # the same change arriving live (with its cursor) after sync already had it
-        core.apply([{**message(4, ME, "mine", key="k-mine"), "cursor": "v1.6.x"}], "v1.6.x")
-        core.apply([{**conversation(3, preview="first"), "cursor": "v1.6.x"}], "v1.6.x")  # older: ignored
+        core.apply([live(message(4, ME, "mine", key="k-mine"), "v1.6.x")], "v1.6.x")
+        core.apply([live(conversation(3, preview="first"), "v1.6.x")], "v1.6.x")  # older: ignored
         assert dump(core) == once
         assert [(m.content, m.status) for m in core.thread(CONVERSATION, 10)] == [("first", "sent"), ("mine", "read")]
         assert core.conversations()[0].last_message_preview == "mine"
@@ -243,8 +257,8 @@ def test_a_failed_batch_leaves_neither_its_changes_nor_its_cursor(tmp_path: Path
     core = signed_in(tmp_path / "s.db")
     try:
         core.apply([conversation(1)], "v1.1.x")
-        broken = {"type": "message.created", "data": {"id": "x"}}
-        with pytest.raises(KeyError):
+        broken = Change(3, ChangeType.MESSAGE_CREATED, read_status(3, ADMIN, 2).data)  # not a message
+        with pytest.raises(TypeError, match="carries a MessageView"):
             core.apply([message(2, ADMIN, "lost with the batch"), broken], "v1.3.x")
         assert core.thread(CONVERSATION, 10) == []
         assert core.get_meta("cursor") == "v1.1.x"
@@ -262,11 +276,12 @@ def test_a_queued_message_is_reconciled_with_its_echo_by_idempotency_key(tmp_pat
         echo = message(2, ME, "on my way", key=queued.idempotency_key)
         core.apply([echo], "v1.2.x")
         [row] = core.thread(CONVERSATION, 10)
-        assert (row.local_id, row.id, row.status, row.position) == (queued.local_id, echo["data"]["id"], "sent", 2)
+        assert (row.local_id, row.id, row.status, row.position) == (queued.local_id, echo.data.id, "sent", 2)
         assert core.outbox_size() == 0
         assert core.due(time.time()) == []
         # the POST's answer arriving after the echo (or twice) changes nothing
-        core.delivered(queued.local_id, echo["data"])
+        assert isinstance(echo.data, MessageView)
+        core.delivered(queued.local_id, echo.data)
         assert core.thread(CONVERSATION, 10) == [row]
     finally:
         core.close()
@@ -321,8 +336,7 @@ def test_unread_messages_a_first_sync_did_not_bring_are_still_counted(tmp_path: 
     """A snapshot holds each conversation's newest messages only; the server's count covers the rest."""
     core = signed_in(tmp_path / "s.db")
     try:
-        view = conversation(160, preview="m 150")
-        view["data"].update(unread_count=150, last_read_position=0)
+        view = conversation(160, preview="m 150", unread=150)
         newest = [message(p, ADMIN, f"m {p - 10}") for p in range(61, 161)]  # 100 of the 150
         core.apply([*newest, read_status(5, ME, 0), view], "v1.160.x")  # any order within the batch
         assert len(core.thread(CONVERSATION, 1000)) == 100
@@ -332,13 +346,11 @@ def test_unread_messages_a_first_sync_did_not_bring_are_still_counted(tmp_path: 
 
         core.apply([message(161, ADMIN, "live one")], "v1.161.x")  # live: no count, one more held
         assert core.unread_total() == 151
-        stale = conversation(100)
-        stale["data"].update(unread_count=7, last_read_position=0)
+        stale = conversation(100, unread=7)
         core.apply([stale], "v1.161.x")  # older than what the store has: changes nothing
         assert core.unread_total() == 151
 
-        later = conversation(163, preview="m 152")
-        later["data"].update(unread_count=152, last_read_position=0)
+        later = conversation(163, preview="m 152", unread=152)
         core.apply([message(162, ME, "mine"), message(163, ADMIN, "m 152"), later], "v1.163.x")
         assert core.unread_total() == 152
 
