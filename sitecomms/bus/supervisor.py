@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from enum import Enum
 from typing import Protocol
 
 from sitecomms.bus.base import BusBackend, Notice
+from sitecomms.protocol import backoff
 from sitecomms.redact import redact_url, scrub
 
 log = logging.getLogger("sitecomms.bus")
@@ -107,12 +107,12 @@ class Bus:
             self._retry_task = asyncio.create_task(self._retry_unsent(), name="sitecomms-bus-retry")
 
     async def _retry_unsent(self) -> None:
-        delay = self._min_backoff
+        attempt = 0
         while self._unsent and self.connected.is_set():  # when disconnected, the reconnect sends them
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await asyncio.sleep(backoff.delay(attempt, self._min_backoff, self._max_backoff))
             if self.connected.is_set():
                 await self._publish_unsent()
-            delay = min(self._max_backoff, delay * 2)
+            attempt += 1
 
     async def close(self) -> None:
         self.state = BusState.CLOSED
@@ -155,8 +155,7 @@ class Bus:
             except Exception as exc:
                 self.connected.clear()
                 failures += 1
-                delay = min(self._max_backoff, self._min_backoff * 2 ** min(failures - 1, 10))
-                delay *= random.uniform(0.5, 1.0)
+                delay = backoff.delay(failures - 1, self._min_backoff, self._max_backoff)
                 log.warning("bus %s lost (%s); reconnecting in %.2fs", self.url, self._scrubbed(str(exc)), delay)
                 await self._close_backend()
                 await asyncio.sleep(delay)

@@ -26,11 +26,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import time
 from collections.abc import Iterable
 
 from sitecomms.bus import Notice
+from sitecomms.protocol import backoff
 from sitecomms.protocol.frames import CloseCode, ServerFrame
 from sitecomms.server.realtime.connection import CONTROL, Connection, control_frame
 from sitecomms.server.services.feed import Feed, FeedItem
@@ -121,7 +121,7 @@ class OrgReader:
                 raise
             except Exception:
                 failures += 1
-                delay = min(5.0, 0.05 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
+                delay = backoff.delay(failures, 0.05, 5.0)
                 log.exception("org %s: reading the feed failed; retrying in %.2fs", self.org_id, delay)
                 self._read_needed = True
                 self._wake.set()
