@@ -20,6 +20,16 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sitecomms.protocol.enums import ChangeType
+from sitecomms.protocol.frames import ClientFrame, ServerFrame
+
+# The frame types the receivers compare, as plain strings once (no Enum lookup per frame)
+_MESSAGE_CREATED: str = ChangeType.MESSAGE_CREATED.value
+_PING: str = ServerFrame.PING.value
+_LIVE: str = ServerFrame.LIVE.value
+_REFUSED: tuple[str, ...] = (ServerFrame.RESYNC.value, ServerFrame.ERROR.value)
+_PONG = orjson.dumps({"type": ClientFrame.PONG.value}).decode()
+
 HTTP_TIMEOUT = 30.0
 
 T = TypeVar("T")
@@ -154,27 +164,29 @@ class Receiver:
     async def connect(self, cursor: str | None = None) -> None:
         self.live = asyncio.Event()
         self.ws = await connect(self.ws_url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
-        await self.ws.send(orjson.dumps({"type": "hello", "token": self.token, "cursor": cursor}).decode())
+        hello = {"type": ClientFrame.HELLO.value, "token": self.token, "cursor": cursor}
+        await self.ws.send(orjson.dumps(hello).decode())
         self.task = asyncio.create_task(self._read(self.ws))
 
     async def _read(self, ws: ClientConnection) -> None:
         clock = time.perf_counter
         loads = orjson.loads
+        message_created, ping, live, refused = _MESSAGE_CREATED, _PING, _LIVE, _REFUSED
         try:
             async for raw in ws:
                 at = clock()
                 frame = loads(raw)
                 kind = frame.get("type")
-                if kind == "message.created":
+                if kind == message_created:
                     self.receipts.record(self.name, frame["data"]["idempotency_key"], at)
                     self.count += 1
                     self.count_changed.set()
-                elif kind == "ping":
-                    await ws.send('{"type": "pong"}')
+                elif kind == ping:
+                    await ws.send(_PONG)
                     continue
-                elif kind == "live":
+                elif kind == live:
                     self.live.set()
-                elif kind in ("resync", "error"):
+                elif kind in refused:
                     raise RuntimeError(f"{self.name}: unexpected frame {frame}")
                 cursor = frame.get("cursor")
                 if cursor is not None:

@@ -19,6 +19,7 @@ from sitecomms.bench.loadgen import (
     process_rss_bytes,
 )
 from sitecomms.bench.workers import Outcome, Plan, paced, run_plan
+from sitecomms.protocol.enums import ChangeType
 
 Result = dict[str, Any]
 DRAIN_SECONDS = 30.0  # how long after the last send answered a delivery may still arrive
@@ -301,6 +302,7 @@ async def polling(world: World, interval: float, rate: float, duration: float) -
     started, cpu0, self0 = begin(world)
     stop_at = started + duration + interval + 1
     requests = 0
+    message_created = ChangeType.MESSAGE_CREATED.value  # a plain string, compared per change
 
     async def poller(index: int, name: str) -> None:
         nonlocal requests
@@ -316,7 +318,7 @@ async def polling(world: World, interval: float, rate: float, duration: float) -
                     raise RuntimeError(f"sync answered {status}: {page}")
                 at = time.perf_counter()
                 for change in page["changes"]:
-                    if change["type"] == "message.created":
+                    if change["type"] == message_created:
                         polled.record(name, change["data"]["idempotency_key"], at)
                 cursors[name] = page["next_cursor"]
                 more = page["has_more"]

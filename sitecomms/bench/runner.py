@@ -23,6 +23,7 @@ from typing import Any
 from sitecomms.bench import phases, report, scale
 from sitecomms.bench.loadgen import HttpConnection, HttpPool, Receiver, quiet_gc, run_async
 from sitecomms.bench.phases import Pair, World
+from sitecomms.protocol.enums import ConversationType, Role
 from sitecomms.redact import redact_url
 
 HOST = "127.0.0.1"
@@ -185,7 +186,7 @@ async def _setup(config: Config, servers: Servers, log: Any) -> World:
                 {
                     "email": f"admin{i}@bench.example",
                     "display_name": f"Admin {i}",
-                    "role": "admin",
+                    "role": Role.ADMIN.value,
                     "password": PASSWORD,
                 },
                 admin_token,
@@ -195,7 +196,12 @@ async def _setup(config: Config, servers: Servers, log: Any) -> World:
         user = await call(
             "POST",
             "/v1/users",
-            {"email": f"medic{i}@bench.example", "display_name": f"Medic {i}", "role": "medic", "password": PASSWORD},
+            {
+                "email": f"medic{i}@bench.example",
+                "display_name": f"Medic {i}",
+                "role": Role.MEDIC.value,
+                "password": PASSWORD,
+            },
             admin_token,
             ok=201,
         )
@@ -203,8 +209,8 @@ async def _setup(config: Config, servers: Servers, log: Any) -> World:
         medic_tokens.append(await login(f"medic{i}@bench.example"))
     conversations = (await call("GET", "/v1/conversations", token=admin_token))["conversations"]
     await http.close()
-    by_medic = {c["medic_id"]: c["id"] for c in conversations if c["type"] == "direct"}
-    broadcast_id = next(c["id"] for c in conversations if c["type"] == "broadcast")
+    by_medic = {c["medic_id"]: c["id"] for c in conversations if c["type"] == ConversationType.DIRECT}
+    broadcast_id = next(c["id"] for c in conversations if c["type"] == ConversationType.BROADCAST)
     ws_urls = [f"ws://{HOST}:{port}/v1/realtime" for port in servers.ports]
     world = World(
         pools=pools,
@@ -347,7 +353,7 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
         "--name",
         "Admin 0",
         "--role",
-        "admin",
+        Role.ADMIN.value,
         "--password",
         PASSWORD,
     )
