@@ -6,7 +6,8 @@
 Prints every message you may see as it arrives, and sends each line you type: a medic to the
 admins, an admin to the medic named by --to (or to everyone with --to Broadcast). Start two, on
 the same server or on two server processes sharing a database and a bus, and watch messages
-arrive live both ways. On a dropped connection it reconnects and resumes from its cursor.
+arrive live both ways. On a dropped connection it reconnects (with the protocol's backoff) and
+resumes from its cursor. The wire's names (frame types, close codes) come from `sitecomms.protocol`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import uuid
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from sitecomms.protocol.backoff import RECONNECT
+from sitecomms.protocol.enums import ChangeType
+from sitecomms.protocol.frames import ClientFrame, CloseCode, ServerFrame
 
 
 async def main() -> None:
@@ -67,7 +72,7 @@ async def main() -> None:
                     cursor = (await http.get("/v1/sync", headers=headers)).json()["next_cursor"]
                     return
                 for change in page["changes"]:
-                    if change["type"] == "message.created":
+                    if change["type"] == ChangeType.MESSAGE_CREATED:
                         show(change["data"])
                 cursor = page["next_cursor"]
                 if not page["has_more"]:
@@ -76,26 +81,29 @@ async def main() -> None:
         async def receive() -> None:
             nonlocal cursor
             ws_url = args.server.replace("http", "ws", 1) + "/v1/realtime"
+            failures = 0
             while True:
                 try:
                     async with connect(ws_url) as ws:
-                        await ws.send(json.dumps({"type": "hello", "token": token, "cursor": cursor}))
+                        await ws.send(json.dumps({"type": ClientFrame.HELLO, "token": token, "cursor": cursor}))
                         async for raw in ws:
                             frame = json.loads(raw)
-                            if frame["type"] == "ping":
-                                await ws.send('{"type": "pong"}')
-                            elif frame["type"] == "message.created":
+                            if frame["type"] == ServerFrame.PING:
+                                await ws.send(json.dumps({"type": ClientFrame.PONG}))
+                            elif frame["type"] == ServerFrame.LIVE:
+                                failures = 0
+                            elif frame["type"] == ChangeType.MESSAGE_CREATED:
                                 show(frame["data"])
                             cursor = frame.get("cursor", cursor)
                 except ConnectionClosed as exc:
-                    if exc.rcvd is not None and exc.rcvd.code == 4409:
+                    if exc.rcvd is not None and exc.rcvd.code == CloseCode.RESYNC_REQUIRED:
                         await catch_up()
                         continue
                     print(f"(connection lost: {exc}; reconnecting)", flush=True)
-                    await asyncio.sleep(1)
                 except OSError as exc:
                     print(f"(server unreachable: {exc}; retrying)", flush=True)
-                    await asyncio.sleep(1)
+                await asyncio.sleep(RECONNECT.delay(failures))
+                failures += 1
 
         receiver = asyncio.create_task(receive())
         await send_lines()

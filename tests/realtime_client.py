@@ -40,7 +40,10 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-CHANGE_TYPES = frozenset({"message.created", "conversation.updated", "read_status.updated", "user.updated"})
+from sitecomms.protocol.enums import ChangeType
+from sitecomms.protocol.frames import ClientFrame, ServerFrame
+
+CHANGE_TYPES = frozenset(t.value for t in ChangeType)
 DEFAULT_TIMEOUT = 10.0
 HTTP_TIMEOUT = 15.0
 
@@ -109,7 +112,7 @@ class RealtimeClient:
             )
         client = cls(ws, auto_pong=auto_pong, label=label)
         if hello:
-            await client.send({"type": "hello", "token": token, "cursor": cursor})
+            await client.send({"type": ClientFrame.HELLO, "token": token, "cursor": cursor})
         return client
 
     # --- receiving -----------------------------------------------------------------------
@@ -124,11 +127,11 @@ class RealtimeClient:
                 if not isinstance(frame, dict):
                     frame = {"type": "<not an object>", "raw": raw}
                 self.log.append(frame)
-                if frame.get("type") == "ping":
+                if frame.get("type") == ServerFrame.PING:
                     self.pings += 1
                     if self.auto_pong:
                         with contextlib.suppress(ConnectionClosed):
-                            await self.ws.send(orjson.dumps({"type": "pong"}).decode())
+                            await self.ws.send(orjson.dumps({"type": ClientFrame.PONG}).decode())
                         continue
                 self._frames.put_nowait(frame)
         except ConnectionClosed:
@@ -175,8 +178,8 @@ class RealtimeClient:
 
     async def until_live(self, within: float = DEFAULT_TIMEOUT) -> list[Frame]:
         """The replay: the change frames between `welcome` and `live` (both checked and kept)."""
-        frames = await self.frames_until(lambda f: f.get("type") == "live", within)
-        assert frames[0].get("type") == "welcome", f"{self.label}: first frame {frames[0]}"
+        frames = await self.frames_until(lambda f: f.get("type") == ServerFrame.LIVE, within)
+        assert frames[0].get("type") == ServerFrame.WELCOME, f"{self.label}: first frame {frames[0]}"
         self.welcome = frames[0]
         between = frames[1:-1]
         assert all(is_change(f) for f in between), [f["type"] for f in between if not is_change(f)]
@@ -225,8 +228,8 @@ class RealtimeClient:
 
     async def pong(self, within: float = DEFAULT_TIMEOUT) -> list[Frame]:
         """Ping the server and wait for its pong: every frame queued before it is returned."""
-        await self.send({"type": "ping"})
-        frames = await self.frames_until(lambda f: f.get("type") == "pong", within)
+        await self.send({"type": ClientFrame.PING})
+        frames = await self.frames_until(lambda f: f.get("type") == ServerFrame.PONG, within)
         return frames[:-1]
 
     # --- sending and closing -------------------------------------------------------------
@@ -340,12 +343,12 @@ class StalledClient:
                     raise protocol.handshake_exc
                 client = cls(sock, protocol)
                 client._collect()
-                protocol.send_text(orjson.dumps({"type": "hello", "token": token, "cursor": cursor}))
+                protocol.send_text(orjson.dumps({"type": ClientFrame.HELLO, "token": token, "cursor": cursor}))
                 await loop.sock_sendall(sock, b"".join(protocol.data_to_send()))
                 # Read up to `live` only: from then on the server streams to a client that reads
                 # nothing (connecting is not what stalls; changes sent before `live` would not
                 # be this client's to expect).
-                while not any(frame.get("type") == "live" for frame in client.frames):
+                while not any(frame.get("type") == ServerFrame.LIVE for frame in client.frames):
                     data = await loop.sock_recv(sock, 4096)
                     if not data:
                         raise ConnectionError("the server closed the connection before live")
