@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -25,8 +26,10 @@ from fastapi import params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -64,25 +67,55 @@ class Route(APIRoute):
 
 
 def _bind(route: APIRoute, endpoint: Callable[..., Any]) -> tuple[Caller | None, list[tuple[str, Source]]]:
+    if route.dependencies:
+        raise TypeError(f"{route.path}: Route serves no route or router dependencies; name the caller instead")
     hints = typing.get_type_hints(endpoint, include_extras=True)
     caller: Caller | None = None
     sources: list[tuple[str, Source]] = []
+    has_body = False
     for name, parameter in inspect.signature(endpoint).parameters.items():
         annotation = hints.get(name, Any)
         default = parameter.default
+        _refuse_unserved(route, name, annotation, default)
         if isinstance(default, params.Depends):
             if not isinstance(default.dependency, Authenticator):
                 raise TypeError(f"{route.path}: {name}: Route serves no dependency but the Authenticator")
             caller = (name, default.dependency)
         elif name in route.param_convertors:
-            sources.append((name, _path(name, annotation)))
+            sources.append((name, _path(name, annotation, default)))
         elif isinstance(default, params.Query):
             sources.append((name, _query(name, annotation, default)))
         elif _body_model(annotation) is not None:
+            if has_body:
+                raise TypeError(f"{route.path}: {name}: Route serves one body model per route")
+            has_body = True
             sources.append((name, _body(name, annotation, default)))
         else:
             raise TypeError(f"{route.path}: {name}: Route serves path, query, body and caller parameters only")
     return caller, sources
+
+
+def _refuse_unserved(route: APIRoute, name: str, annotation: Any, spec: Any) -> None:
+    """What FastAPI would do with this parameter and `Route` does not: refused, never ignored."""
+    where = f"{route.path}: {name}"
+    if isinstance(spec, FieldInfo):
+        if spec.alias not in (None, name) or spec.validation_alias not in (None, name) or spec.default_factory:
+            raise TypeError(f"{where}: Route serves no aliases or default factories")
+        if isinstance(spec, params.Body) and spec.embed:
+            raise TypeError(f"{where}: Route serves no embedded bodies")
+        if isinstance(spec.default, list | dict | set):
+            raise TypeError(f"{where}: a mutable default would be shared between requests")
+    if isinstance(spec, params.Query) and typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        raise TypeError(f"{where}: Route serves single-valued query parameters only")
+    optional_model = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
+        set(typing.get_args(annotation)) - {type(None)} == {_body_model(annotation)}
+    )
+    if _body_model(annotation) is not None and not (_is_model(annotation) or optional_model):
+        raise TypeError(f"{where}: a body is one model, or that model or None")
+
+
+def _is_model(candidate: Any) -> bool:
+    return isinstance(candidate, type) and issubclass(candidate, BaseModel)
 
 
 def _located(errors: ErrorList, exc: ValidationError, *where: str | int) -> None:
@@ -90,8 +123,13 @@ def _located(errors: ErrorList, exc: ValidationError, *where: str | int) -> None
         errors.append({**error, "loc": (*where, *error["loc"])})
 
 
-def _path(name: str, annotation: Any) -> Source:
-    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+def _constrained(annotation: Any, spec: Any) -> TypeAdapter[Any]:
+    metadata = getattr(spec, "metadata", None) or []
+    return TypeAdapter(Annotated[annotation, *metadata] if metadata else annotation)
+
+
+def _path(name: str, annotation: Any, spec: Any) -> Source:
+    adapter = _constrained(annotation, spec)
 
     async def source(request: Request, errors: ErrorList) -> Any:
         try:
@@ -104,7 +142,7 @@ def _path(name: str, annotation: Any) -> Source:
 
 
 def _query(name: str, annotation: Any, spec: params.Query) -> Source:
-    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[annotation, *spec.metadata] if spec.metadata else annotation)
+    adapter = _constrained(annotation, spec)
     default = spec.default
 
     async def source(request: Request, errors: ErrorList) -> Any:
@@ -124,8 +162,8 @@ def _query(name: str, annotation: Any, spec: params.Query) -> Source:
 
 def _body_model(annotation: Any) -> type[BaseModel] | None:
     for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
+        if _is_model(candidate):
+            return typing.cast(type[BaseModel], candidate)
     return None
 
 
@@ -140,10 +178,13 @@ def _is_json(content_type: str | None) -> bool:
 def _body(name: str, annotation: Any, spec: Any) -> Source:
     model = _body_model(annotation)
     assert model is not None
-    optional = isinstance(spec, params.Body) and spec.default is None
+    optional = spec is None or (isinstance(spec, params.Body) and spec.default is None)
 
     async def source(request: Request, errors: ErrorList) -> Any:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            raise HTTPException(400, "the client went away before sending the whole body") from None
         if not raw:
             if not optional:
                 errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
@@ -154,7 +195,7 @@ def _body(name: str, annotation: Any, spec: Any) -> Source:
             document = _decode(raw, errors)
             if len(errors) > failed:
                 return None
-            if document is None:  # JSON `null` is no body, as FastAPI reads it
+            if document is None:  # JSON `null`: no body
                 if not optional:
                     errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
                 return None
@@ -162,6 +203,9 @@ def _body(name: str, annotation: Any, spec: Any) -> Source:
             return model.model_validate(document)
         except ValidationError as exc:
             _located(errors, exc, "body")
+            for error in errors:  # FastAPI's words, not our class name
+                if error["type"] == "model_type":
+                    error["msg"] = "Input should be a valid dictionary or object to extract fields from"
             return None
 
     return source
@@ -170,10 +214,12 @@ def _body(name: str, annotation: Any, spec: Any) -> Source:
 def _decode(raw: bytes, errors: ErrorList) -> Any:
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # what orjson refuses but JSON allows (a lone surrogate escape) is left to the field rules
-        return json.loads(raw)
-    except ValueError as exc:
-        errors.append({"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}})
-        return None
+    except orjson.JSONDecodeError as exc:
+        refused = exc
+    if "surrogate" in str(refused):  # valid JSON, invalid text: the field rules say why (a 422, not a 400)
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            refused = exc  # type: ignore[assignment]
+    errors.append({"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {refused}", "input": {}})
+    return None

@@ -8,13 +8,18 @@ OpenAPI documents the send exactly.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 
+import httpx
 import orjson
 import pytest
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
+from sitecomms.server.api.errors import install
 from sitecomms.server.api.responses import JSON
 from sitecomms.server.api.route import Route
 from tests.conftest import Stack
@@ -43,7 +48,7 @@ def test_a_dependency_route_does_not_serve_fails_at_start_up() -> None:
 
 def test_a_header_parameter_or_a_sync_endpoint_fails_at_start_up() -> None:
     api = APIRouter(route_class=Route)
-    with pytest.raises(TypeError, match="path, query, body and caller"):
+    with pytest.raises(TypeError, match="Route serves"):
 
         @api.get("/header")
         async def header(x_thing: str = Header()) -> JSON:
@@ -54,6 +59,93 @@ def test_a_header_parameter_or_a_sync_endpoint_fails_at_start_up() -> None:
         @api.get("/sync")
         def blocking() -> JSON:
             return JSON({})
+
+
+class _Item(BaseModel):
+    name: str
+
+
+def test_what_route_would_not_serve_as_declared_fails_at_start_up() -> None:
+    async def gate() -> None:
+        return None
+
+    api = APIRouter(route_class=Route)
+    refused: list[tuple[str, Callable[[], object]]] = []
+
+    async def aliased(page: int = Query(5, alias="page-size")) -> JSON:
+        return JSON({})
+
+    async def listed(tag: list[str] = Query(None)) -> JSON:  # noqa: B008
+        return JSON({})
+
+    async def many(items: list[_Item]) -> JSON:
+        return JSON({})
+
+    async def two(a: _Item, b: _Item) -> JSON:
+        return JSON({})
+
+    async def embedded(item: _Item = Body(embed=True)) -> JSON:  # noqa: B008
+        return JSON({})
+
+    for endpoint, says in [
+        (aliased, "aliases"),
+        (listed, "single-valued"),
+        (many, "one model"),
+        (two, "one body model"),
+        (embedded, "embedded"),
+    ]:
+        with pytest.raises(TypeError, match=says):
+            api.add_api_route(f"/{endpoint.__name__}", endpoint, methods=["POST"])
+    with pytest.raises(TypeError, match="no route or router dependencies"):
+        api.add_api_route("/gated", aliased, dependencies=[Depends(gate)])
+    assert refused == []
+
+
+async def test_path_constraints_apply_and_an_optional_body_may_be_absent() -> None:
+    api = FastAPI()
+    api.router.route_class = Route
+
+    @api.post("/p/{code}")
+    async def coded(code: str = Path(max_length=3), item: _Item | None = None) -> JSON:
+        return JSON({"code": code, "item": item.name if item else None})
+
+    install(api)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://t") as client:
+        assert (await client.post("/p/abc")).json() == {"code": "abc", "item": None}
+        assert (await client.post("/p/abcd")).status_code == 422
+        named = await client.post("/p/abc", json={"name": "n"})
+        assert named.json() == {"code": "abc", "item": "n"}
+
+
+async def test_deep_json_and_a_vanished_client_are_answered_not_crashed(stack: Stack) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    answer = await stack.client.post("/v1/auth/login", content=deep, headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "malformed_request")
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/auth/login",
+        "raw_path": b"/v1/auth/login",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"t"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await asyncio.wait_for(stack.app(scope, receive, send), 5)
+    assert sent[0]["status"] == 400
 
 
 async def test_the_caller_is_checked_before_the_input(stack: Stack) -> None:
