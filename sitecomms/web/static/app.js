@@ -4,8 +4,18 @@
 // resumes from that cursor and carries every change live. No polling: the only HTTP requests
 // after start-up are the user's own actions (send, read, older messages, add user).
 // Every piece of user content is put into the page with textContent, never as HTML.
+// Every name of the wire (frame types, close codes, change types, statuses, limits, backoff)
+// comes from protocol.js, generated from the Python package sitecomms.protocol.
+
+import {
+  Backoff, backoffDelay, ChangeType, ClientFrame, CloseCode, ConversationType, MAX_CONTENT_CHARS,
+  MAX_DISPLAY_NAME_CHARS, MessageStatus, MIN_PASSWORD_CHARS, Role, ServerFrame, THREAD_PAGE_DEFAULT,
+} from "./protocol.js";
 
 const $ = (id) => document.getElementById(id);
+const CHANGE_TYPES = new Set(Object.values(ChangeType));
+// The page's connection states (shown, and in #connection's data-state): the page's, not the wire's.
+const Socket = Object.freeze({ LIVE: "live", CONNECTING: "connecting", RECONNECTING: "reconnecting", OFFLINE: "offline" });
 const TOKEN_KEY = "sitecomms.token";
 
 const state = {
@@ -18,7 +28,7 @@ const state = {
   openId: null,
   cursor: null,
   socket: null,
-  socketState: "offline",
+  socketState: Socket.OFFLINE,
   retries: 0,
   outbox: [],            // sends waiting for the socket to be live: {conversation_id, content, idempotency_key}
   lastFrameAt: 0,
@@ -54,7 +64,7 @@ function thread(id) {
 function applyChange(change) {
   const data = change.data;
   switch (change.type) {
-    case "conversation.updated": {
+    case ChangeType.CONVERSATION_UPDATED: {
       const current = state.conversations.get(data.id);
       if (current && current.position > data.position) return;
       const unread = data.unread_count ?? current?.unread ?? 0;
@@ -62,8 +72,8 @@ function applyChange(change) {
       if (data.last_read_position != null) bumpRead(state.readUpTo, data.id, data.last_read_position);
       break;
     }
-    case "message.created": addMessage(data, true); break;
-    case "read_status.updated": {
+    case ChangeType.MESSAGE_CREATED: addMessage(data, true); break;
+    case ChangeType.READ_STATUS_UPDATED: {
       if (state.me && data.user_id === state.me.user.id) {
         bumpRead(state.readUpTo, data.conversation_id, data.last_read_position);
         recountUnread(data.conversation_id);
@@ -72,7 +82,7 @@ function applyChange(change) {
       }
       break;
     }
-    case "user.updated":
+    case ChangeType.USER_UPDATED:
       if (state.me && data.id === state.me.user.id) state.me.user.display_name = data.display_name;
       break;
   }
@@ -138,10 +148,10 @@ function renderHeader() {
   $("unread-total").textContent = String(total);
   $("unread-total").dataset.zero = String(total === 0);
   $("unread-total").setAttribute("aria-label", `${total} unread messages`);
-  const label = { live: "live", connecting: "connecting", reconnecting: "reconnecting", offline: "offline" }[state.socketState];
+  const label = state.socketState;
   $("connection").textContent = state.outbox.length ? `${label} · ${state.outbox.length} queued` : label;
   $("connection").dataset.state = state.socketState;
-  $("add-user-open").hidden = !(state.me && state.me.user.role === "admin");
+  $("add-user-open").hidden = !(state.me && state.me.user.role === Role.ADMIN);
 }
 
 function renderList() {
@@ -172,7 +182,8 @@ function messageStatus(m) {
   if (m.failed) return `not sent: ${m.failed}`;
   if (m.pending) return "sending";
   if (!isMine(m)) return "";
-  return m.position != null && (state.othersRead.get(m.conversation_id) || 0) >= m.position ? "read" : "sent";
+  const read = m.position != null && (state.othersRead.get(m.conversation_id) || 0) >= m.position;
+  return read ? MessageStatus.READ : MessageStatus.SENT;
 }
 
 function renderThread() {
@@ -206,7 +217,7 @@ function renderThread() {
 }
 
 function canWrite(c) {
-  return state.me && (state.me.user.role === "admin" || c.type === "direct");
+  return state.me && (state.me.user.role === Role.ADMIN || c.type === ConversationType.DIRECT);
 }
 
 function render() { renderHeader(); renderList(); renderThread(); }
@@ -238,7 +249,7 @@ async function loadOlder(id, first = false) {
     // at the top, would see nothing happen and get no further scroll event to ask again.
     let added = 0;
     do {
-      const params = new URLSearchParams({ limit: "50" });
+      const params = new URLSearchParams({ limit: String(THREAD_PAGE_DEFAULT) });
       if (!first) params.set("before", t.nextBefore);
       const page = await api("GET", `/v1/conversations/${id}/messages?${params}`);
       for (const m of page.messages) if (addMessage(m, false)) added += 1;
@@ -294,11 +305,11 @@ function send(text) {
 
 let flushing = false, flushTimer = null, flushFailures = 0;
 async function flushOutbox() {
-  if (flushing || state.socketState !== "live") return;
+  if (flushing || state.socketState !== Socket.LIVE) return;
   flushing = true;
   clearTimeout(flushTimer);
   try {
-    while (state.outbox.length && state.socketState === "live") {
+    while (state.outbox.length && state.socketState === Socket.LIVE) {
       const item = state.outbox[0];
       try {
         const message = await api("POST", "/v1/messages", item);
@@ -316,7 +327,7 @@ async function flushOutbox() {
           // The request failed (network, 5xx). If the socket drops, going live again retries;
           // if it stays up, nothing else would: retry with backoff (same idempotency key).
           flushFailures += 1;
-          flushTimer = setTimeout(flushOutbox, Math.min(30000, 1000 * 2 ** Math.min(flushFailures - 1, 5)));
+          flushTimer = setTimeout(flushOutbox, 1000 * backoffDelay(flushFailures - 1, Backoff.RETRY_SEND));
           break;
         }
       }
@@ -327,28 +338,28 @@ async function flushOutbox() {
 
 // ---- the realtime socket -----------------------------------------------------------------
 
-function setSocketState(next) { state.socketState = next; renderHeader(); if (next === "live") flushOutbox(); }
+function setSocketState(next) { state.socketState = next; renderHeader(); if (next === Socket.LIVE) flushOutbox(); }
 
 let reconnectTimer = null;
 function connect() {
   if (!state.token) return;
-  setSocketState(state.retries ? "reconnecting" : "connecting");
+  setSocketState(state.retries ? Socket.RECONNECTING : Socket.CONNECTING);
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/realtime`;
   const socket = new WebSocket(url);
   state.socket = socket;
-  socket.onopen = () => socket.send(JSON.stringify({ type: "hello", token: state.token, cursor: state.cursor }));
+  socket.onopen = () => socket.send(JSON.stringify({ type: ClientFrame.HELLO, token: state.token, cursor: state.cursor }));
   socket.onmessage = (event) => {
     state.lastFrameAt = Date.now();
     let frame;
     try { frame = JSON.parse(event.data); } catch { console.warn("ignoring a frame that is not JSON"); return; }
-    if (frame.type === "ping") { socket.send('{"type":"pong"}'); return; }
-    if (frame.type === "welcome") { state.heartbeat = frame.heartbeat_seconds || 15; return; }
-    if (frame.type === "live") { state.retries = 0; state.cursor = frame.cursor; setSocketState("live"); return; }
-    if (frame.type === "error") { console.warn("server refused a frame", frame); return; }
-    if (!frame.type.includes(".")) return;
+    if (frame.type === ServerFrame.PING) { socket.send(JSON.stringify({ type: ClientFrame.PONG })); return; }
+    if (frame.type === ServerFrame.WELCOME) { state.heartbeat = frame.heartbeat_seconds || 15; return; }
+    if (frame.type === ServerFrame.LIVE) { state.retries = 0; state.cursor = frame.cursor; setSocketState(Socket.LIVE); return; }
+    if (frame.type === ServerFrame.ERROR) { console.warn("server refused a frame", frame); return; }
+    if (!CHANGE_TYPES.has(frame.type)) return; // another control frame, or a kind this page does not know
     applyChange(frame);
     state.cursor = frame.cursor;
-    if (frame.type === "message.created" && frame.data.conversation_id === state.openId && !isMine(frame.data)) {
+    if (frame.type === ChangeType.MESSAGE_CREATED && frame.data.conversation_id === state.openId && !isMine(frame.data)) {
       const box = $("messages");
       if (box.scrollHeight - box.scrollTop - box.clientHeight < 24) markRead(state.openId);
     }
@@ -357,22 +368,21 @@ function connect() {
   socket.onclose = async (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
-    if (event.code === 4401) { signOut("Your session has expired; sign in again."); return; }
-    if (event.code === 4409) {
+    if (event.code === CloseCode.UNAUTHENTICATED) { signOut("Your session has expired; sign in again."); return; }
+    if (event.code === CloseCode.RESYNC_REQUIRED) {
       try { await snapshot(); } catch { /* offline: the next attempt retries */ }
     }
     state.retries += 1;
-    setSocketState(navigator.onLine ? "reconnecting" : "offline");
-    const delay = Math.min(10000, 500 * 2 ** Math.min(state.retries - 1, 5)) * (0.5 + Math.random() / 2);
+    setSocketState(navigator.onLine ? Socket.RECONNECTING : Socket.OFFLINE);
     clearTimeout(reconnectTimer);
-    reconnectTimer = setTimeout(connect, delay);
+    reconnectTimer = setTimeout(connect, 1000 * backoffDelay(state.retries - 1, Backoff.RECONNECT));
   };
 }
 
 // A dead server is noticed by silence: the server pings every `heartbeat` seconds. (A local
 // timer, no request.)
 setInterval(() => {
-  if (state.socket && state.socketState === "live" && Date.now() - state.lastFrameAt > state.heartbeat * 3000) {
+  if (state.socket && state.socketState === Socket.LIVE && Date.now() - state.lastFrameAt > state.heartbeat * 3000) {
     state.socket.close();
   }
 }, 5000);
@@ -419,7 +429,7 @@ function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null; state.me = null; state.cursor = null; state.openId = null;
   state.conversations.clear(); state.threads.clear(); state.outbox = [];
-  state.readUpTo.clear(); state.othersRead.clear(); state.retries = 0; state.socketState = "offline";
+  state.readUpTo.clear(); state.othersRead.clear(); state.retries = 0; state.socketState = Socket.OFFLINE;
   clearTimeout(reconnectTimer); clearTimeout(flushTimer);
   for (const timer of readTimers.values()) clearTimeout(timer);
   readTimers.clear();
@@ -468,5 +478,10 @@ $("add-user-form").addEventListener("submit", async (event) => {
     $("add-user").close();
   } catch (error) { $("add-user-error").textContent = error.message; }
 });
+
+// The page's own checks, from the protocol's limits (the server enforces the same).
+$("compose-text").maxLength = MAX_CONTENT_CHARS;
+$("new-name").maxLength = MAX_DISPLAY_NAME_CHARS;
+$("new-password").minLength = MIN_PASSWORD_CHARS;
 
 if (state.token) start(); else showLogin();
