@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sitecomms.protocol import limits, rules
 from sitecomms.protocol.enums import Role
 
-# Each field runs its rule from `protocol.rules` (the one definition, which the services run
-# for every caller too); the Field bounds repeat the rule's for OpenAPI.
-Content = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_CONTENT_CHARS), AfterValidator(rules.message_content)
-]
-IdempotencyKey = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS), AfterValidator(rules.idempotency_key)
-]
-DisplayName = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_DISPLAY_NAME_CHARS), AfterValidator(rules.display_name)
-]
-Email = Annotated[str, Field(min_length=3, max_length=limits.MAX_EMAIL_CHARS), AfterValidator(rules.email)]
-LoginEmail = Annotated[str, Field(min_length=3, max_length=limits.MAX_EMAIL_CHARS), AfterValidator(rules.login_email)]
-Password = Annotated[
-    str,
-    Field(min_length=limits.MIN_PASSWORD_CHARS, max_length=limits.MAX_PASSWORD_CHARS),
-    AfterValidator(rules.new_password),
-]
-LoginPassword = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_PASSWORD_CHARS), AfterValidator(rules.login_password)
-]
+
+def _ruled(rule: Callable[[str], str], shortest: int, longest: int) -> Any:
+    """A text field checked by `rule` alone (so HTTP, the CLI and the services agree to the
+    character), with the rule's bounds written into the JSON schema for OpenAPI."""
+    return Annotated[str, AfterValidator(rule), Field(json_schema_extra={"minLength": shortest, "maxLength": longest})]
+
+
+Content = _ruled(rules.message_content, 1, limits.MAX_CONTENT_CHARS)
+IdempotencyKey = _ruled(rules.idempotency_key, 1, limits.MAX_IDEMPOTENCY_KEY_CHARS)
+DisplayName = _ruled(rules.display_name, 1, limits.MAX_DISPLAY_NAME_CHARS)
+Email = _ruled(rules.email, 3, limits.MAX_EMAIL_CHARS)
+LoginEmail = _ruled(rules.login_email, 1, limits.MAX_EMAIL_CHARS)
+Password = _ruled(rules.new_password, limits.MIN_PASSWORD_CHARS, limits.MAX_PASSWORD_CHARS)
+LoginPassword = _ruled(rules.login_password, 1, limits.MAX_PASSWORD_CHARS)
 
 
 class Strict(BaseModel):
