@@ -14,7 +14,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
@@ -26,7 +25,8 @@ from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.errors import ServiceError
 from sitecomms.server.services.messaging import Messaging
 from sitecomms.store import migrate
-from sitecomms.store.database import DatabaseUnavailable, normalise_url, open_database
+from sitecomms.store.database import normalise_url, open_database
+from sitecomms.store.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -55,17 +55,14 @@ def _database_errors(url: str) -> Iterator[None]:
     try:
         normalise_url(url)
         shown = redact_url(url)
-    except (ArgumentError, ValueError) as exc:
+    except ValueError as exc:
         err_console.print(f"[red]error:[/red] invalid database URL: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     try:
         yield
-    except IntegrityError:
-        raise
-    except (OSError, DBAPIError, DatabaseUnavailable) as exc:
-        reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    except (OSError, Unavailable) as exc:
         err_console.print(
-            f"[red]error:[/red] cannot use the database {escape(shown)}: {escape(str(reason))}", soft_wrap=True
+            f"[red]error:[/red] cannot use the database {escape(shown)}: {escape(str(exc))}", soft_wrap=True
         )
         raise typer.Exit(1) from exc
 

@@ -15,9 +15,11 @@ transaction is for; timings are logged per name.
   `REPEATABLE READ READ ONLY` so several statements see one snapshot; writes use
   `READ COMMITTED` and are retried on deadlock or serialization failure.
 
-Failures to reach the database, or a lock held too long by another process, surface as
-`DatabaseUnavailable`; constraint violations surface as SQLAlchemy's `IntegrityError` for the
-caller to interpret.
+Both engines hand every failure to `errors.translate`: failing to reach the database, or a
+lock held too long by another process, raises `errors.Unavailable`; a unique constraint
+violated raises `errors.Duplicate(constraint)`, for the caller to interpret. `Connection`
+(SQLAlchemy's) is exported as the type transaction functions take, so callers above the store
+name it from here, never from SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -31,12 +33,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from sitecomms.store.errors import raise_translated
 from sitecomms.store.writer import Checkpointer, WriterThread
+
+__all__ = [
+    "Connection",
+    "Database",
+    "PostgresDatabase",
+    "SQLiteDatabase",
+    "TxnFn",
+    "normalise_url",
+    "open_database",
+]
 
 log = logging.getLogger("sitecomms.store.txn")
 
@@ -47,10 +60,6 @@ TxnFn = Callable[Concatenate[Connection, P], T]
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _WRITE_ATTEMPTS = 5
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached, or is locked by someone else for too long."""
 
 
 class Database(Protocol):
@@ -65,9 +74,18 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
 
+def _parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def normalise_url(url: str) -> str:
-    """Map user-facing URLs (`sqlite:///x.db`, `postgresql://…`) to the drivers we use."""
-    parsed = make_url(url)
+    """Map user-facing URLs (`sqlite:///x.db`, `postgresql://…`) to the drivers we use.
+
+    ValueError when `url` is not a database URL, or not one of an engine we support."""
+    parsed = _parse_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
@@ -81,10 +99,6 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
     if normalised.startswith("sqlite"):
         return SQLiteDatabase(normalised, synchronous=sqlite_synchronous, readers=min(pool_size, 8))
     return PostgresDatabase(normalised, pool_size=pool_size)
-
-
-def _unavailable(name: str, exc: Exception) -> DatabaseUnavailable:
-    return DatabaseUnavailable(f"{name}: {getattr(exc, 'orig', None) or exc}")
 
 
 def _timed(name: str, started: float) -> None:
@@ -102,7 +116,7 @@ class SQLiteDatabase:
         self._reader = self._engine(url, synchronous, begin="BEGIN", size=readers)
         path = make_url(url).database or ""
         self._checkpointer = Checkpointer(lambda: sqlite3.connect(path, timeout=5.0, check_same_thread=False))
-        self._write_thread = WriterThread(self._writer, unavailable=_unavailable, checkpointer=self._checkpointer)
+        self._write_thread = WriterThread(self._writer, checkpointer=self._checkpointer)
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="sitecomms-sqlite-reader")
 
     @staticmethod
@@ -123,6 +137,7 @@ class SQLiteDatabase:
             cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA temp_store=MEMORY")  # RETURNING's row buffer: ~10 µs less per send
             if not autocheckpoint:  # the Checkpointer thread does it (writer.py)
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
@@ -139,10 +154,8 @@ class SQLiteDatabase:
         try:
             with engine.begin() as conn:
                 return fn(conn, *args, **kwargs)
-        except IntegrityError:
-            raise
-        except OperationalError as exc:
-            raise _unavailable(name, exc) from exc
+        except Exception as exc:
+            raise_translated(exc, name)
         finally:
             _timed(name, started)
 
@@ -193,8 +206,8 @@ class PostgresDatabase:
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
                 async with conn.begin():
                     return await conn.run_sync(fn, *args, **kwargs)
-        except (OSError, OperationalError) as exc:
-            raise DatabaseUnavailable(f"{name}: {exc}") from exc
+        except Exception as exc:
+            raise_translated(exc, name)
         finally:
             _timed(name, started)
 
@@ -204,18 +217,12 @@ class PostgresDatabase:
             try:
                 async with self._engine.connect() as conn, conn.begin():
                     return await conn.run_sync(fn, *args, **kwargs)
-            except IntegrityError:
-                raise
-            except DBAPIError as exc:
-                sqlstate = getattr(exc.orig, "sqlstate", None)
+            except Exception as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
                 if sqlstate in _RETRYABLE_SQLSTATES and attempt < _WRITE_ATTEMPTS:
                     log.info("txn %s: retrying after %s (attempt %d)", name, sqlstate, attempt)
                     continue
-                if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                    raise DatabaseUnavailable(f"{name}: {exc.orig}") from exc
-                raise
-            except OSError as exc:
-                raise DatabaseUnavailable(f"{name}: {exc}") from exc
+                raise_translated(exc, name)
             finally:
                 _timed(name, started)
         raise AssertionError("unreachable")

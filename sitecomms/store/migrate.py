@@ -8,10 +8,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import text
 
-from sitecomms.store.database import normalise_url
+from sitecomms.store import blocking
+from sitecomms.store.database import Connection
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x5C_C0_33_A1  # the PostgreSQL advisory lock key held while migrating
@@ -28,6 +28,11 @@ def head_revision() -> str | None:
 
 
 def _upgrade_on(conn: Connection, revision: str) -> None:
+    if conn.dialect.name == "postgresql":
+        # Several `sitecomms serve` processes starting at once on a fresh database would all
+        # run the first migration, and all but one fail (duplicate table). One at a time: the
+        # others wait here (the lock is held to COMMIT), then find the database at head.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)
@@ -35,29 +40,7 @@ def _upgrade_on(conn: Connection, revision: str) -> None:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at `url` up to `revision` (blocking; call before serving)."""
-    normalised = normalise_url(url)
-    if normalised.startswith("sqlite"):
-        engine = create_engine(normalised)
-        try:
-            with engine.begin() as conn:
-                _upgrade_on(conn, revision)
-        finally:
-            engine.dispose()
-        return
-    asyncio.run(_upgrade_async(normalised, revision))
-
-
-async def _upgrade_async(url: str, revision: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            # Several `sitecomms serve` processes starting at once on a fresh database would all
-            # run the first migration, and all but one fail (duplicate table). One at a time: the
-            # others wait here, then find the database at head and have nothing to do.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-            await conn.run_sync(_upgrade_on, revision)
-    finally:
-        await engine.dispose()
+    blocking.run(url, "migrate", _upgrade_on, revision)
 
 
 async def upgrade_async(url: str, revision: str = "head") -> None:

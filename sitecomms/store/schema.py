@@ -23,6 +23,10 @@ from sqlalchemy import (
 
 from sitecomms.store.types import UTCDateTime
 
+# Unique constraints that callers tell apart when one is violated (`errors.Duplicate.constraint`).
+UNIQUE_EMAIL = "uq_users_email"
+UNIQUE_IDEMPOTENCY_KEY = "uq_messages_sender_id_idempotency_key"
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -53,12 +57,13 @@ users = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
-    Column("email", String(254), nullable=False, unique=True),
+    Column("email", String(254), nullable=False),
     Column("display_name", String(100), nullable=False),
     Column("role", String(16), nullable=False),
     Column("password_hash", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("position", BigInteger, nullable=False),
+    UniqueConstraint("email", name=UNIQUE_EMAIL),
     CheckConstraint("role IN ('medic', 'admin')", name="role"),
     Index(None, "org_id", "position"),
 )
@@ -101,7 +106,7 @@ messages = Table(
     Column("idempotency_key", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("position", BigInteger, nullable=False),
-    UniqueConstraint("sender_id", "idempotency_key"),
+    UniqueConstraint("sender_id", "idempotency_key", name=UNIQUE_IDEMPOTENCY_KEY),
     UniqueConstraint("org_id", "position"),
     Index(None, "conversation_id", "position"),
 )

@@ -11,10 +11,11 @@ of them (up to `max_batch`) and runs them in **one** transaction, each inside it
     COMMIT                                                            -- one fsync for all
 
 A job's result is handed back only after the COMMIT, so an acknowledged write is durable. A job
-that raises is rolled back to its savepoint and gets its exception; the others still commit. If
-the COMMIT itself fails, every job of the batch that had succeeded gets that failure, and
-nothing of the batch is acknowledged. A lone job runs without a savepoint. Jobs run in arrival
-order, and the results of a batch are handed to the event loop in one callback, in that order.
+that raises is rolled back to its savepoint and gets its exception (through `errors.translate`,
+as every store failure); the others still commit. If the COMMIT itself fails, every job of the
+batch that had succeeded gets that failure, and nothing of the batch is acknowledged. A lone
+job runs without a savepoint. Jobs run in arrival order, and the results of a batch are handed
+to the event loop in one callback, in that order.
 
 Under load this turns N fsyncs and N thread hand-offs into one of each (docs/performance.md).
 
@@ -41,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
+
+from sitecomms.store.errors import Unavailable, translate
 
 log = logging.getLogger("sitecomms.store.txn")
 
@@ -117,13 +119,11 @@ class WriterThread:
         self,
         engine: Engine,
         *,
-        unavailable: Callable[[str, Exception], Exception],
         checkpointer: Checkpointer | None = None,
         max_batch: int = 256,
     ):
         self._engine = engine
         self._checkpointer = checkpointer
-        self._unavailable = unavailable
         self._max_batch = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sitecomms-sqlite-writer", daemon=True)
@@ -169,7 +169,7 @@ class WriterThread:
                 except BaseException as exc:  # the thread must outlive anything a job does
                     log.exception("the SQLite writer failed a batch")
                     for job in batch:
-                        job.value, job.error = None, job.error or self._unavailable(job.name, Exception(repr(exc)))
+                        job.value, job.error = None, job.error or Unavailable(f"{job.name}: {exc!r}")
                     if conn is not None:
                         conn.invalidate()
                         conn = None
@@ -183,9 +183,9 @@ class WriterThread:
     def _connect(self, batch: list[_Job]) -> Connection | None:
         try:
             return self._engine.connect()
-        except OperationalError as exc:
+        except Exception as exc:
             for job in batch:
-                job.error = self._unavailable(job.name, exc)
+                job.error = translate(exc, job.name)
             _hand_back(batch)
             return None
 
@@ -205,24 +205,19 @@ class WriterThread:
                             job.value = job.fn(conn, *job.args, **job.kwargs)
                         except Exception as exc:
                             raw.execute("ROLLBACK TO job")
-                            job.error = self._failure(job.name, exc)
+                            job.error = translate(exc, job.name)
                         raw.execute("RELEASE job")
         except Exception as exc:
             if len(batch) == 1:  # the lone job failed, or BEGIN/COMMIT did: nothing was written
-                batch[0].error = self._failure(batch[0].name, exc)
+                batch[0].error = translate(exc, batch[0].name)
             else:  # BEGIN, a savepoint or COMMIT failed: nothing of the batch was written
-                failure = self._failure(batch[0].name, exc)
+                failure = translate(exc, batch[0].name)
                 for job in batch:
                     job.value = None
                     job.error = job.error or failure
         if log.isEnabledFor(logging.DEBUG):
             names = ",".join(sorted({job.name for job in batch}))
             log.debug("txn %s ×%d took %.2f ms", names, len(batch), (time.perf_counter() - started) * 1000)
-
-    def _failure(self, name: str, exc: Exception) -> Exception:
-        if isinstance(exc, OperationalError | sqlite3.OperationalError):
-            return self._unavailable(name, exc)
-        return exc
 
 
 def _hand_back(batch: list[_Job]) -> None:

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from sitecomms.store import migrate, orgs
-from sitecomms.store.database import DatabaseUnavailable, SQLiteDatabase, open_database
+from sitecomms.store.database import SQLiteDatabase, open_database
+from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.stream import current_position, next_position
 from sitecomms.store.types import utcnow
 
@@ -95,7 +95,7 @@ async def test_a_failing_write_in_a_batch_is_undone_alone(db: SQLiteDatabase) ->
 
     assert results[0] == 1
     assert isinstance(results[1], ValueError)
-    assert isinstance(results[2], IntegrityError), "constraint errors reach the caller as IntegrityError"
+    assert isinstance(results[2], Duplicate) and results[2].constraint == "pk_orgs", "the caller learns which"
     assert results[3] == 2, "the failed job's 1,000 positions were rolled back"
     assert await db.read("head", current_position, org_id) == 2
 
@@ -131,6 +131,6 @@ def _escape(conn: Connection) -> None:
 
 async def test_the_writer_survives_a_job_that_escapes_every_handler(db: SQLiteDatabase) -> None:
     org_id = await _new_org(db)
-    with pytest.raises(DatabaseUnavailable):
+    with pytest.raises(Unavailable):
         await asyncio.wait_for(db.write("escape", _escape), TIMEOUT)
     assert await asyncio.wait_for(db.write("take", next_position, org_id), TIMEOUT) == 1, "the next write works"

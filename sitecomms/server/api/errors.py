@@ -12,8 +12,7 @@ from starlette.routing import Match
 
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.server.api.responses import error
-from sitecomms.server.services.errors import ServiceError
-from sitecomms.store.database import DatabaseUnavailable
+from sitecomms.server.services.errors import REPORTED, describe
 
 log = logging.getLogger("sitecomms.server.api")
 
@@ -35,18 +34,14 @@ async def _validation(request: Request, exc: Exception) -> Response:
     return error(ErrorCode.VALIDATION_FAILED, _describe(exc))
 
 
-async def _service(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    return error(exc.code, exc.message)
-
-
-def answer_for(exc: Exception) -> Response | None:
-    """The answer to a service or database failure, for handlers outside FastAPI's routing."""
-    if isinstance(exc, ServiceError):
-        return error(exc.code, exc.message)
-    if isinstance(exc, DatabaseUnavailable):
-        return _unavailable_answer(exc)
-    return None
+async def _reported(request: Request, exc: Exception) -> Response:
+    """A service or store failure (one of `REPORTED`), answered as `services.errors.describe` says."""
+    failure = describe(exc)
+    assert failure is not None
+    if failure.retry_after is None:
+        return error(failure.code, failure.message)
+    log.warning("%s: %s", failure.code.value, exc)  # a passing failure: worth a line, not a traceback
+    return error(failure.code, failure.message, {"Retry-After": str(failure.retry_after)})
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
@@ -73,15 +68,6 @@ async def _http(request: Request, exc: Exception) -> Response:
     return error(code, message, headers or None)
 
 
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    return _unavailable_answer(exc)
-
-
-def _unavailable_answer(exc: Exception) -> Response:
-    log.warning("database unavailable: %s", exc)
-    return error(ErrorCode.UNAVAILABLE, "the database is unavailable; retry shortly", {"Retry-After": "1"})
-
-
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error(ErrorCode.INTERNAL, "internal error")
@@ -89,7 +75,7 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(ServiceError, _service)
+    for reported in REPORTED:
+        app.add_exception_handler(reported, _reported)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(DatabaseUnavailable, _unavailable)
     app.add_exception_handler(Exception, _internal)

@@ -26,11 +26,10 @@ from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.frames import MAX_FRAME_BYTES, ClientFrame, CloseCode, ResyncReason, ServerFrame
 from sitecomms.server.realtime.connection import CONTROL, Connection, ConnectionState, control_frame
 from sitecomms.server.realtime.hub import Hub
-from sitecomms.server.services.errors import ServiceError, Unauthenticated
+from sitecomms.server.services.errors import REPORTED, Unauthenticated, describe
 from sitecomms.server.services.feed import Feed, change_frame
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.tokens import Tokens
-from sitecomms.store.database import DatabaseUnavailable
 
 log = logging.getLogger("sitecomms.realtime")
 
@@ -104,8 +103,10 @@ class Session:
             pass  # the client went away: nothing to tell it
         except TimeoutError:
             await self._close(CloseCode.TRY_AGAIN_LATER, "the server is busy; reconnect shortly")
-        except (ServiceError, DatabaseUnavailable) as exc:
-            log.warning("realtime session refused: %s", exc)
+        except REPORTED as exc:  # described as on HTTP; whatever it is, the client comes back later
+            failure = describe(exc)
+            assert failure is not None
+            log.warning("realtime session refused (%s): %s", failure.code.value, exc)
             await self._close(CloseCode.TRY_AGAIN_LATER, "the server cannot serve this socket now; reconnect shortly")
         finally:
             if self.conn is not None:

@@ -7,9 +7,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
-
 from sitecomms.protocol.enums import ConversationType, Role
 from sitecomms.protocol.models import MeView, TokenView, UserList, UserView
 from sitecomms.server.services import views, visibility
@@ -18,8 +15,9 @@ from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations, orgs, users
-from sitecomms.store.database import Database
+from sitecomms.store import conversations, orgs, schema, users
+from sitecomms.store.database import Connection, Database
+from sitecomms.store.errors import Duplicate
 from sitecomms.store.rows import OrgRow, UserRow
 from sitecomms.store.stream import next_position
 from sitecomms.store.types import utcnow
@@ -111,7 +109,9 @@ class Accounts:
                 role=new.role,
                 password_hash=password_hash,
             )
-        except IntegrityError as exc:
+        except Duplicate as exc:
+            if exc.constraint != schema.UNIQUE_EMAIL:
+                raise
             raise Conflict(f"a user with email {email} already exists") from exc
         await self._publisher.publish(org_id, _last_position(row))
         return views.user_view(row)

@@ -1,8 +1,20 @@
-"""Failures a service reports to its caller, each carrying its protocol error code."""
+"""Failures a service reports to its caller, each carrying its protocol error code, and the one
+mapping from any reportable failure to what a client is told.
+
+`describe(exc)` turns a `ServiceError` or the store's `Unavailable` into a `Failure`: the
+protocol code, a message fit for the client and, for a failure that passes, the seconds after
+which to retry. The HTTP error handler and the realtime endpoint both answer from it, so a
+failure is told the same way on every channel; `REPORTED` lists the exceptions it describes
+(boundaries catch those, and anything else is a bug). Health and the CLI, boundaries of their
+own, catch the store's `Unavailable` themselves.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sitecomms.protocol.errors import ErrorCode
+from sitecomms.store import errors as store_errors
 
 
 class ServiceError(Exception):
@@ -36,3 +48,26 @@ class Conflict(ServiceError):
 
 class Unavailable(ServiceError):
     default_code = ErrorCode.UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What the client is told: the code, a message, and when to retry (None: do not)."""
+
+    code: ErrorCode
+    message: str
+    retry_after: int | None = None
+
+
+REPORTED: tuple[type[Exception], ...] = (ServiceError, store_errors.Unavailable)
+
+DATABASE_UNAVAILABLE = Failure(ErrorCode.UNAVAILABLE, "the database is unavailable; retry shortly", retry_after=1)
+
+
+def describe(exc: BaseException) -> Failure | None:
+    """The answer to a reportable failure (one of `REPORTED`); None for anything else (a bug)."""
+    if isinstance(exc, ServiceError):
+        return Failure(exc.code, exc.message)
+    if isinstance(exc, store_errors.Unavailable):
+        return DATABASE_UNAVAILABLE
+    return None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sitecomms.server.services.errors import Unavailable
-from sitecomms.store.database import Database, DatabaseUnavailable
+from sitecomms.store import errors as store_errors
+from sitecomms.store.database import Database
 
 
 class Health:
@@ -14,6 +15,6 @@ class Health:
         """The database dialect if it answers; `Unavailable` otherwise."""
         try:
             await self._db.ping()
-        except (DatabaseUnavailable, OSError) as exc:
+        except store_errors.Unavailable as exc:
             raise Unavailable(f"database not ready: {exc}") from exc
         return self._db.dialect

@@ -12,9 +12,6 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
-
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.limits import PREVIEW_CHARS
@@ -24,8 +21,9 @@ from sitecomms.server.services.errors import Conflict, Unauthenticated
 from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations, messages, reads, users
-from sitecomms.store.database import Database
+from sitecomms.store import conversations, messages, reads, schema, users
+from sitecomms.store.database import Connection, Database
+from sitecomms.store.errors import Duplicate
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow
 from sitecomms.store.stream import next_position
 from sitecomms.store.types import utcnow
@@ -53,7 +51,9 @@ class Messaging:
             row, conversation = await self._db.write(
                 "send_message", _send_txn, viewer, conversation_id, content, idempotency_key
             )
-        except IntegrityError:
+        except Duplicate as exc:
+            if exc.constraint != schema.UNIQUE_IDEMPOTENCY_KEY:
+                raise
             # A concurrent retry with the same key committed first: answer with its message.
             row, conversation = (
                 await self._db.read(
