@@ -1,105 +1,208 @@
-"""Messages: inserted once, never edited; read by thread page, by stream range or newest-N."""
+"""Messages: inserted once, never edited; read by thread page, by stream range or newest-N.
+
+The send (`record_send`) takes two stream positions, inserts the message at the first and
+moves its conversation's preview to the second, and returns both rows as written (RETURNING;
+the names the rows carry come from the sender and conversation rows the caller read). The two
+writes are built once from the first position as an expression (`_send_writes`): a parameter
+on SQLite, where the position is taken by its own statement first; on PostgreSQL the `stream.TAKE`
+update itself, so position, message and preview are one data-modifying CTE and the org's stream
+row lock is held for one round trip and the COMMIT.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Insert,
+    Select,
+    String,
+    Update,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 
-from sitecomms.store.conversations import record_last_message
-from sitecomms.store.prepared import Prepared
-from sitecomms.store.rows import MessageRow, build
+from sitecomms.store import stream
+from sitecomms.store.conversations import scope_clause
+from sitecomms.store.rows import ConversationRow, MessageRow, UserRow
 from sitecomms.store.schema import conversations, messages, users
-from sitecomms.store.stream import next_position
-from sitecomms.store.types import UTCDateTime
+from sitecomms.store.scopes import Scope
+from sitecomms.store.statements import Statement
 
-# The columns of a MessageRow, in its field order (rows build positionally or by name).
+SEND_POSITIONS = 2  # the message's, then its conversation's new preview
+
+# The columns of a MessageRow, in its field order; the sender's name and role from their user row.
 _JOINED = {"sender_name": users.c.display_name, "sender_role": users.c.role}
 _ROW_SELECT = select(
     *[_JOINED[name].label(name) if name in _JOINED else messages.c[name] for name in MessageRow.__dataclass_fields__]
 ).select_from(messages.join(users, users.c.id == messages.c.sender_id))
 
 
-_BY_KEY = Prepared(
-    _ROW_SELECT.where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key"))
-)
-_CHANGED_IN_ORG = Prepared(
-    _ROW_SELECT.where(messages.c.org_id == bindparam("org"), messages.c.position > bindparam("after"))
-    .order_by(messages.c.position)
-    .limit(bindparam("limit"))
-)
-_INSERT = Prepared(insert(messages).values({column: bindparam(column.name) for column in messages.c}))
+def _named(name: str) -> ColumnElement[str]:
+    return bindparam(name, type_=String()).label(name)
 
 
-# PostgreSQL: the position, the message and the conversation's preview in one statement, so the
-# org's stream row lock (taken by `p`, which the other two need first) is held for this one
-# round trip and the COMMIT. VALUES (not SELECT) lets the parameters take the columns' types.
-_RECORD_SEND_POSTGRES = text("""
-WITH p AS (
-    UPDATE org_streams SET position = position + 2 WHERE org_id = :org_id RETURNING position - 1 AS pos
-), m AS (
-    INSERT INTO messages (id, org_id, conversation_id, sender_id, content, idempotency_key, created_at, position)
-    VALUES (:id, :org_id, :conversation_id, :sender_id, :content, :idempotency_key, :created_at, (SELECT pos FROM p))
-), c AS (
-    UPDATE conversations
-    SET last_message_at = :created_at, last_message_preview = :preview,
-        last_message_position = (SELECT pos FROM p), position = (SELECT pos FROM p) + 1
-    WHERE id = :conversation_id
+def _send_writes(first: ColumnElement[int]) -> tuple[Insert, Update]:
+    """The send's two writes, given the first of its positions, each returning its row.
+
+    (Parameters are not named after columns: SQLAlchemy reserves those names in VALUES/SET.)"""
+    message = (
+        insert(messages)
+        .values(
+            id=bindparam("message_id"),
+            org_id=bindparam("org"),
+            conversation_id=bindparam("conversation"),
+            sender_id=bindparam("sender"),
+            content=bindparam("text"),
+            idempotency_key=bindparam("key"),
+            created_at=bindparam("now"),
+            position=first,
+        )
+        .returning(*[_named(n) if n in _JOINED else messages.c[n] for n in MessageRow.__dataclass_fields__])
+    )
+    preview = (
+        update(conversations)
+        .where(conversations.c.id == bindparam("conversation"))
+        .values(
+            last_message_at=bindparam("now"),
+            last_message_preview=bindparam("preview"),
+            last_message_position=first,
+            position=first + 1,
+        )
+        .returning(
+            *[_named(n) if n == "medic_name" else conversations.c[n] for n in ConversationRow.__dataclass_fields__]
+        )
+    )
+    return message, preview
+
+
+_message_write, _preview_write = _send_writes(bindparam("first", type_=BigInteger()))
+_SEND_MESSAGE = Statement("messages.send.message", _message_write)
+_SEND_PREVIEW = Statement("messages.send.preview", _preview_write)
+_taken = stream.TAKE.cte("taken")
+_message_cte, _preview_cte = (
+    write.cte(name)
+    for write, name in zip(_send_writes(select(_taken.c.first).scalar_subquery()), ("message", "preview"), strict=True)
 )
-SELECT pos FROM p
-""").bindparams(bindparam("created_at", type_=UTCDateTime()))
+_SEND_POSTGRES = Statement(
+    "messages.send.postgresql",
+    select(*_message_cte.c, *_preview_cte.c).select_from(
+        _message_cte.join(_preview_cte, _preview_cte.c.id == _message_cte.c.conversation_id)
+    ),
+    dialects=("postgresql",),
+)
+_MESSAGE_WIDTH = len(MessageRow.__dataclass_fields__)
+
+_BY_ID = Statement("messages.by_id", _ROW_SELECT.where(messages.c.id == bindparam("message_id")))
+_BY_KEY = Statement(
+    "messages.by_key",
+    _ROW_SELECT.where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key")),
+)
+_NO_BOUND = 2**63 - 1  # `before` of a thread page that starts at the newest message
+_THREAD = Statement(
+    "messages.thread",
+    _ROW_SELECT.where(
+        messages.c.conversation_id == bindparam("conversation_id"), messages.c.position < bindparam("before")
+    )
+    .order_by(messages.c.position.desc())
+    .limit(bindparam("limit")),
+)
+_LATEST_IN = Statement(
+    "messages.latest_in",
+    select(func.max(messages.c.position)).where(messages.c.conversation_id == bindparam("conversation_id")),
+)
+_ranked = (
+    select(
+        messages.c.id,
+        func.row_number()
+        .over(partition_by=messages.c.conversation_id, order_by=messages.c.position.desc())
+        .label("rank"),
+    )
+    .where(messages.c.conversation_id.in_(bindparam("ids", expanding=True)))
+    .subquery()
+)
+_NEWEST = Statement(
+    "messages.newest_per_conversation",
+    _ROW_SELECT.where(messages.c.id.in_(select(_ranked.c.id).where(_ranked.c.rank <= bindparam("per")))).order_by(
+        messages.c.position
+    ),
+)
+
+
+def _scoped(medic: bool) -> Select[tuple[object, ...]]:
+    """The messages a scope may see: the org's, or those in the conversations a medic's scope sees."""
+    query = _ROW_SELECT.where(messages.c.org_id == bindparam("org_id"))
+    if medic:
+        query = query.where(messages.c.conversation_id.in_(select(conversations.c.id).where(scope_clause(True))))
+    return query
+
+
+# Per scope shape, [whole org, medic].
+_CHANGED = [
+    Statement(
+        f"messages.changed.{shape}",
+        _scoped(medic)
+        .where(messages.c.position > bindparam("after"))
+        .order_by(messages.c.position)
+        .limit(bindparam("limit")),
+    )
+    for shape, medic in (("org", False), ("medic", True))
+]
 
 
 def record_send(
     conn: Connection,
     *,
     message_id: str,
-    org_id: str,
-    conversation_id: str,
-    sender_id: str,
+    sender: UserRow,
+    conversation: ConversationRow,
     content: str,
     idempotency_key: str,
     now: datetime,
     preview: str,
-) -> int:
-    """Take two stream positions, insert the message at the first, move its conversation's
-    preview to the second; returns the message's position. A duplicate key raises IntegrityError."""
+) -> tuple[MessageRow, ConversationRow]:
+    """The message as inserted and its conversation as the send left it (see the module doc).
+
+    A duplicate idempotency key raises the driver's integrity error (the store's `Duplicate`
+    at the transaction's edge)."""
+    params = dict(
+        message_id=message_id,
+        org=conversation.org_id,
+        conversation=conversation.id,
+        sender=sender.id,
+        sender_name=sender.display_name,
+        sender_role=sender.role,
+        medic_name=conversation.medic_name,
+        text=content,
+        key=idempotency_key,
+        now=now,
+        preview=preview,
+        count=SEND_POSITIONS,
+    )
     if conn.dialect.name == "postgresql":
-        position = conn.execute(
-            _RECORD_SEND_POSTGRES,
-            dict(
-                id=message_id,
-                org_id=org_id,
-                conversation_id=conversation_id,
-                sender_id=sender_id,
-                content=content,
-                idempotency_key=idempotency_key,
-                created_at=now,
-                preview=preview,
-            ),
-        ).scalar_one()
-        return int(position)
-    position = next_position(conn, org_id, 2)
-    _INSERT.run(
-        conn,
-        id=message_id,
-        org_id=org_id,
-        conversation_id=conversation_id,
-        sender_id=sender_id,
-        content=content,
-        idempotency_key=idempotency_key,
-        created_at=now,
-        position=position,
-    )
-    record_last_message(
-        conn, conversation_id, at=now, preview=preview, message_position=position, position=position + 1
-    )
-    return position
+        row = _SEND_POSTGRES.first(conn, **params)
+        assert row is not None
+        written, moved = row[:_MESSAGE_WIDTH], row[_MESSAGE_WIDTH:]
+    else:
+        first = stream.next_position(conn, conversation.org_id, SEND_POSITIONS)
+        inserted, updated = (
+            _SEND_MESSAGE.first(conn, first=first, **params),
+            _SEND_PREVIEW.first(conn, first=first, **params),
+        )
+        assert inserted is not None and updated is not None
+        written, moved = inserted, updated
+    return MessageRow(*written), ConversationRow(*moved)
 
 
 def get_message(conn: Connection, message_id: str) -> MessageRow | None:
-    row = conn.execute(_ROW_SELECT.where(messages.c.id == message_id)).mappings().first()
-    return None if row is None else build(MessageRow, row)
+    row = _BY_ID.first(conn, message_id=message_id)
+    return None if row is None else MessageRow(*row)
 
 
 def get_by_idempotency_key(conn: Connection, sender_id: str, key: str) -> MessageRow | None:
@@ -111,52 +214,24 @@ def thread_page(
     conn: Connection, conversation_id: str, *, before: int | None, limit: int
 ) -> tuple[list[MessageRow], bool]:
     """Up to `limit` messages before a position (exclusive), oldest first, and whether more exist."""
-    query = _ROW_SELECT.where(messages.c.conversation_id == conversation_id)
-    if before is not None:
-        query = query.where(messages.c.position < before)
-    query = query.order_by(messages.c.position.desc()).limit(limit + 1)
-    rows = [build(MessageRow, r) for r in conn.execute(query).mappings()]
+    bound = _NO_BOUND if before is None else before
+    rows = [MessageRow(*r) for r in _THREAD.rows(conn, conversation_id=conversation_id, before=bound, limit=limit + 1)]
     has_more = len(rows) > limit
     return list(reversed(rows[:limit])), has_more
 
 
-def messages_changed_since(
-    conn: Connection, visible: ColumnElement[bool], *, after: int, limit: int
-) -> list[MessageRow]:
-    visible_ids = select(conversations.c.id).where(visible)
-    query = (
-        _ROW_SELECT.where(messages.c.conversation_id.in_(visible_ids), messages.c.position > after)
-        .order_by(messages.c.position)
-        .limit(limit)
-    )
-    return [build(MessageRow, r) for r in conn.execute(query).mappings()]
-
-
-def messages_changed_in_org(conn: Connection, org_id: str, *, after: int, limit: int) -> list[MessageRow]:
-    """Every message of the org after `after`: the server's own read, not any viewer's."""
-    return [MessageRow(*row) for row in _CHANGED_IN_ORG.rows(conn, org=org_id, after=after, limit=limit)]
+def messages_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[MessageRow]:
+    statement = _CHANGED[not scope.whole_org]
+    rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
+    return [MessageRow(*row) for row in rows]
 
 
 def newest_per_conversation(conn: Connection, conversation_ids: list[str], per: int) -> list[MessageRow]:
     """The newest `per` messages of each conversation, in position order."""
     if not conversation_ids:
         return []
-    ranked = (
-        select(
-            messages.c.id,
-            func.row_number()
-            .over(partition_by=messages.c.conversation_id, order_by=messages.c.position.desc())
-            .label("rank"),
-        )
-        .where(messages.c.conversation_id.in_(conversation_ids))
-        .subquery()
-    )
-    query = _ROW_SELECT.where(messages.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= per))).order_by(
-        messages.c.position
-    )
-    return [build(MessageRow, r) for r in conn.execute(query).mappings()]
+    return [MessageRow(*row) for row in _NEWEST.rows(conn, ids=conversation_ids, per=per)]
 
 
 def latest_position_in(conn: Connection, conversation_id: str) -> int:
-    query = select(func.max(messages.c.position)).where(messages.c.conversation_id == conversation_id)
-    return int(conn.execute(query).scalar_one_or_none() or 0)
+    return int(_LATEST_IN.scalar(conn, conversation_id=conversation_id) or 0)

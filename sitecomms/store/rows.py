@@ -1,12 +1,13 @@
-"""Rows as the store returns them: frozen dataclasses, no rendering for any viewer."""
+"""Rows as the store returns them: frozen dataclasses, no rendering for any viewer.
+
+Each query selects (or returns) the columns of its row in field order, so rows are built
+positionally: `MessageRow(*values)`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
-
-from sqlalchemy import RowMapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +65,3 @@ class ReadStatusRow:
     last_read_position: int
     last_read_at: datetime
     position: int
-
-
-R = TypeVar("R")
-
-
-def build(cls: type[R], mapping: RowMapping) -> R:
-    """Make a row dataclass from a result mapping, taking just the fields it declares."""
-    fields: dict[str, Any] = cls.__dataclass_fields__  # type: ignore[attr-defined]
-    return cls(**{name: mapping[name] for name in fields})

@@ -12,24 +12,27 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from sitecomms.store.prepared import Prepared
 from sitecomms.store.schema import org_streams
+from sitecomms.store.statements import Statement
 
-_TAKE = Prepared(
+# The first of `count` new positions (RETURNING sees the row as updated). A module-level
+# construct, because the send on PostgreSQL runs it inside its one statement (messages.py).
+TAKE = (
     update(org_streams)
     .where(org_streams.c.org_id == bindparam("org"))
     .values(position=org_streams.c.position + bindparam("count"))
-    .returning(org_streams.c.position)
+    .returning((org_streams.c.position - bindparam("count") + 1).label("first"))
 )
-_HEAD = Prepared(select(org_streams.c.position).where(org_streams.c.org_id == bindparam("org_id")))
+_TAKE = Statement("stream.take", TAKE)
+_HEAD = Statement("stream.head", select(org_streams.c.position).where(org_streams.c.org_id == bindparam("org_id")))
 
 
 def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
     """Take the next `count` positions of the org's stream; returns the first of them."""
-    last = _TAKE.scalar(conn, org=org_id, count=count)
-    if last is None:
+    first = _TAKE.scalar(conn, org=org_id, count=count)
+    if first is None:
         raise LookupError(f"no stream for org {org_id}")
-    return int(last) - count + 1
+    return int(first)
 
 
 def current_position(conn: Connection, org_id: str) -> int:

@@ -4,20 +4,50 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, insert, select, update
 
-from sitecomms.store.prepared import Prepared
-from sitecomms.store.rows import UserRow, build
+from sitecomms.store.rows import UserRow
 from sitecomms.store.schema import users
+from sitecomms.store.scopes import Scope
+from sitecomms.store.statements import Statement
 
-_ROW_COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
-_BY_ID = Prepared(select(*_ROW_COLUMNS).where(users.c.id == bindparam("user_id")))
-_CHANGED_IN_ORG = Prepared(
-    select(*_ROW_COLUMNS)
-    .where(users.c.org_id == bindparam("org"), users.c.position > bindparam("after"))
-    .order_by(users.c.position)
-    .limit(bindparam("limit"))
+_COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
+
+
+def _scoped(medic: bool) -> Select[tuple[object, ...]]:
+    """The users a scope may see: the whole org, or the medic alone."""
+    where: list[ColumnElement[bool]] = [users.c.org_id == bindparam("org_id")]
+    if medic:
+        where.append(users.c.id == bindparam("medic_id"))
+    return select(*_COLUMNS).where(*where)
+
+
+_INSERT = Statement(
+    "users.insert", insert(users).values({c.name: bindparam(c.name) for c in users.c}).returning(*_COLUMNS)
 )
+_BY_ID = Statement("users.by_id", select(*_COLUMNS).where(users.c.id == bindparam("user_id")))
+_BY_EMAIL = Statement("users.by_email", select(*_COLUMNS).where(users.c.email == bindparam("email")))
+_RENAME = Statement(
+    "users.rename",
+    update(users)
+    .where(users.c.id == bindparam("user_id"))
+    .values(display_name=bindparam("display_name"), position=bindparam("position")),
+)
+# Per scope shape, [whole org, medic]: the directory, and the changes after a position.
+_LIST = [
+    Statement(f"users.list.{shape}", _scoped(medic).order_by(users.c.role, users.c.display_name, users.c.id))
+    for shape, medic in (("org", False), ("medic", True))
+]
+_CHANGED = [
+    Statement(
+        f"users.changed.{shape}",
+        _scoped(medic)
+        .where(users.c.position > bindparam("after"))
+        .order_by(users.c.position)
+        .limit(bindparam("limit")),
+    )
+    for shape, medic in (("org", False), ("medic", True))
+]
 
 
 def insert_user(
@@ -32,7 +62,8 @@ def insert_user(
     now: datetime,
     position: int,
 ) -> UserRow:
-    values = dict(
+    row = _INSERT.first(
+        conn,
         id=user_id,
         org_id=org_id,
         email=email,
@@ -42,8 +73,8 @@ def insert_user(
         created_at=now,
         position=position,
     )
-    conn.execute(insert(users).values(**values))
-    return UserRow(**values)  # type: ignore[arg-type]
+    assert row is not None
+    return UserRow(*row)
 
 
 def get_user(conn: Connection, user_id: str) -> UserRow | None:
@@ -52,24 +83,20 @@ def get_user(conn: Connection, user_id: str) -> UserRow | None:
 
 
 def get_user_by_email(conn: Connection, email: str) -> UserRow | None:
-    row = conn.execute(select(users).where(users.c.email == email)).mappings().first()
-    return None if row is None else build(UserRow, row)
+    row = _BY_EMAIL.first(conn, email=email)
+    return None if row is None else UserRow(*row)
 
 
-def list_users(conn: Connection, visible: ColumnElement[bool]) -> list[UserRow]:
-    query = select(users).where(visible).order_by(users.c.role, users.c.display_name, users.c.id)
-    return [build(UserRow, r) for r in conn.execute(query).mappings()]
+def list_users(conn: Connection, scope: Scope) -> list[UserRow]:
+    statement = _LIST[not scope.whole_org]
+    return [UserRow(*row) for row in statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id)]
 
 
-def users_changed_since(conn: Connection, visible: ColumnElement[bool], *, after: int, limit: int) -> list[UserRow]:
-    query = select(users).where(visible, users.c.position > after).order_by(users.c.position).limit(limit)
-    return [build(UserRow, r) for r in conn.execute(query).mappings()]
-
-
-def users_changed_in_org(conn: Connection, org_id: str, *, after: int, limit: int) -> list[UserRow]:
-    """Every user of the org changed after `after`: the server's own read, not any viewer's."""
-    return [UserRow(*row) for row in _CHANGED_IN_ORG.rows(conn, org=org_id, after=after, limit=limit)]
+def users_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[UserRow]:
+    statement = _CHANGED[not scope.whole_org]
+    rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
+    return [UserRow(*row) for row in rows]
 
 
 def rename_user(conn: Connection, user_id: str, *, display_name: str, position: int) -> None:
-    conn.execute(update(users).where(users.c.id == user_id).values(display_name=display_name, position=position))
+    _RENAME.run(conn, user_id=user_id, display_name=display_name, position=position)

@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection
 
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import ChangeType, MessageStatus
 from sitecomms.protocol.models import Change
 from sitecomms.server.services import views, visibility
-from sitecomms.server.services.sync import window_of
+from sitecomms.server.services.sync import read_window
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations, messages, reads, users
-from sitecomms.store.database import Database
+from sitecomms.store import conversations
+from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
 from sitecomms.store.stream import current_position
 
@@ -137,15 +136,8 @@ class Feed:
 
 def _read_txn(conn: Connection, org_id: str, after: int, limit: int) -> FeedBatch:
     head = current_position(conn, org_id)
-    fetch = limit + 1  # every change of the org, whoever may see it: prepared org-wide reads
-    window = window_of(
-        users.users_changed_in_org(conn, org_id, after=after, limit=fetch),
-        conversations.conversations_changed_in_org(conn, org_id, after=after, limit=fetch),
-        messages.messages_changed_in_org(conn, org_id, after=after, limit=fetch),
-        reads.read_statuses_changed_in_org(conn, org_id, after=after, limit=fetch),
-        limit=limit,
-        head=head,
-    )
+    # Every change of the org, whoever may see it: the statements of an admin's pull sync.
+    window = read_window(conn, visibility.org_scope(org_id), after=after, limit=limit, head=head)
     by_id = {c.id: c for c in window.conversations}
     referenced = {m.conversation_id for m in window.messages} | {r.conversation_id for r in window.read_statuses}
     missing = sorted(referenced - by_id.keys())

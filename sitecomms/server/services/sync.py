@@ -21,8 +21,6 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import ChangeType
 from sitecomms.protocol.errors import ErrorCode
@@ -30,10 +28,11 @@ from sitecomms.protocol.limits import INITIAL_SYNC_MESSAGES_PER_CONVERSATION
 from sitecomms.protocol.models import Change, SyncPage
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict
-from sitecomms.server.services.visibility import Scope, Viewer
+from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, users
-from sitecomms.store.database import Database
+from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
+from sitecomms.store.scopes import Scope
 from sitecomms.store.stream import current_position
 
 
@@ -49,11 +48,12 @@ class Sync:
 
 def _snapshot_txn(conn: Connection, viewer: Viewer) -> SyncPage:
     head = current_position(conn, viewer.org_id)
-    conv_rows = conversations.list_conversations(conn, visibility.conversations_clause(viewer))
+    scope = visibility.viewer_scope(viewer)
+    conv_rows = conversations.list_conversations(conn, scope)
     ids = [c.id for c in conv_rows]
     message_rows = messages.newest_per_conversation(conn, ids, INITIAL_SYNC_MESSAGES_PER_CONVERSATION)
-    status_rows = reads.read_statuses_in(conn, visibility.read_statuses_clause(viewer))
-    user_rows = users.list_users(conn, visibility.users_clause(viewer))
+    status_rows = reads.read_statuses_in(conn, scope)
+    user_rows = users.list_users(conn, scope)
     changes = _render(conn, viewer, user_rows, conv_rows, message_rows, status_rows)
     return SyncPage(changes=changes, next_cursor=str(Cursor(head, viewer.org_id)), has_more=False, reset=True)
 
@@ -84,13 +84,15 @@ class Window:
 
 
 def read_window(conn: Connection, scope: Scope, *, after: int, limit: int, head: int) -> Window:
-    """The first `limit` changes after `after` in position order, split by table (see the module doc)."""
+    """The first `limit` changes after `after` in position order, split by table (see the module doc).
+
+    The same statements serve a viewer's pull sync and the live feed's org-wide read (`feed.py`)."""
     fetch = limit + 1
     return window_of(
-        users.users_changed_since(conn, scope.users, after=after, limit=fetch),
-        conversations.conversations_changed_since(conn, scope.conversations, after=after, limit=fetch),
-        messages.messages_changed_since(conn, scope.conversations, after=after, limit=fetch),
-        reads.read_statuses_changed_since(conn, scope.read_statuses, after=after, limit=fetch),
+        users.users_changed_since(conn, scope, after=after, limit=fetch),
+        conversations.conversations_changed_since(conn, scope, after=after, limit=fetch),
+        messages.messages_changed_since(conn, scope, after=after, limit=fetch),
+        reads.read_statuses_changed_since(conn, scope, after=after, limit=fetch),
         limit=limit,
         head=head,
     )

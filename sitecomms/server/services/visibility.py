@@ -12,9 +12,10 @@ The rules (design §3):
 Anything not visible is reported as not found, never as forbidden, so existence does not leak;
 a visible conversation the viewer may not write is forbidden.
 
-Each rule exists twice, as an SQL clause (for reads that filter in the database) and as a
-predicate on a loaded row (for checks and, later, realtime fan-out); the tests hold the two
-forms to the same answers. Names as a viewer sees them are here too, because which name a
+Each rule exists twice: as the store `Scope` a viewer reads with (plain data: the whole org
+for an admin, or "this medic" for a medic; the store turns each shape into its prepared
+statements) and as a predicate on a loaded row (for checks and realtime fan-out); the tests
+hold the two forms to the same answers. Names as a viewer sees them are here too, because which name a
 viewer may learn is part of the same policy.
 """
 
@@ -22,12 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_
-
 from sitecomms.protocol.enums import ConversationType, Role
 from sitecomms.server.services.errors import Forbidden, NotFound
 from sitecomms.store.rows import ConversationRow, ReadStatusRow, UserRow
-from sitecomms.store.schema import conversations, read_status, users
+from sitecomms.store.scopes import Scope
 
 ADMIN_TEAM_NAME = "Admin"
 BROADCAST_NAME = "Broadcast"
@@ -47,19 +46,6 @@ class Viewer:
 
 
 # --- conversations -------------------------------------------------------------------------
-
-
-def conversations_clause(viewer: Viewer) -> ColumnElement[bool]:
-    in_org = conversations.c.org_id == viewer.org_id
-    if viewer.is_admin:
-        return in_org
-    return and_(
-        in_org,
-        or_(
-            conversations.c.type == ConversationType.BROADCAST.value,
-            conversations.c.medic_id == viewer.user_id,
-        ),
-    )
 
 
 def can_see_conversation(viewer: Viewer, conversation: ConversationRow) -> bool:
@@ -92,19 +78,6 @@ def require_writable(viewer: Viewer, conversation: ConversationRow | None) -> Co
 # --- read statuses -------------------------------------------------------------------------
 
 
-def read_statuses_clause(viewer: Viewer) -> ColumnElement[bool]:
-    """A clause over `read_status` joined with its `conversations` row."""
-    if viewer.is_admin:
-        return conversations_clause(viewer)
-    return and_(
-        conversations_clause(viewer),
-        or_(
-            conversations.c.type == ConversationType.DIRECT.value,
-            read_status.c.user_id == viewer.user_id,
-        ),
-    )
-
-
 def can_see_read_status(viewer: Viewer, conversation: ConversationRow, status: ReadStatusRow) -> bool:
     if not can_see_conversation(viewer, conversation):
         return False
@@ -112,17 +85,6 @@ def can_see_read_status(viewer: Viewer, conversation: ConversationRow, status: R
 
 
 # --- users ---------------------------------------------------------------------------------
-
-
-def users_clause(viewer: Viewer) -> ColumnElement[bool]:
-    if viewer.is_admin:
-        return users.c.org_id == viewer.org_id
-    return and_(users.c.org_id == viewer.org_id, users.c.id == viewer.user_id)
-
-
-def org_members_clause(org_id: str) -> ColumnElement[bool]:
-    """Everyone in an org: the operator's view (CLI), never a signed-in user's."""
-    return users.c.org_id == org_id
 
 
 def can_see_user(viewer: Viewer, user: UserRow) -> bool:
@@ -164,20 +126,17 @@ def medic_audience(conversation: ConversationRow | None, user: UserRow | None = 
     return conversation.medic_id
 
 
-# --- scopes: the three clauses together ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a reader of the stream may see, as clauses over users, conversations and read statuses."""
-
-    users: ColumnElement[bool]
-    conversations: ColumnElement[bool]
-    read_statuses: ColumnElement[bool]
+# --- scopes: what a viewer's reads may return ----------------------------------------------
 
 
 def viewer_scope(viewer: Viewer) -> Scope:
-    return Scope(users_clause(viewer), conversations_clause(viewer), read_statuses_clause(viewer))
+    """The rows of the stream this viewer may see (the SQL form of the rules above)."""
+    return Scope(viewer.org_id) if viewer.is_admin else Scope(viewer.org_id, medic_id=viewer.user_id)
+
+
+def org_scope(org_id: str) -> Scope:
+    """Every row of an org: the server's own reads (the live feed) and the operator's (CLI)."""
+    return Scope(org_id)
 
 
 # --- names as the viewer sees them ---------------------------------------------------------

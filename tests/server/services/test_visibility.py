@@ -1,11 +1,12 @@
-"""The visibility policy: each rule's SQL clause and Python predicate give the same answers.
+"""The visibility policy: each viewer's store scope and the Python predicates give the same answers.
 
-`visibility.py` states every rule twice, once as an SQL clause (reads that filter in the
-database) and once as a predicate on a loaded row (checks, fan-out). Here both forms judge the
-same rows: the clause runs against the real database through the store functions that the
-services use, and the predicate runs over every row of the table, loaded in the same
-transaction. The rows are the whole session database (random worlds made here plus whatever
-earlier tests left), so the comparison also covers orgs the viewer does not belong to.
+`visibility.py` states every rule twice, once as the store `Scope` a viewer reads with (which
+the store turns into SQL) and once as a predicate on a loaded row (checks, fan-out). Here both
+forms judge the same rows: the scope runs against the real database through the store
+functions that the services use, and the predicate runs over every row of every org (read
+org by org with the whole-org scope), loaded in the same transaction. The rows are the whole
+session database (random worlds made here plus whatever earlier tests left), so the
+comparison also covers orgs the viewer does not belong to.
 
 Then unit tests of the names a viewer is shown.
 """
@@ -21,13 +22,13 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, true
+from sqlalchemy import Connection, select
 
 from sitecomms.protocol.enums import ConversationType, Role
 from sitecomms.server.services import visibility
 from sitecomms.server.services.errors import Forbidden, NotFound
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations, messages, reads, users
+from sitecomms.store import conversations, messages, reads, schema, users
 from sitecomms.store.rows import ConversationRow, ReadStatusRow, UserRow
 from tests.conftest import Stack
 from tests.support import Member, World
@@ -48,38 +49,37 @@ class Verdicts:
     users: set[str]
 
 
-def _by_clause(conn: Connection, viewer: Viewer) -> list[Verdicts]:
-    """The clauses, through every store function that takes one (with `after=0`: all rows)."""
-    conversations_clause = visibility.conversations_clause(viewer)
-    statuses_clause = visibility.read_statuses_clause(viewer)
-    users_clause = visibility.users_clause(viewer)
+def _by_scope(conn: Connection, viewer: Viewer) -> list[Verdicts]:
+    """The viewer's scope, through every store function that takes one (with `after=0`: all rows)."""
+    scope = visibility.viewer_scope(viewer)
     listed = Verdicts(
-        conversations={c.id for c in conversations.list_conversations(conn, conversations_clause)},
-        messages={m.id for m in messages.messages_changed_since(conn, conversations_clause, after=0, limit=EVERYTHING)},
-        read_statuses={(s.conversation_id, s.user_id) for s in reads.read_statuses_in(conn, statuses_clause)},
-        users={u.id for u in users.list_users(conn, users_clause)},
+        conversations={c.id for c in conversations.list_conversations(conn, scope)},
+        messages={m.id for m in messages.messages_changed_since(conn, scope, after=0, limit=EVERYTHING)},
+        read_statuses={(s.conversation_id, s.user_id) for s in reads.read_statuses_in(conn, scope)},
+        users={u.id for u in users.list_users(conn, scope)},
     )
     changed = Verdicts(
-        conversations={
-            c.id
-            for c in conversations.conversations_changed_since(conn, conversations_clause, after=0, limit=EVERYTHING)
-        },
+        conversations={c.id for c in conversations.conversations_changed_since(conn, scope, after=0, limit=EVERYTHING)},
         messages=listed.messages,
         read_statuses={
             (s.conversation_id, s.user_id)
-            for s in reads.read_statuses_changed_since(conn, statuses_clause, after=0, limit=EVERYTHING)
+            for s in reads.read_statuses_changed_since(conn, scope, after=0, limit=EVERYTHING)
         },
-        users={u.id for u in users.users_changed_since(conn, users_clause, after=0, limit=EVERYTHING)},
+        users={u.id for u in users.users_changed_since(conn, scope, after=0, limit=EVERYTHING)},
     )
     return [listed, changed]
 
 
 def _by_predicate(conn: Connection, viewer: Viewer) -> Verdicts:
-    """The predicates, applied to every row of every table."""
-    every_conversation = {c.id: c for c in conversations.list_conversations(conn, true())}
-    every_message = messages.messages_changed_since(conn, true(), after=0, limit=EVERYTHING)
-    every_status = reads.read_statuses_in(conn, true())
-    every_user = users.list_users(conn, true())
+    """The predicates, applied to every row of every table (every org's, whole)."""
+    every_org = [visibility.org_scope(org_id) for org_id in conn.execute(select(schema.orgs.c.id)).scalars()]
+    every_conversation = {c.id: c for org in every_org for c in conversations.list_conversations(conn, org)}
+    every_message = [
+        m for org in every_org for m in messages.messages_changed_since(conn, org, after=0, limit=EVERYTHING)
+    ]
+    every_status = [s for org in every_org for s in reads.read_statuses_in(conn, org)]
+    every_user = [u for org in every_org for u in users.list_users(conn, org)]
+    assert len(every_org) >= 2 and every_message and every_status
     return Verdicts(
         conversations={c.id for c in every_conversation.values() if visibility.can_see_conversation(viewer, c)},
         messages={
@@ -98,7 +98,7 @@ def _by_predicate(conn: Connection, viewer: Viewer) -> Verdicts:
 
 def _both_forms(conn: Connection, viewers: list[Viewer]) -> list[tuple[Viewer, list[Verdicts], Verdicts]]:
     """Both forms for every viewer, in one snapshot so that they judge the same rows."""
-    return [(viewer, _by_clause(conn, viewer), _by_predicate(conn, viewer)) for viewer in viewers]
+    return [(viewer, _by_scope(conn, viewer), _by_predicate(conn, viewer)) for viewer in viewers]
 
 
 # --- a small random world --------------------------------------------------------------------
@@ -163,7 +163,7 @@ def _odd_viewers(worlds: list[World]) -> list[Viewer]:
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # see test_isolation: no slow shrinking
 )
 @given(world_shapes=shapes())
-async def test_clauses_and_predicates_agree(stack: Stack, world_shapes: list[Shape]) -> None:
+async def test_scopes_and_predicates_agree(stack: Stack, world_shapes: list[Shape]) -> None:
     async with asyncio.timeout(EXAMPLE_TIMEOUT_SECONDS):
         worlds = [await _make(stack, shape) for shape in world_shapes]
         members: list[Member] = [m for world in worlds for m in world.members]
@@ -171,8 +171,8 @@ async def test_clauses_and_predicates_agree(stack: Stack, world_shapes: list[Sha
         viewers = [*(m.viewer for m in members), *odd]
         results = await stack.db.read("test_visibility_forms", _both_forms, viewers)
     assert [viewer for viewer, _, _ in results] == viewers
-    for viewer, by_clause, by_predicate in results:
-        for verdicts in by_clause:
+    for viewer, by_scope, by_predicate in results:
+        for verdicts in by_scope:
             assert verdicts == by_predicate, viewer
 
     # The comparison is only worth something if the rules let some things through and keep

@@ -1,0 +1,22 @@
+"""Which rows of an org a read may return: the shape of a filter, nothing more.
+
+`Scope(org_id)` is every row of the org. `Scope(org_id, medic_id)` is the org's broadcast and
+that medic's direct conversation, the messages in them, their read statuses except other
+users' in the broadcast, and the medic's own user row. The query modules translate each shape
+into prepared statements (one variant per shape); who is given which scope is the visibility
+policy's decision (`server/services/visibility.py`), not the store's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    org_id: str
+    medic_id: str | None = None
+
+    @property
+    def whole_org(self) -> bool:
+        return self.medic_id is None

@@ -1,0 +1,215 @@
+"""The one way the store runs SQL: `Statement`, built once, compiled once per dialect.
+
+Building a Core statement, computing its cache key and looking up its compiled form costs
+tens of microseconds per `execute`, several times what SQLite takes to run it (measured in
+docs/performance.md), and a send runs several statements. So every query of the store is a
+module-level `Statement(name, core_statement)` with named `bindparam`s, run by
+`rows/first/scalar/run(conn, **params)`; rows come back as plain tuples in the order of the
+statement's columns.
+
+- **SQLite** (the only fast path): the statement is compiled once with SQLAlchemy's public
+  compiler API (`positiontup`, `binds`, and each type's `dialect_impl(dialect)` bind and result
+  processors), and the SQL runs on the raw `sqlite3` connection inside the caller's
+  transaction, so values are exactly what `conn.execute` gives (UTC datetimes included).
+  Driver errors are wrapped in SQLAlchemy's exception classes (`DBAPIError.instance`), as
+  `conn.execute` does, so the store's error translation sees one shape. IN-lists are
+  `bindparam(..., expanding=True)`; a list is padded (with its last element, which an IN
+  ignores) to the next power of two, and each padded length is compiled once
+  (`construct_expanded_state`): a small fixed set of variants, never one per call.
+- **Every other dialect** runs `conn.execute(statement, params)`: the statement is still built
+  once, and SQLAlchemy compiles it once per dialect into its compiled cache.
+
+Every `Statement` is recorded in `REGISTRY` by its unique name, so tests can check that each
+one gives the same rows through this path as through plain `conn.execute`
+(tests/store/test_statements.py). `dialects` restricts a statement written for one engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.selectable import ReturnsRows
+
+Processor = Callable[[Any], Any] | None
+
+REGISTRY: dict[str, Statement] = {}
+
+_NOT_A_LIST = -1
+
+
+class _Plan:
+    """One compiled form on SQLite: the SQL, where each positional value comes from, processors.
+
+    The hot loops touch only what needs work: values are taken by name, then only the
+    positions with a processor (or an IN-list element) are rewritten."""
+
+    __slots__ = ("defaults", "names", "results", "special", "sql")
+
+    def __init__(self, sql: str, binds: list[tuple[str, int, Any, Processor]], results: list[Processor]) -> None:
+        self.sql = sql
+        self.names = [name for name, _, _, _ in binds]
+        # Values the statement itself holds (literals), which a caller's parameter may override.
+        self.defaults = {name: default for name, _, default, _ in binds if default is not None}
+        # (position, parameter name, index into its list or _NOT_A_LIST, bind processor)
+        self.special = [
+            (position, name, index, process)
+            for position, (name, index, _, process) in enumerate(binds)
+            if process is not None or index != _NOT_A_LIST
+        ]
+        self.results = [(position, process) for position, process in enumerate(results) if process is not None]
+
+    def parameters(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional values; a KeyError names a required parameter the caller left out."""
+        if self.defaults:
+            params = self.defaults | dict(params)
+        values = [params[name] for name in self.names]
+        for position, name, index, process in self.special:
+            value = params[name]
+            if index != _NOT_A_LIST:
+                value = value[index] if index < len(value) else value[-1]
+            values[position] = value if process is None else process(value)
+        return values
+
+    def row(self, raw: Sequence[Any]) -> Sequence[Any]:
+        if not self.results:
+            return raw
+        values = list(raw)
+        for position, process in self.results:
+            values[position] = process(values[position])
+        return values
+
+
+class Statement:
+    """One named statement with named parameters; see the module doc."""
+
+    __slots__ = ("_compiled", "_lists", "_plans", "_sqlite", "dialects", "name", "statement")
+
+    def __init__(self, name: str, statement: Executable, *, dialects: tuple[str, ...] | None = None) -> None:
+        if name in REGISTRY:
+            raise ValueError(f"two statements named {name!r}")
+        self.name = name
+        self.statement = statement
+        self.dialects = dialects
+        self._sqlite: _Plan | None = None  # the plan, when the statement has no IN-list
+        self._plans: dict[tuple[int, ...], _Plan] = {}  # by padded list lengths
+        self._compiled: SQLCompiler | None = None
+        self._lists: tuple[str, ...] | None = None  # names of the expanding parameters
+        REGISTRY[name] = self
+
+    def __repr__(self) -> str:
+        return f"Statement({self.name!r})"
+
+    def rows(self, conn: Connection, **params: Any) -> list[Sequence[Any]]:
+        if conn.dialect.name != "sqlite":
+            return list(conn.execute(self.statement, params))
+        plan = self._sqlite or self._plan(conn.dialect, params)
+        cursor = _execute(conn, plan, params)
+        try:
+            return [plan.row(raw) for raw in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def first(self, conn: Connection, **params: Any) -> Sequence[Any] | None:
+        """The first row, or None (a write's RETURNING row: its changes are all made by then)."""
+        if conn.dialect.name != "sqlite":
+            return conn.execute(self.statement, params).first()
+        plan = self._sqlite or self._plan(conn.dialect, params)
+        cursor = _execute(conn, plan, params)
+        try:
+            raw = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if raw is None else plan.row(raw)
+
+    def scalar(self, conn: Connection, **params: Any) -> Any:
+        row = self.first(conn, **params)
+        return None if row is None else row[0]
+
+    def run(self, conn: Connection, **params: Any) -> int:
+        """Execute a statement that returns no rows; the number of rows it changed."""
+        if conn.dialect.name != "sqlite":
+            return int(conn.execute(self.statement, params).rowcount)
+        cursor = _execute(conn, self._sqlite or self._plan(conn.dialect, params), params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    # --- SQLite -----------------------------------------------------------------------------
+
+    def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
+        if self._sqlite is not None:
+            return self._sqlite
+        if self._lists is None:
+            self._compile(dialect)
+            assert self._lists is not None
+            if not self._lists:
+                self._sqlite = self._build(dialect, {})
+                return self._sqlite
+        lengths = tuple(_padded(len(params[name])) for name in self._lists)
+        plan = self._plans.get(lengths)
+        if plan is None:
+            plan = self._plans[lengths] = self._build(dialect, dict(zip(self._lists, lengths, strict=True)))
+        return plan
+
+    def _compile(self, dialect: Dialect) -> None:
+        compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.positiontup is None:
+            raise ValueError(f"{dialect.name}: statements need a positional paramstyle")
+        self._compiled = compiled
+        self._lists = tuple(name for name in compiled.positiontup if compiled.binds[name].expanding)
+
+    def _build(self, dialect: Dialect, lengths: dict[str, int]) -> _Plan:
+        compiled = self._compiled
+        assert compiled is not None and compiled.positiontup is not None
+        sql, order = compiled.string, list(compiled.positiontup)
+        source = {name: (name, _NOT_A_LIST) for name in order}
+        if lengths:
+            # Expand each IN-list to its padded length once; map the expanded names back.
+            # (placeholder values: only the lengths matter, the SQL holds no value)
+            placeholders = {bind.key: None for bind in compiled.binds.values() if bind.required}
+            expanded = compiled.construct_expanded_state(placeholders | {n: [None] * k for n, k in lengths.items()})
+            assert expanded.positiontup is not None
+            sql, order = expanded.statement, list(expanded.positiontup)
+            source = {name: (name, _NOT_A_LIST) for name in order}
+            for name, names in expanded.parameter_expansion.items():
+                source.update({each: (name, index) for index, each in enumerate(names)})
+        binds: list[tuple[str, int, Any, Processor]] = []
+        for position_name in order:
+            name, index = source[position_name]
+            bind = compiled.binds[name]
+            default = None if bind.required else bind.effective_value
+            binds.append((name, index, default, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+        return _Plan(sql, binds, _result_processors(self.statement, dialect))
+
+
+def _execute(conn: Connection, plan: _Plan, params: Mapping[str, Any]) -> Any:
+    values = plan.parameters(params)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    try:
+        return raw.execute(plan.sql, values)
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            plan.sql, values, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from error
+
+
+def _padded(length: int) -> int:
+    if length == 0:
+        raise ValueError("an empty IN-list: the caller answers without a query")
+    return 1 << (length - 1).bit_length()
+
+
+def _result_processors(statement: Executable, dialect: Dialect) -> list[Processor]:
+    """The result processor of each column the statement returns (selected or RETURNING)."""
+    if not isinstance(statement, ReturnsRows):
+        return []
+    columns = statement.exported_columns
+    return [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
