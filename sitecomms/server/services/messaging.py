@@ -8,7 +8,6 @@ positions in its transaction: one for the message, one for the conversation's ne
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -105,40 +104,16 @@ def _send_txn(
     # The org's stream lock is held from here to COMMIT: nothing is read under it, and on
     # PostgreSQL it is one statement. A racing retry with the same key that committed meanwhile
     # makes the insert violate the unique key; `send` then answers with that message.
-    now = utcnow()
-    message_id = str(uuid.uuid4())
-    preview = preview_of(content)
-    position = messages.record_send(
+    return messages.record_send(
         conn,
-        message_id=message_id,
-        org_id=conversation.org_id,
-        conversation_id=conversation.id,
-        sender_id=sender.id,
+        message_id=str(uuid.uuid4()),
+        sender=sender,
+        conversation=conversation,
         content=content,
         idempotency_key=key,
-        now=now,
-        preview=preview,
+        now=utcnow(),
+        preview=preview_of(content),
     )
-    row = MessageRow(
-        id=message_id,
-        org_id=conversation.org_id,
-        conversation_id=conversation.id,
-        sender_id=sender.id,
-        sender_name=sender.display_name,
-        sender_role=sender.role,
-        content=content,
-        idempotency_key=key,
-        created_at=now,
-        position=position,
-    )
-    updated = dataclasses.replace(
-        conversation,
-        last_message_at=now,
-        last_message_preview=preview,
-        last_message_position=position,
-        position=position + 1,
-    )
-    return row, updated
 
 
 def _replay_txn(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow:
@@ -149,7 +124,7 @@ def _replay_txn(conn: Connection, viewer: Viewer, conversation_id: str, content:
 
 
 def _list_txn(conn: Connection, viewer: Viewer) -> ConversationList:
-    rows = conversations.list_conversations(conn, visibility.conversations_clause(viewer))
+    rows = conversations.list_conversations(conn, visibility.viewer_scope(viewer))
     ids = [row.id for row in rows]
     unread = conversations.unread_counts(conn, viewer.user_id, ids)
     read_upto = reads.read_positions_of_user(conn, viewer.user_id, ids)
@@ -203,13 +178,15 @@ def _mark_read_txn(
     current = reads.get_read_status(conn, conversation.id, viewer.user_id)
     if current is not None and current.last_read_position >= target:
         return views.read_status_view(current), None
-    row = ReadStatusRow(
+    row = reads.move_read_status(
+        conn,
         conversation_id=conversation.id,
         user_id=viewer.user_id,
         org_id=conversation.org_id,
-        last_read_position=target,
-        last_read_at=utcnow(),
+        target=target,
+        at=utcnow(),
         position=position,
+        exists=current is not None,
     )
-    reads.save_read_status(conn, row, exists=current is not None)
+    assert row is not None, "moved under the org's stream lock, after the check above"
     return views.read_status_view(row), (row, conversation)
