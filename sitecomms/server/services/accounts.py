@@ -130,12 +130,12 @@ class Accounts:
         return MeView(user=views.user_view(user), org=views.org_view(org))
 
     async def directory(self, viewer: Viewer) -> UserList:
-        rows = await self._db.read("directory", users.list_users, visibility.users_clause(viewer))
+        rows = await self._db.read("directory", users.list_users, visibility.viewer_scope(viewer))
         return UserList(users=[views.user_view(r) for r in rows])
 
     async def members(self, org_id: str) -> list[UserView]:
         """Every user of an org, for the operator (CLI); not reachable over HTTP."""
-        rows = await self._db.read("org_members", users.list_users, visibility.org_members_clause(org_id))
+        rows = await self._db.read("org_members", users.list_users, visibility.org_scope(org_id))
         return [views.user_view(r) for r in rows]
 
 
