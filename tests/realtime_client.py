@@ -42,6 +42,7 @@ from websockets.uri import parse_uri
 
 from sitecomms.protocol.enums import ChangeType
 from sitecomms.protocol.frames import ClientFrame, ServerFrame
+from sitecomms.protocol.requests import LoginRequest, SendMessageRequest, UpdateUserRequest, body
 
 CHANGE_TYPES = frozenset(t.value for t in ChangeType)
 DEFAULT_TIMEOUT = 10.0
@@ -266,7 +267,7 @@ class Http:
         return {"Authorization": f"Bearer {token}"}
 
     async def login(self, email: str, password: str) -> Any:
-        response = await self.client.post("/v1/auth/login", json={"email": email, "password": password})
+        response = await self.client.post("/v1/auth/login", json=body(LoginRequest(email, password)))
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -277,8 +278,8 @@ class Http:
 
     async def send(self, token: str, conversation_id: str, content: str, key: str | None = None) -> Any:
         """POST /v1/messages (a new message: 201); returns the message."""
-        body = {"conversation_id": conversation_id, "content": content, "idempotency_key": key or uuid.uuid4().hex}
-        response = await self.client.post("/v1/messages", json=body, headers=self._auth(token))
+        request = SendMessageRequest(conversation_id, content, key or uuid.uuid4().hex)
+        response = await self.client.post("/v1/messages", json=body(request), headers=self._auth(token))
         assert response.status_code == 201, f"send: {response.status_code} {response.text}"
         return response.json()
 
@@ -290,7 +291,7 @@ class Http:
 
     async def rename(self, token: str, user_id: str, display_name: str) -> Any:
         response = await self.client.patch(
-            f"/v1/users/{user_id}", json={"display_name": display_name}, headers=self._auth(token)
+            f"/v1/users/{user_id}", json=body(UpdateUserRequest(display_name)), headers=self._auth(token)
         )
         assert response.status_code == 200, f"rename: {response.status_code} {response.text}"
         return response.json()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
+from sitecomms.protocol.requests import SendMessageRequest, body
 from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.visibility import Viewer
 
@@ -126,8 +127,8 @@ class Orgs:
         return response.json()
 
     async def send(self, member: Member, conversation_id: str, content: str, key: str | None = None) -> Any:
-        body = {"conversation_id": conversation_id, "content": content, "idempotency_key": key or uuid.uuid4().hex}
-        response = await self.client.post("/v1/messages", json=body, headers=member.headers)
+        request = SendMessageRequest(conversation_id, content, key or uuid.uuid4().hex)
+        response = await self.client.post("/v1/messages", json=body(request), headers=member.headers)
         assert response.status_code == 201, response.text
         return response.json()
 

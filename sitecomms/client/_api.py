@@ -1,4 +1,4 @@
-"""The server's HTTP API as the SDK uses it: requests out, protocol dataclasses back.
+"""The server's HTTP API as the SDK uses it: protocol requests out, protocol dataclasses back.
 
 Every answer is decoded at this boundary into the `sitecomms.protocol` dataclass the server
 renders (`TokenView`, `MessageView`, `ReadStatusView`, `SyncPage`), strictly: an answer that is
@@ -19,6 +19,7 @@ from sitecomms.client._errors import AuthenticationError, NotFound, RequestRejec
 from sitecomms.protocol.decoding import WireError, decode
 from sitecomms.protocol.limits import SYNC_PAGE_DEFAULT
 from sitecomms.protocol.models import ErrorBody, MessageView, ReadStatusView, SyncPage, TokenView
+from sitecomms.protocol.requests import LoginRequest, MarkReadRequest, SendMessageRequest, body
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -44,27 +45,27 @@ class Api:
         if response.status_code >= 500:
             raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError as exc:
             raise ServerUnavailable(f"{method} {path}: not JSON (HTTP {response.status_code})") from exc
         if response.status_code >= 400:
-            _raise_refusal(response, body)
+            _raise_refusal(response, answer)
         try:
-            return decode(shape, body)
+            return decode(shape, answer)
         except WireError as exc:
             raise ServerUnavailable(f"{method} {path}: the answer is not a {shape.__name__}: {exc}") from exc
 
     async def login(self, email: str, password: str) -> TokenView:
         """The server's answer; the caller decides whether to use its token (`self.token`)."""
-        return await self.request(TokenView, "POST", "/v1/auth/login", json={"email": email, "password": password})
+        return await self.request(TokenView, "POST", "/v1/auth/login", json=body(LoginRequest(email, password)))
 
     async def send(self, conversation_id: str, content: str, idempotency_key: str) -> MessageView:
-        payload = {"conversation_id": conversation_id, "content": content, "idempotency_key": idempotency_key}
+        payload = body(SendMessageRequest(conversation_id, content, idempotency_key))
         return await self.request(MessageView, "POST", "/v1/messages", json=payload)
 
     async def mark_read(self, conversation_id: str, position: int) -> ReadStatusView:
         path = f"/v1/conversations/{conversation_id}/read"
-        return await self.request(ReadStatusView, "POST", path, json={"position": position})
+        return await self.request(ReadStatusView, "POST", path, json=body(MarkReadRequest(position)))
 
     async def sync(self, cursor: str | None, limit: int = SYNC_PAGE_DEFAULT) -> SyncPage:
         params: dict[str, Any] = {"limit": limit}
@@ -77,11 +78,11 @@ class Api:
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/realtime"
 
 
-def _raise_refusal(response: httpx.Response, body: object) -> None:
+def _raise_refusal(response: httpx.Response, answer: object) -> None:
     """A 4xx as the SDK's error. A body that is not the protocol's error (a proxy's, say) still
     refuses the request: its status says how, with a generic code."""
     try:
-        detail = decode(ErrorBody, body).error
+        detail = decode(ErrorBody, answer).error
         code, message = detail.code, detail.message
     except WireError:
         code, message = "error", response.reason_phrase

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from sitecomms.protocol.requests import LoginRequest, SendMessageRequest, body
 from tests.servers import HOST, READY_TIMEOUT, Served, base_env, free_port, run_cli, start
 
 PASSWORD = "demo-password"
@@ -109,7 +110,7 @@ class ApiUser:
     @classmethod
     async def login(cls, base_url: str, email: str = ADMIN) -> ApiUser:
         async with httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT) as http:
-            response = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            response = await http.post("/v1/auth/login", json=body(LoginRequest(email, PASSWORD)))
         assert response.status_code == 200, response.text
         return cls(base_url, response.json()["access_token"])
 
@@ -158,12 +159,8 @@ class ApiUser:
         sent: list[dict[str, Any]] = []
         async with self.http() as http:
             for conversation_id, content in messages:
-                body = {
-                    "conversation_id": conversation_id,
-                    "content": content,
-                    "idempotency_key": key or str(uuid.uuid4()),
-                }
-                response = await http.post("/v1/messages", json=body)
+                request = SendMessageRequest(conversation_id, content, key or str(uuid.uuid4()))
+                response = await http.post("/v1/messages", json=body(request))
                 assert response.status_code in (200, 201), response.text
                 sent.append(response.json())
         return sent
