@@ -1,0 +1,370 @@
+"""Every statement of the store gives the same rows through its executor as through `conn.execute`.
+
+`Statement` runs SQL on the raw `sqlite3` connection with processors it took from SQLAlchemy
+once (store/statements.py); here every registered statement runs both ways, on SQLite and on
+PostgreSQL, against a seeded organisation, and the rows must be equal value for value and type
+for type (times timezone-aware UTC both ways). Writes run each way in a savepoint that is
+rolled back, so both see the same state. A statement without a case here fails the test, so a
+new statement cannot skip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import DateTime
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from sitecomms.protocol.enums import Role
+from sitecomms.store import conversations, messages, orgs, reads, stream, users
+from sitecomms.store.database import Connection
+from sitecomms.store.statements import REGISTRY, Statement
+from sitecomms.store.types import UTCDateTime
+from tests.conftest import Stack
+
+QUERY_MODULES = (conversations, messages, orgs, reads, stream, users)  # importing them registers every statement
+TIMEOUT_SECONDS = 60
+NOW = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """An org with an admin, two medics, messages everywhere, and some read marks."""
+
+    org_id: str
+    org_name: str
+    admin_id: str
+    medic_id: str
+    medic_email: str
+    neighbour_id: str
+    direct_id: str
+    broadcast_id: str
+    message_id: str
+    message_key: str
+    head: int
+
+
+Params = dict[str, Any]
+Prepare = Callable[[Connection], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """Parameter sets to run a statement with; `prepare` runs first, inside the same savepoint."""
+
+    params: list[Params]
+    prepare: Prepare | None = None
+    rows_expected: bool = True  # at least one parameter set returns rows (or changes one)
+
+
+def _fresh_org(org_id: str, user_id: str) -> Prepare:
+    def prepare(conn: Connection) -> None:
+        orgs.insert_org(conn, org_id=org_id, name="fresh", now=NOW)
+        users.insert_user(
+            conn,
+            user_id=user_id,
+            org_id=org_id,
+            email=f"{user_id}@fresh.test",
+            display_name="Fresh Medic",
+            role=Role.MEDIC.value,
+            password_hash="x",
+            now=NOW,
+            position=1,
+        )
+
+    return prepare
+
+
+def _org_row(org_id: str) -> Prepare:
+    def prepare(conn: Connection) -> None:
+        REGISTRY["orgs.insert"].run(conn, org_id=org_id, name="fresh", created_at=NOW)
+
+    return prepare
+
+
+def _cases(s: Seed) -> dict[str, Case]:
+    org, medic = {"org_id": s.org_id, "medic_id": None}, {"org_id": s.org_id, "medic_id": s.medic_id}
+    changed = [p | {"after": 0, "limit": 1000} for p in (org, medic)] + [org | {"after": s.head - 3, "limit": 2}]
+    ids = [s.broadcast_id, s.direct_id, "no-such-conversation"]
+    fresh_org, fresh_user = str(uuid.uuid4()), str(uuid.uuid4())
+    send = {
+        "message_id": str(uuid.uuid4()),
+        "org": s.org_id,
+        "conversation": s.direct_id,
+        "sender": s.admin_id,
+        "sender_name": "Alex Admin",
+        "sender_role": Role.ADMIN.value,
+        "medic_name": "Dana Medic",
+        "text": "parity",
+        "key": str(uuid.uuid4()),
+        "now": NOW,
+        "preview": "parity",
+    }
+    return {
+        "stream.take": Case([{"org": s.org_id, "count": 2}]),
+        "stream.head": Case([{"org_id": s.org_id}]),
+        "orgs.insert": Case([{"org_id": fresh_org, "name": "parity org", "created_at": NOW}]),
+        "orgs.insert_stream": Case([{"org_id": fresh_org}], prepare=_org_row(fresh_org)),
+        "orgs.by_id": Case([{"org_id": s.org_id}]),
+        "orgs.by_name": Case([{"name": s.org_name}]),
+        "users.insert": Case(
+            [
+                {
+                    "id": fresh_user,
+                    "org_id": s.org_id,
+                    "email": f"{fresh_user}@parity.test",
+                    "display_name": "Parity",
+                    "role": Role.MEDIC.value,
+                    "password_hash": "x",
+                    "created_at": NOW,
+                    "position": s.head + 1,
+                }
+            ]
+        ),
+        "users.by_id": Case([{"user_id": s.medic_id}]),
+        "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.test"}]),
+        "users.rename": Case([{"user_id": s.medic_id, "display_name": "Renamed", "position": s.head + 1}]),
+        "users.list.org": Case([org]),
+        "users.list.medic": Case([medic]),
+        "users.changed.org": Case(changed[::2]),
+        "users.changed.medic": Case(changed[1:2]),
+        "conversations.insert": Case(
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "org_id": fresh_org,
+                    "type": "direct",
+                    "medic_id": fresh_user,
+                    "created_at": NOW,
+                    "position": 2,
+                }
+            ],
+            prepare=_fresh_org(fresh_org, fresh_user),
+        ),
+        "conversations.by_id": Case([{"conversation_id": s.direct_id}]),
+        "conversations.by_ids": Case([{"ids": ids[:1]}, {"ids": ids}, {"ids": ids + ids + ids}]),
+        "conversations.direct_of": Case([{"medic_id": s.medic_id}]),
+        "conversations.touch": Case([{"conversation_id": s.direct_id, "position": s.head + 1}]),
+        "conversations.list.org": Case([org]),
+        "conversations.list.medic": Case([medic]),
+        "conversations.changed.org": Case(changed[::2]),
+        "conversations.changed.medic": Case(changed[1:2]),
+        "conversations.unread_counts": Case([{"user_id": s.medic_id, "ids": ids}, {"user_id": s.admin_id, "ids": ids}]),
+        "messages.send.message": Case([send | {"first": s.head + 1}]),
+        "messages.send.preview": Case([send | {"first": s.head + 1}]),
+        "messages.send.postgresql": Case([send | {"count": 2}]),
+        "messages.by_id": Case([{"message_id": s.message_id}]),
+        "messages.by_key": Case([{"sender_id": s.medic_id, "key": s.message_key}]),
+        "messages.thread": Case(
+            [
+                {"conversation_id": s.direct_id, "before": 2**63 - 1, "limit": 2},
+                {"conversation_id": s.direct_id, "before": s.head, "limit": 50},
+            ]
+        ),
+        "messages.latest_in": Case([{"conversation_id": s.direct_id}]),
+        "messages.newest_per_conversation": Case([{"ids": ids, "per": 1}, {"ids": ids[:2], "per": 100}]),
+        "messages.changed.org": Case(changed[::2]),
+        "messages.changed.medic": Case(changed[1:2]),
+        "reads.get": Case([{"conversation_id": s.broadcast_id, "user_id": s.medic_id}]),
+        "reads.insert": Case(
+            [
+                {
+                    "conversation_id": s.broadcast_id,
+                    "user_id": s.admin_id,
+                    "org_id": s.org_id,
+                    "last_read_position": 1,
+                    "last_read_at": NOW,
+                    "position": s.head + 1,
+                }
+            ]
+        ),
+        "reads.move": Case(
+            [
+                {
+                    "conversation": s.broadcast_id,
+                    "user": s.medic_id,
+                    "target": s.head,
+                    "at": NOW,
+                    "new_position": s.head + 1,
+                }
+            ]
+        ),
+        "reads.of_conversation": Case([{"conversation_id": s.broadcast_id}]),
+        "reads.for_conversations": Case([{"ids": ids}, {"ids": ids[1:2]}]),
+        "reads.positions_of_user": Case([{"user_id": s.medic_id, "ids": ids}]),
+        "reads.in.org": Case([org]),
+        "reads.in.medic": Case([medic]),
+        "reads.changed.org": Case(changed[::2]),
+        "reads.changed.medic": Case(changed[1:2]),
+    }
+
+
+async def _seed(stack: Stack) -> Seed:
+    world = await stack.orgs.make(admins=1, medics=2)
+    admin, medic, neighbour = world.admins[0], world.medics[0], world.medics[1]
+    assert medic.conversation_id is not None and neighbour.conversation_id is not None
+    await stack.orgs.send(admin, world.broadcast_id, "to everyone")
+    sent = await stack.orgs.send(medic, medic.conversation_id, "from the field")
+    await stack.orgs.send(neighbour, neighbour.conversation_id, "from next door")
+    await stack.orgs.send(admin, medic.conversation_id, "noted")
+    for member, target in (
+        (medic, world.broadcast_id),
+        (neighbour, world.broadcast_id),
+        (admin, medic.conversation_id),
+    ):
+        response = await stack.client.post(f"/v1/conversations/{target}/read", headers=member.headers)
+        assert response.status_code == 200, response.text
+    head = await stack.db.read("test_head", stream.current_position, world.org_id)
+    return Seed(
+        org_id=world.org_id,
+        org_name=world.name,
+        admin_id=admin.id,
+        medic_id=medic.id,
+        medic_email=medic.email,
+        neighbour_id=neighbour.id,
+        direct_id=medic.conversation_id,
+        broadcast_id=world.broadcast_id,
+        message_id=sent["id"],
+        message_key=sent["idempotency_key"],
+        head=head,
+    )
+
+
+@dataclass
+class Outcome:
+    statement: str
+    fast: list[tuple[Any, ...]] | int
+    plain: list[tuple[Any, ...]] | int
+
+
+def _returns_rows(statement: Statement) -> bool:
+    return bool(getattr(statement.statement, "exported_columns", ()))
+
+
+def _both_ways(conn: Connection, statement: Statement, case: Case) -> list[Outcome]:
+    outcomes = []
+    for params in case.params:
+        results: list[list[tuple[Any, ...]] | int] = []
+        for way in ("fast", "plain"):
+            savepoint = conn.begin_nested()
+            try:
+                if case.prepare is not None:
+                    case.prepare(conn)
+                if way == "fast":
+                    fast = statement.rows(conn, **params) if _returns_rows(statement) else statement.run(conn, **params)
+                    results.append([tuple(row) for row in fast] if isinstance(fast, list) else fast)
+                else:
+                    result = conn.execute(statement.statement, params)
+                    results.append([tuple(row) for row in result] if result.returns_rows else result.rowcount)
+            finally:
+                savepoint.rollback()
+        outcomes.append(Outcome(statement.name, results[0], results[1]))
+    return outcomes
+
+
+def _run_all(conn: Connection, cases: dict[str, Case]) -> list[Outcome]:
+    outcomes = []
+    for name, statement in sorted(REGISTRY.items()):
+        if statement.dialects is None or conn.dialect.name in statement.dialects:
+            outcomes += _both_ways(conn, statement, cases[name])
+    return outcomes
+
+
+def _same(fast: Any, plain: Any) -> bool:
+    if type(fast) is not type(plain):
+        return False
+    if isinstance(fast, datetime):
+        return fast == plain and fast.utcoffset() == timedelta(0) and plain.utcoffset() == timedelta(0)
+    return bool(fast == plain)
+
+
+def _rows_agree(fast: Sequence[tuple[Any, ...]], plain: Sequence[tuple[Any, ...]]) -> bool:
+    return len(fast) == len(plain) and all(
+        len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        for a, b in zip(fast, plain, strict=True)
+    )
+
+
+def test_every_statement_has_a_parity_case() -> None:
+    seed = Seed("o", "n", "a", "m", "m@x", "n2", "d", "b", "msg", "k", 10)
+    assert sorted(_cases(seed)) == sorted(REGISTRY)
+
+
+async def test_every_statement_gives_the_same_rows_both_ways(stack: Stack) -> None:
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        seed = await _seed(stack)
+        cases = _cases(seed)
+        outcomes = await stack.db.write("test_statement_parity", _run_all, cases)
+    ran = {outcome.statement for outcome in outcomes}
+    expected = {name for name, s in REGISTRY.items() if s.dialects is None or stack.dialect in s.dialects}
+    assert ran == expected
+    for outcome in outcomes:
+        if isinstance(outcome.fast, int):
+            assert outcome.fast == outcome.plain, outcome
+        else:
+            assert isinstance(outcome.plain, list), outcome
+            assert _rows_agree(outcome.fast, outcome.plain), outcome
+    for name in ran:  # the comparison is only worth something where rows came back (or changed)
+        if cases[name].rows_expected:
+            assert any(o.fast for o in outcomes if o.statement == name), name
+
+
+@pytest.mark.parametrize(
+    "value",
+    [NOW, datetime(2026, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=UTC)],
+    ids=["micros", "whole-second", "one-micro"],
+)
+def test_utc_datetimes_are_stored_on_sqlite_in_sqlalchemys_own_format(value: datetime) -> None:
+    """UTCDateTime's own SQLite processors write and read exactly what DATETIME's would."""
+    dialect = sqlite.dialect()
+    ours_bind = UTCDateTime().bind_processor(dialect)
+    theirs_bind = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    ours_result = UTCDateTime().result_processor(dialect, None)
+    assert ours_bind is not None and theirs_bind is not None and ours_result is not None
+    stored = ours_bind(value)
+    assert stored == theirs_bind(value.replace(tzinfo=None))
+    assert ours_result(stored) == value and ours_result(stored).tzinfo is UTC
+    with pytest.raises(ValueError):
+        ours_bind(value.replace(tzinfo=None))
+
+
+def _duplicate_both_ways(conn: Connection, seed: Seed) -> list[type[BaseException]]:
+    statement = REGISTRY["users.insert"]
+    params = _cases(seed)["users.insert"].params[0] | {"email": seed.medic_email}  # taken
+    failures: list[type[BaseException]] = []
+    for way in ("fast", "plain"):
+        savepoint = conn.begin_nested()
+        try:
+            if way == "fast":
+                statement.rows(conn, **params)
+            else:
+                conn.execute(statement.statement, params)
+        except Exception as exc:
+            failures.append(type(exc))
+        finally:
+            savepoint.rollback()
+    return failures
+
+
+async def test_a_violated_constraint_fails_the_same_way_both_ways(stack: Stack) -> None:
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        seed = await _seed(stack)
+        failures = await stack.db.write("test_statement_duplicate", _duplicate_both_ways, seed)
+    assert len(failures) == 2 and failures[0] is failures[1] and issubclass(failures[0], IntegrityError), failures
+
+
+def _without_user_id(conn: Connection) -> list[Sequence[Any]]:
+    return REGISTRY["users.by_id"].rows(conn)
+
+
+async def test_a_missing_parameter_is_refused_not_bound_as_null(stack: Stack) -> None:
+    refusal = KeyError if stack.dialect == "sqlite" else StatementError  # SQLAlchemy's own, elsewhere
+    with pytest.raises(refusal, match="user_id"):
+        await asyncio.wait_for(stack.db.read("test_missing_parameter", _without_user_id), TIMEOUT_SECONDS)
