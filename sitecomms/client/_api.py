@@ -22,6 +22,7 @@ from sitecomms.protocol.models import ErrorBody, MessageView, ReadStatusView, Sy
 from sitecomms.protocol.requests import LoginRequest, MarkReadRequest, SendMessageRequest, body
 
 DEFAULT_TIMEOUT = 15.0
+UNSPECIFIED = "error"  # the code of a 4xx whose body is not the protocol's error (a proxy's page)
 
 T = TypeVar("T")
 
@@ -85,7 +86,7 @@ def _raise_refusal(response: httpx.Response, answer: object) -> None:
         detail = decode(ErrorBody, answer).error
         code, message = detail.code, detail.message
     except WireError:
-        code, message = "error", response.reason_phrase
+        code, message = UNSPECIFIED, response.reason_phrase
     if response.status_code == 401:
         raise AuthenticationError(message)
     if response.status_code == 404:

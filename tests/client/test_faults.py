@@ -24,8 +24,10 @@ from sitecomms.client import (
     Client,
     ConnectionState,
     NotFound,
+    RequestRejected,
     ServerUnavailable,
 )
+from sitecomms.client._api import UNSPECIFIED, Api
 from sitecomms.client._store import StoreCore
 from sitecomms.protocol.enums import ChangeType, ConversationType, MessageStatus, Role
 from sitecomms.protocol.errors import ErrorCode
@@ -428,3 +430,18 @@ async def test_after_the_servers_data_is_reset_the_client_replaces_what_it_holds
             }
         finally:
             await client.close()
+
+
+async def test_a_refusal_whose_body_is_not_the_protocols_error_still_refuses_with_its_status() -> None:
+    """A proxy's 4xx (JSON, but not `{"error": {...}}`) is a refusal all the same; its code is unspecified."""
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"detail": "blocked by policy"})
+
+    api = Api("http://proxied.example", transport=httpx.MockTransport(proxy))
+    try:
+        with pytest.raises(RequestRejected) as refused:
+            await api.send(CONVERSATION, "hello", "k-1")
+        assert (refused.value.status, refused.value.code, refused.value.message) == (403, UNSPECIFIED, "Forbidden")
+    finally:
+        await api.close()
