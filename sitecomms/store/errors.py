@@ -67,7 +67,9 @@ _PG_UNAVAILABLE_CLASSES = {
     "53",  # insufficient resources (too many connections, disk full)
     "57",  # operator intervention (shutdown, cannot connect now, query cancelled)
 }
-_PG_UNAVAILABLE = {"3D000", "55P03"}  # the database does not exist; lock not available
+# The database does not exist; lock not available; serialization failure and deadlock (once
+# `PostgresDatabase.write` has retried them enough: still contended, so "not now").
+_PG_UNAVAILABLE = {"3D000", "55P03", "40001", "40P01"}
 _PG_DUPLICATE = "23505"  # unique_violation
 
 

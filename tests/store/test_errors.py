@@ -22,10 +22,11 @@ from sitecomms.store import blocking, migrate, schema
 from sitecomms.store.database import Database, open_database
 from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.types import utcnow
+from tests.support import POSTGRES_ADMIN_URL
 
 TIMEOUT = 30.0
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nothing_listens_here"
-NO_SUCH_DATABASE = "postgresql://postgres@127.0.0.1:5432/sitecomms_no_such_database"
+NO_SUCH_DATABASE = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/sitecomms_no_such_database"
 
 
 @pytest.fixture
@@ -224,5 +225,34 @@ async def test_a_locked_sqlite_is_unavailable_for_reads_and_writes(sqlite_url: s
     try:
         await asyncio.wait_for(db.write("write", _org, str(uuid.uuid4())), TIMEOUT)  # the lock gone, all works
         assert await asyncio.wait_for(db.read("read", _select_one), TIMEOUT) == 1
+    finally:
+        await db.close()
+
+
+def _raising(sqlstate: str, calls: list[str]) -> Callable[[Connection], None]:
+    def txn(conn: Connection) -> None:
+        calls.append(sqlstate)
+        conn.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'as asked' USING ERRCODE = '{sqlstate}'; END $$"))
+
+    return txn
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("sqlstate", "attempts"),
+    [("40001", 5), ("40P01", 5), ("55P03", 1), ("57014", 1)],
+    ids=["serialization-failure", "deadlock", "lock-not-available", "query-cancelled"],
+)
+async def test_a_contended_postgresql_is_unavailable_once_retries_are_spent(sqlstate: str, attempts: int) -> None:
+    """PostgreSQL itself raises each SQLSTATE (`RAISE ... USING ERRCODE`); writes retry the
+    serialization failures and deadlocks first."""
+    db = open_database(POSTGRES_ADMIN_URL, pool_size=1)
+    try:
+        calls: list[str] = []
+        with pytest.raises(Unavailable, match="as asked"):
+            await asyncio.wait_for(db.write("contended", _raising(sqlstate, calls)), TIMEOUT)
+        assert len(calls) == attempts
+        with pytest.raises(Unavailable, match="as asked"):
+            await asyncio.wait_for(db.read("contended", _raising(sqlstate, [])), TIMEOUT)
     finally:
         await db.close()
