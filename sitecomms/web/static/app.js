@@ -483,5 +483,12 @@ $("add-user-form").addEventListener("submit", async (event) => {
 $("compose-text").maxLength = MAX_CONTENT_CHARS;
 $("new-name").maxLength = MAX_DISPLAY_NAME_CHARS;
 $("new-password").minLength = MIN_PASSWORD_CHARS;
+$("min-password").textContent = String(MIN_PASSWORD_CHARS);
+for (const [role, label] of [[Role.MEDIC, "Medic"], [Role.ADMIN, "Admin"]]) {
+  const option = document.createElement("option");
+  option.value = role;
+  option.textContent = label;
+  $("new-role").append(option);
+}
 
 if (state.token) start(); else showLogin();
