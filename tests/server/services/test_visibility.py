@@ -30,6 +30,7 @@ from sitecomms.server.services.errors import Forbidden, NotFound
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, schema, users
 from sitecomms.store.rows import ConversationRow, ReadStatusRow, UserRow
+from sitecomms.store.scopes import Scope
 from tests.conftest import Stack
 from tests.support import Member, World
 
@@ -355,3 +356,18 @@ def test_the_medic_audience_covers_every_medic_who_may_see(
     if visibility.can_see_user(viewer, user):
         assert reaches(visibility.medic_audience(None, user))
     assert visibility.medic_audience(None) is None
+
+
+# --- scopes: plain data the store understands ------------------------------------------------
+
+
+def test_an_admin_reads_with_the_whole_org_scope_the_feed_uses() -> None:
+    """So an admin's pull sync and the live feed's org-wide read run the same statements."""
+    assert visibility.viewer_scope(ADMIN) == visibility.org_scope(ORG) == Scope(ORG)
+    assert visibility.viewer_scope(ADMIN).whole_org
+
+
+def test_a_medic_reads_with_a_scope_of_their_own() -> None:
+    assert visibility.viewer_scope(MEDIC) == Scope(ORG, medic_id=MEDIC.user_id)
+    assert not visibility.viewer_scope(MEDIC).whole_org
+    assert visibility.viewer_scope(STRANGER).org_id == "org-2"
