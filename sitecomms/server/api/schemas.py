@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -12,19 +11,21 @@ from sitecomms.protocol import limits, rules
 from sitecomms.protocol.enums import Role
 
 
-def _ruled(rule: Callable[[str], str], shortest: int, longest: int) -> Any:
-    """A text field checked by `rule` alone (so HTTP, the CLI and the services agree to the
-    character), with the rule's bounds written into the JSON schema for OpenAPI."""
-    return Annotated[str, AfterValidator(rule), Field(json_schema_extra={"minLength": shortest, "maxLength": longest})]
+def _bounds(shortest: int, longest: int) -> Any:
+    """The rule's bounds, written into the JSON schema for OpenAPI; the rule alone checks them,
+    so HTTP, the CLI and the services agree to the character."""
+    return Field(json_schema_extra={"minLength": shortest, "maxLength": longest})
 
 
-Content = _ruled(rules.message_content, 1, limits.MAX_CONTENT_CHARS)
-IdempotencyKey = _ruled(rules.idempotency_key, 1, limits.MAX_IDEMPOTENCY_KEY_CHARS)
-DisplayName = _ruled(rules.display_name, 1, limits.MAX_DISPLAY_NAME_CHARS)
-Email = _ruled(rules.email, 3, limits.MAX_EMAIL_CHARS)
-LoginEmail = _ruled(rules.login_email, 1, limits.MAX_EMAIL_CHARS)
-Password = _ruled(rules.new_password, limits.MIN_PASSWORD_CHARS, limits.MAX_PASSWORD_CHARS)
-LoginPassword = _ruled(rules.login_password, 1, limits.MAX_PASSWORD_CHARS)
+Content = Annotated[str, AfterValidator(rules.message_content), _bounds(1, limits.MAX_CONTENT_CHARS)]
+IdempotencyKey = Annotated[str, AfterValidator(rules.idempotency_key), _bounds(1, limits.MAX_IDEMPOTENCY_KEY_CHARS)]
+DisplayName = Annotated[str, AfterValidator(rules.display_name), _bounds(1, limits.MAX_DISPLAY_NAME_CHARS)]
+Email = Annotated[str, AfterValidator(rules.email), _bounds(3, limits.MAX_EMAIL_CHARS)]
+LoginEmail = Annotated[str, AfterValidator(rules.login_email), _bounds(1, limits.MAX_EMAIL_CHARS)]
+Password = Annotated[
+    str, AfterValidator(rules.new_password), _bounds(limits.MIN_PASSWORD_CHARS, limits.MAX_PASSWORD_CHARS)
+]
+LoginPassword = Annotated[str, AfterValidator(rules.login_password), _bounds(1, limits.MAX_PASSWORD_CHARS)]
 
 
 class Strict(BaseModel):

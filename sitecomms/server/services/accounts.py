@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sitecomms.protocol import rules
 from sitecomms.protocol.enums import ConversationType, Role
 from sitecomms.protocol.models import MeView, TokenView, UserList, UserView
 from sitecomms.server.services import views, visibility
-from sitecomms.server.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from sitecomms.server.services.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, obey
 from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.tokens import Tokens
@@ -22,14 +22,9 @@ from sitecomms.store.rows import OrgRow, UserRow
 from sitecomms.store.stream import next_position
 from sitecomms.store.types import utcnow
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-
 
 def normalise_email(email: str) -> str:
-    email = email.strip().lower()
-    if not _EMAIL.match(email):
-        raise InvalidInput("email must look like name@example.org")
-    return email
+    return obey(rules.email, "email", email)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +50,8 @@ class Accounts:
 
     async def login(self, email: str, password: str) -> TokenView:
         try:
-            email = normalise_email(email)
+            email = obey(rules.login_email, "email", email)
+            password = obey(rules.login_password, "password", password)
         except InvalidInput:
             email = ""
         user = await self._db.read("login_lookup", users.get_user_by_email, email) if email else None
@@ -76,9 +72,7 @@ class Accounts:
     # --- organisations -------------------------------------------------------------------
 
     async def create_org(self, name: str) -> OrgRow:
-        name = name.strip()
-        if not name:
-            raise InvalidInput("organisation name must not be empty")
+        name = obey(rules.org_name, "organisation name", name)
         return await self._db.write("create_org", _create_org_txn, str(uuid.uuid4()), name)
 
     async def find_org(self, name_or_id: str) -> OrgRow:
@@ -95,10 +89,8 @@ class Accounts:
         if actor is not None and (not visibility.may_manage_users(actor) or actor.org_id != org_id):
             raise Forbidden("only admins add users")
         email = normalise_email(new.email)
-        display_name = new.display_name.strip()
-        if not display_name:
-            raise InvalidInput("display_name must not be empty")
-        password_hash = await self._passwords.hash(new.password)
+        display_name = obey(rules.display_name, "display_name", new.display_name)
+        password_hash = await self._passwords.hash(obey(rules.new_password, "password", new.password))
         try:
             row = await self._db.write(
                 "create_user",
@@ -117,9 +109,7 @@ class Accounts:
         return views.user_view(row)
 
     async def rename_user(self, actor: Viewer, user_id: str, display_name: str) -> UserView:
-        display_name = display_name.strip()
-        if not display_name:
-            raise InvalidInput("display_name must not be empty")
+        display_name = obey(rules.display_name, "display_name", display_name)
         row, renamed = await self._db.write("rename_user", _rename_txn, actor, user_id, display_name)
         if renamed:
             await self._publisher.publish(row.org_id, _last_position(row))

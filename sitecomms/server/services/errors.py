@@ -11,9 +11,11 @@ own, catch the store's `Unavailable` themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.rules import RuleViolation
 from sitecomms.store import errors as store_errors
 
 
@@ -32,6 +34,14 @@ class InvalidInput(ServiceError):
 
 class Unauthenticated(ServiceError):
     default_code = ErrorCode.UNAUTHENTICATED
+
+
+def obey(rule: Callable[[str], str], field: str, value: str) -> str:
+    """`value` as `rule` (one of `protocol.rules`) keeps it; InvalidInput naming `field` when it breaks it."""
+    try:
+        return rule(value)
+    except RuleViolation as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
 
 
 class Forbidden(ServiceError):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sitecomms.protocol import rules
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.limits import PREVIEW_CHARS
 from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView
 from sitecomms.server.services import views, visibility
-from sitecomms.server.services.errors import Conflict, Unauthenticated
+from sitecomms.server.services.errors import Conflict, Unauthenticated, obey
 from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
@@ -46,6 +47,8 @@ class Messaging:
         self._local = local
 
     async def send(self, viewer: Viewer, conversation_id: str, content: str, idempotency_key: str) -> SendResult:
+        content = obey(rules.message_content, "content", content)
+        idempotency_key = obey(rules.idempotency_key, "idempotency_key", idempotency_key)
         try:
             row, conversation = await self._db.write(
                 "send_message", _send_txn, viewer, conversation_id, content, idempotency_key
