@@ -27,8 +27,8 @@ from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
 from sitecomms.server import dashboard
 from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
-from sitecomms.server.api.route import Route
 from sitecomms.server.api.body_limit import BodyLimit
+from sitecomms.server.api.route import Route
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.accounts import Accounts
