@@ -32,13 +32,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, literal_column, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from sitecomms.store.errors import raise_translated
+from sitecomms.store.statements import Statement
 from sitecomms.store.writer import Checkpointer, WriterThread
 
 __all__ = [
@@ -60,6 +61,7 @@ TxnFn = Callable[Concatenate[Connection, P], T]
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _WRITE_ATTEMPTS = 5
+_PING = Statement("database.ping", select(literal_column("1")))
 
 
 class Database(Protocol):
@@ -177,7 +179,7 @@ class SQLiteDatabase:
         return self._write_thread.batches
 
     async def ping(self) -> None:
-        await self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+        await self.read("ping", lambda conn: _PING.scalar(conn))
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -228,7 +230,7 @@ class PostgresDatabase:
         raise AssertionError("unreachable")
 
     async def ping(self) -> None:
-        await self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+        await self.read("ping", lambda conn: _PING.scalar(conn))
 
     async def close(self) -> None:
         await self._engine.dispose()

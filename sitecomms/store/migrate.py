@@ -8,13 +8,15 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import bindparam, func, select
 
 from sitecomms.store import blocking
 from sitecomms.store.database import Connection
+from sitecomms.store.statements import Statement
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x5C_C0_33_A1  # the PostgreSQL advisory lock key held while migrating
+_LOCK = Statement("migrate.lock", select(func.pg_advisory_xact_lock(bindparam("key"))), dialects=("postgresql",))
 
 
 def alembic_config() -> Config:
@@ -32,7 +34,7 @@ def _upgrade_on(conn: Connection, revision: str) -> None:
         # Several `sitecomms serve` processes starting at once on a fresh database would all
         # run the first migration, and all but one fail (duplicate table). One at a time: the
         # others wait here (the lock is held to COMMIT), then find the database at head.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        _LOCK.rows(conn, key=_MIGRATION_LOCK)
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)

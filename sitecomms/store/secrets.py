@@ -4,27 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
 from sitecomms.store import blocking
 from sitecomms.store.database import Connection
 from sitecomms.store.errors import Duplicate, translate
 from sitecomms.store.schema import server_secrets
+from sitecomms.store.statements import Statement
+
+_BY_NAME = Statement(
+    "secrets.by_name", select(server_secrets.c.value).where(server_secrets.c.name == bindparam("name"))
+)
+_INSERT = Statement("secrets.insert", insert(server_secrets).values(name=bindparam("name"), value=bindparam("value")))
 
 
 def get_or_create_secret(conn: Connection, name: str, make: Callable[[], str]) -> str:
-    found = conn.execute(select(server_secrets.c.value).where(server_secrets.c.name == name)).scalar()
+    found = _BY_NAME.scalar(conn, name=name)
     if found is not None:
         return str(found)
     value = make()
     try:
         with conn.begin_nested():
-            conn.execute(insert(server_secrets).values(name=name, value=value))
+            _INSERT.run(conn, name=name, value=value)
     except Exception as exc:
         if not isinstance(translate(exc, "create_secret"), Duplicate):
             raise
         # another process made it first
-        return str(conn.execute(select(server_secrets.c.value).where(server_secrets.c.name == name)).scalar_one())
+        return str(_BY_NAME.scalar(conn, name=name))
     return value
 
 

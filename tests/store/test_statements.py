@@ -82,6 +82,10 @@ def _fresh_org(org_id: str, user_id: str) -> Prepare:
     return prepare
 
 
+def _secret_row(conn: Connection) -> None:
+    REGISTRY["secrets.insert"].run(conn, name="parity-secret", value="kept")
+
+
 def _org_row(org_id: str) -> Prepare:
     def prepare(conn: Connection) -> None:
         REGISTRY["orgs.insert"].run(conn, org_id=org_id, name="fresh", created_at=NOW)
@@ -203,6 +207,10 @@ def _cases(s: Seed) -> dict[str, Case]:
         "reads.in.medic": Case([medic]),
         "reads.changed.org": Case(changed[::2]),
         "reads.changed.medic": Case(changed[1:2]),
+        "secrets.by_name": Case([{"name": "parity-secret"}, {"name": "no such secret"}], prepare=_secret_row),
+        "secrets.insert": Case([{"name": f"parity-{uuid.uuid4().hex}", "value": "v"}]),
+        "migrate.lock": Case([{"key": 0x5C_C0_33_A2}]),
+        "database.ping": Case([{}]),
     }
 
 
