@@ -30,7 +30,7 @@ import orjson
 
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import ChangeType, MessageStatus
-from sitecomms.protocol.models import Change
+from sitecomms.protocol.models import Change, ChangeFrame
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.sync import read_window
 from sitecomms.server.services.visibility import Viewer
@@ -42,15 +42,15 @@ from sitecomms.store.stream import current_position
 Row = UserRow | ConversationRow | MessageRow | ReadStatusRow
 
 
-def frame(change_type: str, position: int, org_id: str, data: Any) -> str:
-    cursor = str(Cursor(position, org_id))
-    payload = {"type": change_type, "position": position, "cursor": cursor, "data": data}
-    return orjson.dumps(payload, option=orjson.OPT_UTC_Z).decode()
+def frame(change_type: ChangeType, position: int, org_id: str, data: Any) -> str:
+    """The realtime frame of one change: a `protocol.models.ChangeFrame`, as JSON text."""
+    change = ChangeFrame(type=change_type, position=position, cursor=str(Cursor(position, org_id)), data=data)
+    return orjson.dumps(change, option=orjson.OPT_UTC_Z).decode()
 
 
 def change_frame(change: Change, org_id: str) -> str:
     """A pull-sync change as a realtime frame (used to replay from the database)."""
-    return frame(change.type.value, change.position, org_id, change.data)
+    return frame(change.type, change.position, org_id, change.data)
 
 
 @dataclass(slots=True)
@@ -82,7 +82,7 @@ class FeedItem:
         key = viewer.is_admin
         cached = self._frames.get(key)
         if cached is None:
-            cached = self._frames[key] = frame(self.type.value, self.position, self.org_id, self._view(viewer))
+            cached = self._frames[key] = frame(self.type, self.position, self.org_id, self._view(viewer))
         return cached
 
     def _view(self, viewer: Viewer) -> Any:
