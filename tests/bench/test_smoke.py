@@ -6,6 +6,7 @@ No timing is asserted: this proves the tool works, the figures belong in docs/pe
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,9 +15,16 @@ from tests.servers import run_cli
 PHASE_PREFIXES = ("open loop", "closed loop", "fan-out", "idempotency", "catch-up", "polling")
 
 
+def bare_env() -> dict[str, str]:
+    """PATH only, so the run proves `bench` needs no settings; plus coverage's variables, so it is measured."""
+    return {"PATH": str(Path(sys.executable).parent)} | {
+        k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")
+    }
+
+
 def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    env = {"PATH": str(Path(sys.executable).parent)}
+    env = bare_env()
     done = run_cli(["bench", "--quick", "--out", str(out)], env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -42,7 +50,7 @@ def test_quick_benchmark_runs_every_phase_and_loses_nothing(tmp_path: Path) -> N
 
 def test_quick_scale_phase_spreads_sockets_over_holders_and_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    env = {"PATH": str(Path(sys.executable).parent)}
+    env = bare_env()
     done = run_cli(["bench", "--quick", "--phases", "scale", "--out", str(out)], env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
 
