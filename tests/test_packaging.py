@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,9 @@ sys.argv = ["sitecomms", *sys.argv[2:]]
 """
 
 
-def without(blocked: list[str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
+def without(
+    blocked: list[str], code: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter in which the `blocked` packages cannot be imported."""
     return subprocess.run(
         [sys.executable, "-c", BLOCKER + code, ",".join(blocked), *args],
@@ -116,6 +119,7 @@ def without(blocked: list[str], code: str, *args: str) -> subprocess.CompletedPr
         timeout=TIMEOUT,
         check=False,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -157,6 +161,16 @@ else:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "the redis:// bus needs redis, which is not installed: pip install 'sitecomms[redis]'"
+    )
+
+
+def test_serve_with_a_redis_bus_without_the_redis_extra_says_what_to_install(tmp_path: Path) -> None:
+    env = {"SITECOMMS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "SITECOMMS_BUS_URL": "redis://127.0.0.1:6379/0"}
+    result = without(["redis"], "from sitecomms.__main__ import main\nmain()", "serve", "--port", "0", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "sitecomms: the redis:// bus needs redis, which is not installed: pip install 'sitecomms[redis]'"
     )
 
 
