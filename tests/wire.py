@@ -8,9 +8,12 @@ added field breaks the fixture instead of leaving it describing a protocol that 
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import orjson
+
+from sitecomms.protocol import enums, errors, frames
 
 _OPTIONS = orjson.OPT_UTC_Z
 
@@ -23,3 +26,13 @@ def wire_text(value: object) -> str:
 def wire(value: object) -> Any:
     """`value` as the JSON value a client receives: `orjson.loads(wire_text(value))`."""
     return orjson.loads(orjson.dumps(value, option=_OPTIONS))
+
+
+def wire_strings() -> set[str]:
+    """Every string value of the protocol's wire enums (frame and change types, statuses, codes...)."""
+    values: set[str] = set()
+    for module in (enums, frames, errors):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Enum) and value.__module__ == module.__name__:
+                values |= {m.value for m in value if isinstance(m.value, str)}
+    return values

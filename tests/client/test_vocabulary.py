@@ -10,12 +10,11 @@ here with their reason, so a new one fails until someone looks at it.
 from __future__ import annotations
 
 import ast
-from enum import Enum
 from pathlib import Path
 
 import sitecomms
-from sitecomms.protocol import enums, errors, frames
 from sitecomms.protocol.frames import CloseCode
+from tests.wire import wire_strings
 
 PACKAGE = Path(sitecomms.__file__).parent
 CLIENTS = [*sorted((PACKAGE / "client").glob("*.py")), PACKAGE / "chat.py", *sorted((PACKAGE / "bench").glob("*.py"))]
@@ -26,15 +25,6 @@ NOT_WIRE = {
     ("bench/scale.py", "live"): "a message between benchmark processes",
     ("bench/workers.py", "live"): "a message between benchmark processes",
 }
-
-
-def _wire_strings() -> set[str]:
-    values: set[str] = set()
-    for module in (enums, frames, errors):
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Enum) and value.__module__ == module.__name__:
-                values |= {m.value for m in value if isinstance(m.value, str)}
-    return values
 
 
 def _constants(path: Path) -> list[object]:
@@ -52,7 +42,7 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
 
 
 def test_no_client_writes_out_a_wire_string() -> None:
-    wire = _wire_strings()
+    wire = wire_strings()
     found = {
         (str(path.relative_to(PACKAGE)), value)
         for path in CLIENTS

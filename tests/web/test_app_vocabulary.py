@@ -8,25 +8,15 @@ it follows the Python package (tests/protocol/test_js.py keeps that file current
 from __future__ import annotations
 
 import re
-from enum import Enum
 
-from sitecomms.protocol import enums, errors, frames
 from sitecomms.protocol.frames import CloseCode
 from sitecomms.protocol.js import TARGET
+from tests.wire import wire_strings
 
 APP = TARGET.with_name("app.js")
 # The page's own connection states are words, not frames: "live" is also a frame type's value.
 PAGE_STATES = re.compile(r"^const Socket = Object\.freeze\(.*\);$", re.MULTILINE)
 STRING = re.compile(r"""(["'`])((?:(?!\1)[^\\\n]|\\.)*)\1""")
-
-
-def _wire_strings() -> set[str]:
-    values: set[str] = set()
-    for module in (enums, frames, errors):
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Enum) and value.__module__ == module.__name__:
-                values |= {m.value for m in value if isinstance(m.value, str)}
-    return values
 
 
 def test_app_js_imports_the_generated_protocol_module() -> None:
@@ -39,7 +29,7 @@ def test_app_js_holds_no_string_the_protocol_defines() -> None:
     source = PAGE_STATES.sub("", APP.read_text(encoding="utf-8"))
     literals = {match.group(2) for match in STRING.finditer(source)}
     assert "sitecomms.token" in literals, "the scan finds app.js's string literals"
-    assert not literals & _wire_strings(), sorted(literals & _wire_strings())
+    assert not literals & wire_strings(), sorted(literals & wire_strings())
 
 
 def test_app_js_holds_no_close_code() -> None:
