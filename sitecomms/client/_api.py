@@ -48,6 +48,8 @@ class Api:
         try:
             answer = response.json()
         except ValueError as exc:
+            if response.status_code >= 400:  # a proxy's page refusing the request: a refusal all the same
+                _raise_refusal(response, None)
             raise ServerUnavailable(f"{method} {path}: not JSON (HTTP {response.status_code})") from exc
         if response.status_code >= 400:
             _raise_refusal(response, answer)

@@ -36,7 +36,7 @@ def run(url: str, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs)
 
 
 def _run_sqlite(url: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
     try:
         with engine.begin() as conn:
             return fn(conn, *args, **kwargs)
@@ -45,7 +45,7 @@ def _run_sqlite(url: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) ->
 
 
 async def _run_async(url: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, hide_parameters=True)
     try:
         async with engine.begin() as conn:
             return await conn.run_sync(fn, *args, **kwargs)

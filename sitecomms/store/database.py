@@ -129,6 +129,7 @@ class SQLiteDatabase:
             pool_size=size,
             max_overflow=0,
             connect_args={"check_same_thread": False, "timeout": 5.0},
+            hide_parameters=True,  # a driver error's text reaches logs: no message content or hashes in it
         )
 
         @event.listens_for(engine, "connect")
@@ -198,7 +199,7 @@ class PostgresDatabase:
 
     def __init__(self, url: str, *, pool_size: int) -> None:
         self._engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, hide_parameters=True
         )
 
     async def read(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -51,6 +51,8 @@ _SQLITE_UNAVAILABLE = {
     5,  # SQLITE_BUSY: another connection holds the lock past busy_timeout
     6,  # SQLITE_LOCKED
     7,  # SQLITE_NOMEM
+    8,  # SQLITE_READONLY: the file was moved or deleted, or its file system remounted read-only
+    9,  # SQLITE_INTERRUPT
     10,  # SQLITE_IOERR
     13,  # SQLITE_FULL
     14,  # SQLITE_CANTOPEN

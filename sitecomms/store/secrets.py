@@ -30,7 +30,10 @@ def get_or_create_secret(conn: Connection, name: str, make: Callable[[], str]) -
         if not isinstance(translate(exc, "create_secret"), Duplicate):
             raise
         # another process made it first
-        return str(_BY_NAME.scalar(conn, name=name))
+        found = _BY_NAME.scalar(conn, name=name)
+        if found is None:  # never a secret of "None": fail closed
+            raise LookupError(f"the secret {name!r} was neither created nor found") from exc
+        return str(found)
     return value
 
 

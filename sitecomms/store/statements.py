@@ -196,8 +196,8 @@ def _execute(conn: Connection, plan: _Plan, params: Mapping[str, Any]) -> Any:
     try:
         return raw.execute(plan.sql, values)
     except conn.dialect.loaded_dbapi.Error as error:
-        raise exc.DBAPIError.instance(
-            plan.sql, values, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        raise exc.DBAPIError.instance(  # no parameters in the message: they hold content and password hashes
+            plan.sql, values, error, conn.dialect.loaded_dbapi.Error, hide_parameters=True, dialect=conn.dialect
         ) from error
 
 

@@ -445,3 +445,21 @@ async def test_a_refusal_whose_body_is_not_the_protocols_error_still_refuses_wit
         assert (refused.value.status, refused.value.code, refused.value.message) == (403, UNSPECIFIED, "Forbidden")
     finally:
         await api.close()
+
+
+async def test_a_proxys_html_refusal_is_a_refusal_not_an_outage() -> None:
+    """A 4xx page that is not JSON at all refuses (413: the message fails; 401: signed out), never retried forever."""
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        status = 401 if request.url.path == "/v1/sync" else 413
+        return httpx.Response(status, text="<html>refused by the proxy</html>", headers={"content-type": "text/html"})
+
+    api = Api("http://proxied.example", transport=httpx.MockTransport(proxy))
+    try:
+        with pytest.raises(RequestRejected) as refused:
+            await api.send(CONVERSATION, "hello", "k-1")
+        assert (refused.value.status, refused.value.code) == (413, UNSPECIFIED)
+        with pytest.raises(AuthenticationError):
+            await api.sync(None)
+    finally:
+        await api.close()

@@ -252,3 +252,35 @@ async def test_a_contended_postgresql_is_unavailable_once_retries_are_spent(sqls
             await asyncio.wait_for(db.read("contended", _raising(sqlstate, [])), TIMEOUT)
     finally:
         await db.close()
+
+
+def _write_org(conn: Connection) -> None:
+    _org(conn, str(uuid.uuid4()))
+
+
+async def test_an_sqlite_database_that_is_read_only_is_unavailable(tmp_path: Path) -> None:
+    """SQLITE_READONLY (a file remounted read-only, or replaced under the server): a 503 to retry, not a 500."""
+    path = tmp_path / "sitecomms.db"
+    await asyncio.to_thread(migrate.upgrade, f"sqlite:///{path}")
+    db = open_database(f"sqlite:///file:{path}?mode=ro&uri=true", pool_size=1)
+    try:
+        with pytest.raises(Unavailable, match="readonly"):
+            await asyncio.wait_for(db.write("write", _write_org), TIMEOUT)
+    finally:
+        await db.close()
+
+
+class _NeverFound:
+    def scalar(self, conn: Connection, **params: object) -> None:
+        return None
+
+
+def test_a_secret_never_found_fails_closed(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Had another process's secret vanished after a duplicate insert, the secret is not "None"."""
+    from sitecomms.store import secrets
+
+    migrate.upgrade(sqlite_url)
+    assert blocking.run(sqlite_url, "seed", secrets.get_or_create_secret, "jwt_secret", lambda: "first") == "first"
+    monkeypatch.setattr(secrets, "_BY_NAME", _NeverFound())  # the insert then finds the row taken, the read nothing
+    with pytest.raises(LookupError, match="neither created nor found"):
+        blocking.run(sqlite_url, "vanishing", secrets.get_or_create_secret, "jwt_secret", lambda: "second")
