@@ -42,8 +42,7 @@ from sitecomms.client._models import ConnectionState, Conversation, Me, Message
 from sitecomms.client._observers import ALL, Observers
 from sitecomms.client._store import LocalStore
 from sitecomms.protocol.backoff import RECONNECT, RETRY_SEND
-from sitecomms.protocol.decoding import WireError, decode
-from sitecomms.protocol.enums import ChangeType
+from sitecomms.protocol.decoding import CHANGE_TYPES, WireError, decode
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.frames import ClientFrame, CloseCode, ServerFrame
 from sitecomms.protocol.limits import MAX_CONTENT_CHARS
@@ -52,7 +51,6 @@ from sitecomms.protocol.models import ChangeFrame
 log = logging.getLogger("sitecomms.client")
 
 _LIVE_BATCH = 500
-_CHANGE_TYPES = frozenset(t.value for t in ChangeType)
 _PONG = orjson.dumps({"type": ClientFrame.PONG}).decode()
 
 
@@ -327,7 +325,7 @@ class Client:
             frame = orjson.loads(raw)
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 raise WireError("not a frame (an object with a type)")
-            if frame["type"] in _CHANGE_TYPES:
+            if frame["type"] in CHANGE_TYPES:
                 return decode(ChangeFrame, frame)
         except ValueError as exc:  # not JSON (orjson's error is a ValueError), or a WireError
             log.error("corrupt frame skipped (%s): %r; resyncing", exc, raw[:200])

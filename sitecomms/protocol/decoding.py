@@ -44,7 +44,7 @@ DATA_OF: dict[ChangeType, type[ChangeData]] = {
     ChangeType.READ_STATUS_UPDATED: ReadStatusView,
     ChangeType.USER_UPDATED: UserView,
 }
-_CHANGE_TYPES: dict[str, ChangeType] = {member.value: member for member in ChangeType}
+CHANGE_TYPES: dict[str, ChangeType] = {member.value: member for member in ChangeType}  # by wire name
 
 
 class WireError(ValueError):
@@ -197,7 +197,7 @@ def _change_frame(value: object) -> ChangeFrame:
 
 def _unknown_change(value: object) -> bool:
     """A change of a kind a newer server added: skipped (its data is not ours to check)."""
-    return type(value) is dict and type(value.get("type")) is str and value["type"] not in _CHANGE_TYPES
+    return type(value) is dict and type(value.get("type")) is str and value["type"] not in CHANGE_TYPES
 
 
 _SCALARS: dict[object, Decoder] = {str: _str, int: _int, bool: _bool, datetime: _datetime}

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, inser
 from sitecomms.protocol.enums import ConversationType
 from sitecomms.store.rows import ConversationRow
 from sitecomms.store.schema import conversations, messages, read_status, users
-from sitecomms.store.scopes import Scope
+from sitecomms.store.scopes import SHAPES, Scope
 from sitecomms.store.statements import Statement
 
 # The columns of a ConversationRow, in its field order; `medic_name` from the medic's user row.
@@ -49,7 +49,6 @@ _TOUCH = Statement(
     .where(conversations.c.id == bindparam("conversation_id"))
     .values(position=bindparam("position")),
 )
-_SHAPES = (("org", False), ("medic", True))
 # Per scope shape, [whole org, medic]. Most recent activity first; those without messages last.
 _LIST = [
     Statement(
@@ -61,7 +60,7 @@ _LIST = [
             conversations.c.id,
         ),
     )
-    for shape, medic in _SHAPES
+    for shape, medic in SHAPES
 ]
 _CHANGED = [
     Statement(
@@ -71,7 +70,7 @@ _CHANGED = [
         .order_by(conversations.c.position)
         .limit(bindparam("limit")),
     )
-    for shape, medic in _SHAPES
+    for shape, medic in SHAPES
 ]
 _read_upto = func.coalesce(read_status.c.last_read_position, 0)
 _UNREAD = Statement(
@@ -126,12 +125,12 @@ def get_direct_conversation_of(conn: Connection, medic_id: str) -> ConversationR
 
 def list_conversations(conn: Connection, scope: Scope) -> list[ConversationRow]:
     """Most recent activity first; conversations without messages last, newest first."""
-    statement = _LIST[not scope.whole_org]
+    statement = _LIST[scope.shape]
     return [ConversationRow(*row) for row in statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id)]
 
 
 def conversations_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[ConversationRow]:
-    statement = _CHANGED[not scope.whole_org]
+    statement = _CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [ConversationRow(*row) for row in rows]
 

@@ -32,7 +32,7 @@ from sitecomms.store import stream
 from sitecomms.store.conversations import scope_clause
 from sitecomms.store.rows import ConversationRow, MessageRow, UserRow
 from sitecomms.store.schema import conversations, messages, users
-from sitecomms.store.scopes import Scope
+from sitecomms.store.scopes import SHAPES, Scope
 from sitecomms.store.statements import Statement
 
 SEND_POSITIONS = 2  # the message's, then its conversation's new preview
@@ -152,7 +152,7 @@ _CHANGED = [
         .order_by(messages.c.position)
         .limit(bindparam("limit")),
     )
-    for shape, medic in (("org", False), ("medic", True))
+    for shape, medic in SHAPES
 ]
 
 
@@ -221,7 +221,7 @@ def thread_page(
 
 
 def messages_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[MessageRow]:
-    statement = _CHANGED[not scope.whole_org]
+    statement = _CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [MessageRow(*row) for row in rows]
 

@@ -10,7 +10,7 @@ from sitecomms.protocol.enums import ConversationType
 from sitecomms.store.conversations import scope_clause
 from sitecomms.store.rows import ReadStatusRow
 from sitecomms.store.schema import conversations, read_status
-from sitecomms.store.scopes import Scope
+from sitecomms.store.scopes import SHAPES, Scope
 from sitecomms.store.statements import Statement
 
 _COLUMNS = [read_status.c[name] for name in ReadStatusRow.__dataclass_fields__]
@@ -30,7 +30,6 @@ def _scoped(medic: bool) -> Select[tuple[object, ...]]:
     ).where(scope_clause(True), own_or_direct)
 
 
-_SHAPES = (("org", False), ("medic", True))
 _GET = Statement(
     "reads.get",
     _SELECT.where(
@@ -65,7 +64,7 @@ _POSITIONS_OF_USER = Statement(
     ),
 )
 # Per scope shape, [whole org, medic].
-_IN = [Statement(f"reads.in.{shape}", _scoped(medic).order_by(read_status.c.position)) for shape, medic in _SHAPES]
+_IN = [Statement(f"reads.in.{shape}", _scoped(medic).order_by(read_status.c.position)) for shape, medic in SHAPES]
 _CHANGED = [
     Statement(
         f"reads.changed.{shape}",
@@ -74,7 +73,7 @@ _CHANGED = [
         .order_by(read_status.c.position)
         .limit(bindparam("limit")),
     )
-    for shape, medic in _SHAPES
+    for shape, medic in SHAPES
 ]
 
 
@@ -116,12 +115,12 @@ def read_statuses_of(conn: Connection, conversation_id: str) -> list[ReadStatusR
 
 
 def read_statuses_in(conn: Connection, scope: Scope) -> list[ReadStatusRow]:
-    rows = _IN[not scope.whole_org].rows(conn, org_id=scope.org_id, medic_id=scope.medic_id)
+    rows = _IN[scope.shape].rows(conn, org_id=scope.org_id, medic_id=scope.medic_id)
     return [ReadStatusRow(*row) for row in rows]
 
 
 def read_statuses_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[ReadStatusRow]:
-    statement = _CHANGED[not scope.whole_org]
+    statement = _CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [ReadStatusRow(*row) for row in rows]
 

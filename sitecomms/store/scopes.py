@@ -3,13 +3,17 @@
 `Scope(org_id)` is every row of the org. `Scope(org_id, medic_id)` is the org's broadcast and
 that medic's direct conversation, the messages in them, their read statuses except other
 users' in the broadcast, and the medic's own user row. The query modules translate each shape
-into prepared statements (one variant per shape); who is given which scope is the visibility
+into statements (one variant per shape, `SHAPES`); who is given which scope is the visibility
 policy's decision (`server/services/visibility.py`), not the store's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The shapes a scope can take, in the order of `Scope.shape`: each one's name (in statement
+# names) and whether it is a medic's. Query modules build one statement per shape from this.
+SHAPES = (("org", False), ("medic", True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +24,8 @@ class Scope:
     @property
     def whole_org(self) -> bool:
         return self.medic_id is None
+
+    @property
+    def shape(self) -> int:
+        """The index of this scope's shape in `SHAPES` (and in each list of per-shape statements)."""
+        return 0 if self.medic_id is None else 1

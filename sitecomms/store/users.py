@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, insert, sel
 
 from sitecomms.store.rows import UserRow
 from sitecomms.store.schema import users
-from sitecomms.store.scopes import Scope
+from sitecomms.store.scopes import SHAPES, Scope
 from sitecomms.store.statements import Statement
 
 _COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
@@ -36,7 +36,7 @@ _RENAME = Statement(
 # Per scope shape, [whole org, medic]: the directory, and the changes after a position.
 _LIST = [
     Statement(f"users.list.{shape}", _scoped(medic).order_by(users.c.role, users.c.display_name, users.c.id))
-    for shape, medic in (("org", False), ("medic", True))
+    for shape, medic in SHAPES
 ]
 _CHANGED = [
     Statement(
@@ -46,7 +46,7 @@ _CHANGED = [
         .order_by(users.c.position)
         .limit(bindparam("limit")),
     )
-    for shape, medic in (("org", False), ("medic", True))
+    for shape, medic in SHAPES
 ]
 
 
@@ -88,12 +88,12 @@ def get_user_by_email(conn: Connection, email: str) -> UserRow | None:
 
 
 def list_users(conn: Connection, scope: Scope) -> list[UserRow]:
-    statement = _LIST[not scope.whole_org]
+    statement = _LIST[scope.shape]
     return [UserRow(*row) for row in statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id)]
 
 
 def users_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[UserRow]:
-    statement = _CHANGED[not scope.whole_org]
+    statement = _CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [UserRow(*row) for row in rows]
 
