@@ -21,7 +21,8 @@ statement's columns.
 
 Every `Statement` is recorded in `REGISTRY` by its unique name, so tests can check that each
 one gives the same rows through this path as through plain `conn.execute`
-(tests/store/test_statements.py). `dialects` restricts a statement written for one engine.
+(tests/store/test_statements.py). `dialects` names the engines a statement is written for
+(the parity test runs it on those only); nothing checks it at run time.
 """
 
 from __future__ import annotations

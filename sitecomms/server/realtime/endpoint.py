@@ -103,7 +103,7 @@ class Session:
             pass  # the client went away: nothing to tell it
         except TimeoutError:
             await self._close(CloseCode.TRY_AGAIN_LATER, "the server is busy; reconnect shortly")
-        except REPORTED as exc:  # described as on HTTP; whatever it is, the client comes back later
+        except REPORTED as exc:  # logged by its code; whatever it is, the client comes back later
             failure = describe(exc)
             assert failure is not None
             log.warning("realtime session refused (%s): %s", failure.code.value, exc)

@@ -13,7 +13,7 @@ Anything not visible is reported as not found, never as forbidden, so existence 
 a visible conversation the viewer may not write is forbidden.
 
 Each rule exists twice: as the store `Scope` a viewer reads with (plain data: the whole org
-for an admin, or "this medic" for a medic; the store turns each shape into its prepared
+for an admin, or "this medic" for a medic; the store turns each shape into its
 statements) and as a predicate on a loaded row (for checks and realtime fan-out); the tests
 hold the two forms to the same answers. Names as a viewer sees them are here too, because which name a
 viewer may learn is part of the same policy.
