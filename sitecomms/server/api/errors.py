@@ -23,7 +23,10 @@ def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        message = str(err.get("msg", "invalid")).removeprefix(
+            "Value error, "
+        )  # a rule's own words, as the services say them
+        parts.append(f"{where}: {message}")
     return "; ".join(parts) or "invalid request"
 
 
