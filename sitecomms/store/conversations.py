@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, inser
 from sitecomms.protocol.enums import ConversationType
 from sitecomms.store.rows import ConversationRow
 from sitecomms.store.schema import conversations, messages, read_status, users
-from sitecomms.store.scopes import SHAPES, Scope
+from sitecomms.store.scopes import SHAPES, Scope, changed_after
 from sitecomms.store.statements import Statement
 
 # The columns of a ConversationRow, in its field order; `medic_name` from the medic's user row.
@@ -62,16 +62,7 @@ _LIST = [
     )
     for shape, medic in SHAPES
 ]
-_CHANGED = [
-    Statement(
-        f"conversations.changed.{shape}",
-        _scoped(medic)
-        .where(conversations.c.position > bindparam("after"))
-        .order_by(conversations.c.position)
-        .limit(bindparam("limit")),
-    )
-    for shape, medic in SHAPES
-]
+_CHANGED = changed_after("conversations", _scoped, conversations.c.position)
 _read_upto = func.coalesce(read_status.c.last_read_position, 0)
 _UNREAD = Statement(
     "conversations.unread_counts",

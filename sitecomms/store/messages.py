@@ -32,7 +32,7 @@ from sitecomms.store import stream
 from sitecomms.store.conversations import scope_clause
 from sitecomms.store.rows import ConversationRow, MessageRow, UserRow
 from sitecomms.store.schema import conversations, messages, users
-from sitecomms.store.scopes import SHAPES, Scope
+from sitecomms.store.scopes import Scope, changed_after
 from sitecomms.store.statements import Statement
 
 SEND_POSITIONS = 2  # the message's, then its conversation's new preview
@@ -144,16 +144,7 @@ def _scoped(medic: bool) -> Select[tuple[object, ...]]:
 
 
 # Per scope shape, [whole org, medic].
-_CHANGED = [
-    Statement(
-        f"messages.changed.{shape}",
-        _scoped(medic)
-        .where(messages.c.position > bindparam("after"))
-        .order_by(messages.c.position)
-        .limit(bindparam("limit")),
-    )
-    for shape, medic in SHAPES
-]
+_CHANGED = changed_after("messages", _scoped, messages.c.position)
 
 
 def record_send(

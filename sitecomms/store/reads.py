@@ -10,7 +10,7 @@ from sitecomms.protocol.enums import ConversationType
 from sitecomms.store.conversations import scope_clause
 from sitecomms.store.rows import ReadStatusRow
 from sitecomms.store.schema import conversations, read_status
-from sitecomms.store.scopes import SHAPES, Scope
+from sitecomms.store.scopes import SHAPES, Scope, changed_after
 from sitecomms.store.statements import Statement
 
 _COLUMNS = [read_status.c[name] for name in ReadStatusRow.__dataclass_fields__]
@@ -65,16 +65,7 @@ _POSITIONS_OF_USER = Statement(
 )
 # Per scope shape, [whole org, medic].
 _IN = [Statement(f"reads.in.{shape}", _scoped(medic).order_by(read_status.c.position)) for shape, medic in SHAPES]
-_CHANGED = [
-    Statement(
-        f"reads.changed.{shape}",
-        _scoped(medic)
-        .where(read_status.c.position > bindparam("after"))
-        .order_by(read_status.c.position)
-        .limit(bindparam("limit")),
-    )
-    for shape, medic in SHAPES
-]
+_CHANGED = changed_after("reads", _scoped, read_status.c.position)
 
 
 def get_read_status(conn: Connection, conversation_id: str, user_id: str) -> ReadStatusRow | None:

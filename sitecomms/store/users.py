@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, insert, sel
 
 from sitecomms.store.rows import UserRow
 from sitecomms.store.schema import users
-from sitecomms.store.scopes import SHAPES, Scope
+from sitecomms.store.scopes import SHAPES, Scope, changed_after
 from sitecomms.store.statements import Statement
 
 _COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
@@ -38,16 +38,7 @@ _LIST = [
     Statement(f"users.list.{shape}", _scoped(medic).order_by(users.c.role, users.c.display_name, users.c.id))
     for shape, medic in SHAPES
 ]
-_CHANGED = [
-    Statement(
-        f"users.changed.{shape}",
-        _scoped(medic)
-        .where(users.c.position > bindparam("after"))
-        .order_by(users.c.position)
-        .limit(bindparam("limit")),
-    )
-    for shape, medic in SHAPES
-]
+_CHANGED = changed_after("users", _scoped, users.c.position)
 
 
 def insert_user(
