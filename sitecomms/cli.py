@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
 from sitecomms.protocol.frames import MAX_FRAME_BYTES
 from sitecomms.redact import redact_url
+from sitecomms.server import keys
 from sitecomms.server.app import build_accounts, command_publisher, create_app
 from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
 from sitecomms.server.services.accounts import Accounts, NewUser
@@ -223,6 +225,73 @@ def token(
         return (await accounts.mint_token(email, ttl)).access_token
 
     print(_with_services(_settings(database_url), work))
+
+
+keys_app = typer.Typer(help="The token signing keys (the key file; never printed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeyFileOption = Annotated[
+    Path | None, typer.Option("--key-file", help="Overrides SITECOMMS_KEY_FILE", show_default=False)
+]
+
+
+def _key_settings(database_url: str | None, key_file: Path | None) -> Settings:
+    """The settings naming the key file; exit 1 when SITECOMMS_JWT_SECRET makes the server ignore it."""
+    settings = _settings(database_url, key_file=key_file)
+    if settings.jwt_secret is not None:
+        err_console.print(
+            "[red]error:[/red] SITECOMMS_JWT_SECRET is set, so tokens are signed with it and the key file is"
+            " not used: unset it to use the key file",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    return settings
+
+
+def _age(seconds: float) -> str:
+    minutes, hours = int(seconds) // 60, int(seconds) // 3600
+    return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h {minutes % 60}m" if hours else f"{minutes}m"
+
+
+@keys_app.command("show")
+def keys_show(database_url: DatabaseOption = None, key_file: KeyFileOption = None) -> None:
+    """List the keys accepted (kid and age, newest, the signing one, first); never the secrets."""
+    path = keys.key_path(_key_settings(database_url, key_file))
+    try:
+        found = keys.Keyring.read(path)
+    except keys.KeyFileError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    table = Table("kid", "age", "use", title=str(path))
+    now = time.time()
+    for index, key in enumerate(found.keys):
+        table.add_row(key.kid, _age(now - key.created_at), "signing" if index == 0 else "accepted")
+    console.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    keep_seconds: Annotated[
+        int | None,
+        typer.Option(min=0, help="Keep older keys this long after they stop signing [default: the token TTL]"),
+    ] = None,
+    database_url: DatabaseOption = None,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Make a new signing key; older keys are still accepted until their tokens have expired."""
+    settings = _key_settings(database_url, key_file)
+    path = keys.key_path(settings)
+    keep = settings.token_ttl_seconds if keep_seconds is None else keep_seconds
+    try:
+        rotated = keys.rotate(path, keep_seconds=keep)
+    except keys.KeyFileError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"{path}: now signing with {rotated.keys[0].kid}; {len(rotated.keys) - 1} older key(s) still accepted,"
+        f" {len(rotated.dropped)} dropped. Running servers switch within a second.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -6,6 +6,7 @@ See `docs/configuration.md` for the reference table.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -26,6 +27,14 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(
         None,
         description="HS256 signing secret (32+ chars). Unset: one is generated and kept in the database.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "The key file (token signing keys, mode 0600) when jwt_secret is unset; every process and host"
+            " serving one database must share it. Unset: next to the SQLite file (sitecomms.db -> sitecomms.keys),"
+            " or ./sitecomms.keys with PostgreSQL (sitecomms.server.keys.key_path)"
+        ),
     )
     token_ttl_seconds: int = Field(12 * 3600, ge=60, description="Lifetime of an access token")
     argon2_time_cost: int = Field(3, ge=1, description="argon2id passes per password hash")

@@ -4,7 +4,8 @@
 in one transaction named `name` (as `Database.write` names its own), commits, and disposes of
 the engine. On SQLite that is a plain synchronous
 engine; PostgreSQL has only an asyncio driver here (asyncpg), so the same is done under
-`asyncio.run`, with `fn` on SQLAlchemy's synchronous facade. Failures come out translated as
+`asyncio.run`, with `fn` on SQLAlchemy's synchronous facade. A new SQLite file is created
+with mode 0600 first (`database.create_private_file`). Failures come out translated as
 every store failure (`errors.translate`): `Unavailable` when the database cannot be used.
 Call it from a thread without a running event loop (`asyncio.to_thread` from inside one).
 """
@@ -17,7 +18,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sitecomms.store.database import TxnFn, normalise_url
+from sitecomms.store.database import TxnFn, create_private_file, normalise_url
 from sitecomms.store.errors import raise_translated
 
 P = ParamSpec("P")
@@ -36,6 +37,7 @@ def run(url: str, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs)
 
 
 def _run_sqlite(url: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    create_private_file(url)
     engine = create_engine(url, hide_parameters=True)
     try:
         with engine.begin() as conn:

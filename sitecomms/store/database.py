@@ -17,7 +17,9 @@ transaction is for; timings are logged per name.
 
 Both engines hand every failure to `errors.translate`: failing to reach the database, or a
 lock held too long by another process, raises `errors.Unavailable`; a unique constraint
-violated raises `errors.Duplicate(constraint)`, for the caller to interpret. `Connection`
+violated raises `errors.Duplicate(constraint)`, for the caller to interpret. An SQLite file is
+created readable by its owner only (0600) before SQLite first opens it (`create_private_file`;
+SQLite gives its -wal and -shm files the main file's mode). `Connection`
 (SQLAlchemy's) is exported as the type transaction functions take, so callers above the store
 name it from here, never from SQLAlchemy.
 """
@@ -26,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, literal_column, select
@@ -48,8 +52,10 @@ __all__ = [
     "PostgresDatabase",
     "SQLiteDatabase",
     "TxnFn",
+    "create_private_file",
     "normalise_url",
     "open_database",
+    "sqlite_file",
 ]
 
 log = logging.getLogger("sitecomms.store.txn")
@@ -96,6 +102,32 @@ def normalise_url(url: str) -> str:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (use sqlite:// or postgresql://)")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names; None for PostgreSQL, an in-memory database or a `file:` URI."""
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:") or "uri" in parsed.query:
+        return None
+    return Path(database)
+
+
+def create_private_file(url: str) -> None:
+    """Create the SQLite file `url` names, empty and with mode 0600, unless it exists already.
+
+    SQLite would create it with the umask's mode (usually world-readable), and gives its -wal
+    and -shm files the main file's mode. Any failure here (no such directory, no permission)
+    is left for SQLite to report when it opens the file, as it always has."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # FileExistsError: already there, and its mode is the operator's
+        return
+
+
 def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> Database:
     normalised = normalise_url(url)
     if normalised.startswith("sqlite"):
@@ -114,6 +146,7 @@ class SQLiteDatabase:
     def __init__(self, url: str, *, synchronous: str, readers: int) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("sqlite synchronous must be FULL, NORMAL or EXTRA")
+        create_private_file(url)
         self._writer = self._engine(url, synchronous, begin="BEGIN IMMEDIATE", size=1, autocheckpoint=False)
         self._reader = self._engine(url, synchronous, begin="BEGIN", size=readers)
         path = make_url(url).database or ""
