@@ -100,6 +100,7 @@ class Keyring:
         self._path = path
         self._clock = clock
         self._looked_at = clock()
+        self._seen_stamp = contents.stamp
         self._reread_for_kid_at = float("-inf")
 
     @classmethod
@@ -157,6 +158,7 @@ class Keyring:
         return self._contents.keys
 
     def _look_at_file(self) -> None:
+        """At most once a second: re-read the file if it changed (a new inode, mtime or size)."""
         if self._path is None:
             return
         now = self._clock()
@@ -164,12 +166,16 @@ class Keyring:
             return
         self._looked_at = now
         try:
-            changed = _stamp(os.stat(self._path)) != self._contents.stamp
+            stamp: tuple[int, int, int] | None = _stamp(os.stat(self._path))
         except OSError as exc:
-            log.warning("cannot look at the key file %s (keeping the keys read before): %s", self._path, exc)
+            stamp, problem = None, exc
+        if stamp == self._seen_stamp:  # unchanged (or still as unusable as before: warned once already)
             return
-        if changed:
-            self._reread()
+        self._seen_stamp = stamp
+        if stamp is None:
+            log.warning("cannot look at the key file %s (keeping the keys read before): %s", self._path, problem)
+            return
+        self._reread()
 
     def _reread(self) -> None:
         assert self._path is not None
@@ -285,7 +291,7 @@ def _read(path: Path, *, missing_ok: bool = True) -> _Contents:
             status = os.fstat(source.fileno())
             if stat.S_IMODE(status.st_mode) & 0o077:
                 raise KeyFileError(
-                    f"the key file {path} may be read by others (mode {stat.S_IMODE(status.st_mode):04o}); "
+                    f"the key file {path} may be read or changed by others (mode {stat.S_IMODE(status.st_mode):04o}); "
                     f"it holds the token signing keys: make it its owner's only (chmod 600 {path})"
                 )
             raw = source.read()
@@ -315,7 +321,7 @@ def _parse_key(entry: Any) -> SigningKey:
     if not isinstance(entry, dict):
         raise TypeError("a key is not an object")
     kid, created_at = entry["kid"], entry["created_at"]
-    if not isinstance(kid, str) or not kid or not isinstance(created_at, int):
+    if not isinstance(kid, str) or not kid or not isinstance(created_at, int) or isinstance(created_at, bool):
         raise TypeError("a key needs a kid (text) and created_at (Unix seconds)")
     return SigningKey(kid, _secret(entry["secret"]), created_at)
 
