@@ -227,7 +227,9 @@ def token(
     print(_with_services(_settings(database_url), work))
 
 
-keys_app = typer.Typer(help="The token signing keys (the key file; never printed).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="The token signing keys in the key file (their secrets are never printed).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 KeyFileOption = Annotated[
     Path | None, typer.Option("--key-file", help="Overrides SITECOMMS_KEY_FILE", show_default=False)
