@@ -21,11 +21,12 @@ from sitecomms.protocol.enums import Role
 from sitecomms.protocol.frames import MAX_FRAME_BYTES
 from sitecomms.redact import redact_url
 from sitecomms.server import keys
-from sitecomms.server.app import build_accounts, command_publisher, create_app
+from sitecomms.server.app import build_accounts, build_signin, command_publisher, create_app
 from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
 from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.errors import ServiceError
 from sitecomms.server.services.messaging import Messaging
+from sitecomms.server.services.signin import SignIn
 from sitecomms.store import migrate
 from sitecomms.store.database import normalise_url, open_database
 from sitecomms.store.errors import Unavailable
@@ -86,6 +87,26 @@ def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awa
             return asyncio.run(run())
     except ServiceError as exc:
         err_console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _with_signin(settings: Settings, work: Callable[[SignIn], Awaitable[T]]) -> T:
+    """`_with_services`, for work on sessions and tokens."""
+
+    async def run() -> T:
+        db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
+        async with command_publisher(settings.bus_url) as publisher:
+            try:
+                return await work(build_signin(settings, db, publisher))
+            finally:
+                await db.close()
+
+    try:
+        with _database_errors(settings.database_url):
+            migrate.upgrade(settings.database_url)
+            return asyncio.run(run())
+    except (ServiceError, keys.KeyFileError) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
 
 
@@ -219,12 +240,13 @@ def token(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds [default: settings]")] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Mint an access token for a user (operator use; no password needed). Prints the JWT."""
+    """Mint an access token for a user (operator use; no password needed; a session "operator
+    token" is opened, listed in their devices). Prints the JWT."""
 
-    async def work(accounts: Accounts, _messaging: Messaging) -> str:
-        return (await accounts.mint_token(email, ttl)).access_token
+    async def work(signin: SignIn) -> str:
+        return (await signin.mint_token(email, ttl)).access_token
 
-    print(_with_services(_settings(database_url), work))
+    print(_with_signin(_settings(database_url), work))
 
 
 keys_app = typer.Typer(

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `sitecomms serve` binds")
     jwt_secret: SecretStr | None = Field(
         None,
-        description="HS256 signing secret (32+ chars). Unset: one is generated and kept in the database.",
+        description="A fixed HS256 signing secret (32+ chars) instead of the key file (no rotation)",
     )
     key_file: Path | None = Field(
         None,
@@ -36,7 +36,28 @@ class Settings(BaseSettings):
             " or ./sitecomms.keys with PostgreSQL (sitecomms.server.keys.key_path)"
         ),
     )
-    token_ttl_seconds: int = Field(12 * 3600, ge=60, description="Lifetime of an access token")
+    token_ttl_seconds: int = Field(
+        15 * 60, ge=60, le=24 * 3600, description="Lifetime of an access token (clients refresh it silently)"
+    )
+    refresh_idle_seconds: int = Field(
+        30 * 24 * 3600, ge=300, description="A session unused (not refreshed) this long expires: sign in again"
+    )
+    refresh_retry_grace_seconds: int = Field(
+        60,
+        ge=0,
+        le=600,
+        description="A refresh retried this soon with the token just rotated (its answer lost) is answered again",
+    )
+    access_poll_seconds: float = Field(
+        0.5, gt=0, le=5, description="Each process reads the access-change log at least this often"
+    )
+    login_failures_allowed: int = Field(
+        5, ge=1, description="Failed sign-ins per account or address before delays (429) start"
+    )
+    password_hash_concurrency: int = Field(
+        1, ge=1, le=64, description="Password hashes computed at once per process (the rest wait)"
+    )
+    audit_retention_days: int = Field(365, ge=1, description="Audit events older than this are deleted")
     argon2_time_cost: int = Field(3, ge=1, description="argon2id passes per password hash")
     argon2_memory_kib: int = Field(65536, ge=8, description="argon2id memory per hash, KiB")
     argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
@@ -55,6 +76,9 @@ class Settings(BaseSettings):
     ws_queue_frames: int = Field(1024, ge=1, description="Frames queued per socket before it must resync")
     ws_replay_limit: int = Field(
         10_000, ge=0, description="A reconnecting client further behind than this is told to resync"
+    )
+    ws_sockets_per_user: int = Field(
+        20, ge=1, description="Open sockets per user and process; a new one closes the oldest (4429)"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
 

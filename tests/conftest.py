@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from sitecomms.config import Settings
-from sitecomms.server.app import build_accounts, create_app
+from sitecomms.server.app import build_accounts, build_signin, create_app
 from sitecomms.server.services.accounts import Accounts
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store.database import Database, open_database
@@ -57,10 +57,11 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
     app = create_app(settings)
     db = open_database(database_url, pool_size=4)
     accounts = build_accounts(settings, db, NoPublisher())
+    signin = build_signin(settings, db, NoPublisher())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sitecomms.test") as client:
-            yield Stack(settings, app, client, db, accounts, Orgs(accounts, client))
+            yield Stack(settings, app, client, db, accounts, Orgs(accounts, signin, client))
     await db.close()
 
 

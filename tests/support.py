@@ -15,6 +15,7 @@ from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
 from sitecomms.protocol.requests import SendMessageRequest, body
 from sitecomms.server.services.accounts import Accounts, NewUser
+from sitecomms.server.services.signin import SignIn
 from sitecomms.server.services.visibility import Viewer
 
 POSTGRES_ADMIN_URL = os.environ.get("SITECOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -95,8 +96,9 @@ class World:
 class Orgs:
     """Makes organisations with members straight through the services (fast, no HTTP)."""
 
-    def __init__(self, accounts: Accounts, client: httpx.AsyncClient) -> None:
+    def __init__(self, accounts: Accounts, signin: SignIn, client: httpx.AsyncClient) -> None:
         self.accounts = accounts
+        self.signin = signin
         self.client = client
 
     async def make(self, *, admins: int = 1, medics: int = 2, name: str | None = None) -> World:
@@ -118,7 +120,7 @@ class Orgs:
     async def add(self, world: World, role: Role, display_name: str) -> Member:
         email = f"{uuid.uuid4().hex[:12]}@{role.value}.test"
         user = await self.accounts.create_user(None, world.org_id, NewUser(email, display_name, role, PASSWORD))
-        token = (await self.accounts.mint_token(email)).access_token
+        token = (await self.signin.mint_token(email)).access_token
         return Member(user.id, email, display_name, role, world.org_id, token)
 
     async def get(self, member: Member, path: str, **params: Any) -> Any:

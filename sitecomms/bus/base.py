@@ -13,6 +13,10 @@ has fanned out. Hence the contract is deliberately weak:
   ignores a notice at or below what it has already read);
 - payloads are tiny (`<org id> <position>`), far below PostgreSQL NOTIFY's 8,000-byte limit.
 
+A second kind of notice, `access` (`ACCESS_NOTICE`), says "the access-change log has news":
+every process then reads that log (services/access.py), which it also polls by itself, so a
+lost access notice costs at most one poll interval.
+
 A backend implements four coroutines and one async iterator. `listen()` yields payloads until
 the connection fails, then raises; it never swallows a failure, and it probes a quiet
 connection so that one that died silently (no FIN: a NAT or firewall dropped it) fails too. A
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 CHANNEL = "sitecomms_notices"
+ACCESS_NOTICE = "access"
 _MAX_DIGITS = 19  # positions are BIGINTs
 
 
@@ -56,6 +61,10 @@ class Notice:
         if not org_id or not position.isascii() or not position.isdigit() or len(position) > _MAX_DIGITS:
             return None
         return cls(org_id, int(position))
+
+
+def is_access_notice(payload: str | bytes) -> bool:
+    return payload in (ACCESS_NOTICE, ACCESS_NOTICE.encode())
 
 
 class BusBackend(Protocol):

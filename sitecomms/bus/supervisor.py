@@ -24,7 +24,7 @@ import logging
 from enum import Enum
 from typing import Protocol
 
-from sitecomms.bus.base import BusBackend, Notice
+from sitecomms.bus.base import ACCESS_NOTICE, BusBackend, Notice, is_access_notice
 from sitecomms.protocol import backoff
 from sitecomms.redact import redact_url, scrub
 
@@ -45,6 +45,8 @@ class Subscriber(Protocol):
     def on_notice(self, notice: Notice) -> None: ...
 
     def on_reset(self) -> None: ...
+
+    def on_access_changed(self) -> None: ...
 
 
 class Bus:
@@ -67,6 +69,7 @@ class Bus:
         self._max_backoff = max_backoff
         self._publish_timeout = publish_timeout
         self._unsent: dict[str, int] = {}  # org -> newest position not published yet
+        self._access_unsent = False  # an access notice is owed
         self._task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
 
@@ -85,10 +88,25 @@ class Bus:
         else:
             log.debug("bus down: notice %s@%d is sent once it is back", org_id, position)
 
+    async def access_changed(self) -> None:
+        self._access_unsent = True
+        if self.connected.is_set():
+            await self._publish_unsent()
+
     def _keep_unsent(self, org_id: str, position: int) -> None:
         self._unsent[org_id] = max(position, self._unsent.get(org_id, position))
 
     async def _publish_unsent(self) -> None:
+        if self._access_unsent:
+            self._access_unsent = False
+            try:
+                async with asyncio.timeout(self._publish_timeout):
+                    await self.backend.publish(ACCESS_NOTICE)
+            except Exception as exc:  # every process also polls the access-change log
+                log.warning("bus publish failed (%s); the notice is sent again shortly", self._scrubbed(repr(exc)))
+                self._access_unsent = True
+                self._retry_unsent_soon()
+                return
         unsent, self._unsent = self._unsent, {}
         pending = list(unsent.items())
         for index, (org_id, position) in enumerate(pending):
@@ -108,7 +126,9 @@ class Bus:
 
     async def _retry_unsent(self) -> None:
         attempt = 0
-        while self._unsent and self.connected.is_set():  # when disconnected, the reconnect sends them
+        while (
+            self._unsent or self._access_unsent
+        ) and self.connected.is_set():  # when disconnected, the reconnect sends them
             await asyncio.sleep(backoff.delay(attempt, self._min_backoff, self._max_backoff))
             if self.connected.is_set():
                 await self._publish_unsent()
@@ -144,6 +164,9 @@ class Bus:
                 subscriber.on_reset()
                 await self._publish_unsent()
                 async for payload in self.backend.listen():
+                    if is_access_notice(payload):
+                        subscriber.on_access_changed()
+                        continue
                     notice = Notice.decode(payload)
                     if notice is None:
                         log.warning("bus: dropping malformed notice %r", payload[:100])

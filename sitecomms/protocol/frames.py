@@ -42,7 +42,8 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012  # the same, from uvicorn: it closes every socket this way when the process stops
     MESSAGE_TOO_BIG = 1009  # a frame over 64 KiB
     TRY_AGAIN_LATER = 1013  # the server could not serve the socket now (e.g. database unreachable)
-    UNAUTHENTICATED = 4401  # no valid token in time, or the token expired without a refresh
+    UNAUTHENTICATED = 4401  # no valid token in time, the token expired without a refresh, or access was lost
+    TOO_MANY_SOCKETS = 4429  # the user opened more sockets than allowed: this, the oldest, was closed
     HEARTBEAT_TIMEOUT = 4408  # nothing heard from the client for too long
     RESYNC_REQUIRED = 4409  # catch up with GET /v1/sync from your cursor (or none), then reconnect
     PROTOCOL_ERROR = 4400  # the first frame was not a hello

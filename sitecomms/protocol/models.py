@@ -29,6 +29,7 @@ class UserView:
     role: Role
     created_at: datetime
     position: int
+    active: bool  # false once deactivated: they cannot sign in; their messages stay
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +134,62 @@ class UserList:
 
 @dataclass(frozen=True, slots=True)
 class TokenView:
+    """A sign-in or a refresh: a short access token, and the refresh token that replaces it.
+
+    The refresh token is single-use: each refresh answers the next one (keep it, forget the
+    old). Using an old one again signs the session out everywhere (it was copied)."""
+
     access_token: str
     token_type: str
     expires_at: datetime
+    refresh_token: str
+    refresh_idle_expires_in: int  # seconds without a refresh after which the session expires
+    session_id: str
     user: UserView
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A signed-in device, as "my devices" lists it."""
+
+    id: str
+    user_id: str
+    device: str
+    created_at: datetime
+    last_used_at: datetime
+    last_address: str
+    current: bool  # the session the request came from
+
+
+@dataclass(frozen=True, slots=True)
+class SessionList:
+    sessions: list[SessionView]
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedCount:
+    revoked: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEventView:
+    id: int
+    at: datetime
+    kind: str
+    actor_id: str | None
+    subject_id: str | None
+    session_id: str | None
+    address: str | None
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """Events newest first; `next_before` pages further back while `has_more`."""
+
+    events: list[AuditEventView]
+    next_before: int | None
+    has_more: bool
 
 
 @dataclass(frozen=True, slots=True)

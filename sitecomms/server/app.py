@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -25,27 +24,28 @@ from sitecomms import __version__
 from sitecomms.bus import Notice, open_bus
 from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
-from sitecomms.server import dashboard
+from sitecomms.server import dashboard, keys
 from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.api.route import Route
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
+from sitecomms.server.services.access import Access
 from sitecomms.server.services.accounts import Accounts
 from sitecomms.server.services.feed import Feed
 from sitecomms.server.services.health import Health
 from sitecomms.server.services.messaging import Messaging
 from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import NoPublisher, Publisher
+from sitecomms.server.services.sessions import RefreshChain, RefreshPolicy
+from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.store import migrate
 from sitecomms.store.database import Database, open_database
-from sitecomms.store.secrets import ensure_secret
 
 T = TypeVar("T")
 
-JWT_SECRET_NAME = "jwt_secret"
 SHUTDOWN_STEP_SECONDS = 5.0
 log = logging.getLogger("sitecomms.server")
 
@@ -56,20 +56,31 @@ def _off_loop(fn: Callable[[], T]) -> T:
         return pool.submit(fn).result()
 
 
-def jwt_secret(settings: Settings) -> str:
-    if settings.jwt_secret is not None:
-        return settings.jwt_secret.get_secret_value()
-    return _off_loop(lambda: ensure_secret(settings.database_url, JWT_SECRET_NAME, lambda: secrets.token_urlsafe(48)))
-
-
-def build_accounts(settings: Settings, db: Database, publisher: Publisher) -> Accounts:
-    passwords = Passwords(
+def build_passwords(settings: Settings) -> Passwords:
+    return Passwords(
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
+        max_concurrent=settings.password_hash_concurrency,
     )
-    tokens = Tokens(jwt_secret(settings), timedelta(seconds=settings.token_ttl_seconds))
-    return Accounts(db, passwords, tokens, publisher)
+
+
+def build_accounts(settings: Settings, db: Database, publisher: Publisher) -> Accounts:
+    return Accounts(db, build_passwords(settings), publisher)
+
+
+def build_signin(
+    settings: Settings, db: Database, publisher: Publisher, throttle: LoginThrottle | None = None
+) -> SignIn:
+    """Sign-in and sessions, signing with the key file's keys (or SITECOMMS_JWT_SECRET's)."""
+    keyring = _off_loop(lambda: keys.keyring_for(settings))
+    tokens = Tokens(keyring, timedelta(seconds=settings.token_ttl_seconds))
+    refresh = RefreshPolicy(
+        RefreshChain(keyring.refresh_key),
+        idle_ttl=timedelta(seconds=settings.refresh_idle_seconds),
+        retry_grace=timedelta(seconds=settings.refresh_retry_grace_seconds),
+    )
+    return SignIn(db, build_passwords(settings), tokens, refresh, publisher, throttle or NoThrottle())
 
 
 class _Deaf:
@@ -80,6 +91,27 @@ class _Deaf:
 
     def on_reset(self) -> None:
         return None
+
+    def on_access_changed(self) -> None:
+        return None
+
+
+class _Listeners:
+    """What this process does with bus notices: stream notices wake the hub's readers; access
+    notices (and a reconnect, after which anything may have been missed) wake the access log."""
+
+    def __init__(self, hub: Hub, access: Access) -> None:
+        self._hub, self._access = hub, access
+
+    def on_notice(self, notice: Notice) -> None:
+        self._hub.on_notice(notice)
+
+    def on_reset(self) -> None:
+        self._hub.on_reset()
+        self._access.wake()
+
+    def on_access_changed(self) -> None:
+        self._access.wake()
 
 
 @asynccontextmanager
@@ -107,13 +139,19 @@ def create_app(settings: Settings) -> FastAPI:
     )
     bus = open_bus(settings.bus_url)
     accounts = build_accounts(settings, db, bus)
+    signin = build_signin(settings, db, bus)
+    access = Access(db, signin.tokens, poll_seconds=settings.access_poll_seconds)
     pull = Sync(db)
     feed = Feed(db)
     hub = Hub(
-        feed, heartbeat_seconds=settings.ws_heartbeat_seconds, idle_timeout_seconds=settings.ws_idle_timeout_seconds
+        feed,
+        heartbeat_seconds=settings.ws_heartbeat_seconds,
+        idle_timeout_seconds=settings.ws_idle_timeout_seconds,
+        sockets_per_user=settings.ws_sockets_per_user,
     )
+    hub.guard_with(access)
     messaging = Messaging(db, bus, hub)
-    authenticate = auth.Authenticator(accounts.tokens)
+    authenticate = auth.Authenticator(access)
 
     def session(ws: WebSocket) -> Session:
         return Session(
@@ -121,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
             hub=hub,
             feed=feed,
             sync=pull,
-            tokens=accounts.tokens,
+            access=access,
             hello_timeout=settings.ws_hello_timeout_seconds,
             heartbeat=settings.ws_heartbeat_seconds,
             queue_frames=settings.ws_queue_frames,
@@ -130,12 +168,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        bus.start(hub)
+        bus.start(_Listeners(hub, access))
+        access.start()
         hub.start()
         try:
             yield
         finally:  # each step bounded: a hung broker or database must not keep the process alive
-            for step in (hub.close, bus.close, db.close):
+            for step in (hub.close, access.close, bus.close, db.close):
                 try:
                     async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
                         await step()
@@ -158,7 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
     api.route_class = Route  # every route of the app is served by route.Route (its module doc says why)
     messages.install(api, messaging, authenticate)  # the hot route first: routes are matched in order
     health.install(api, Health(db))
-    auth.install(api, accounts)
+    auth.install(api, signin, authenticate)
     users.install(api, accounts, authenticate)
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)

@@ -27,6 +27,8 @@ class UserRow:
     password_hash: str
     created_at: datetime
     position: int
+    active: bool
+    deactivated_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +67,45 @@ class ReadStatusRow:
     last_read_position: int
     last_read_at: datetime
     position: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    org_id: str
+    user_id: str
+    device: str
+    refresh_hash: str
+    generation: int
+    created_at: datetime
+    last_used_at: datetime
+    rotated_at: datetime
+    last_address: str
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    """What authorising a request needs: a session and its user, read together."""
+
+    session_id: str
+    user_id: str
+    org_id: str
+    role: str
+    active: bool
+    revoked: bool
+    last_used_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    at: datetime
+    org_id: str | None
+    kind: str
+    actor_id: str | None
+    subject_id: str | None
+    session_id: str | None
+    address: str | None
+    detail: str

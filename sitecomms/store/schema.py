@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -56,13 +58,15 @@ users = Table(
     "users",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", String(36), ForeignKey("orgs.id", ondelete="RESTRICT"), nullable=False),
     Column("email", String(254), nullable=False),
     Column("display_name", String(100), nullable=False),
     Column("role", String(16), nullable=False),
     Column("password_hash", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("position", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("deactivated_at", UTCDateTime, nullable=True),
     UniqueConstraint("email", name=UNIQUE_EMAIL),
     CheckConstraint("role IN ('medic', 'admin')", name="role"),
     Index(None, "org_id", "position"),
@@ -74,7 +78,7 @@ conversations = Table(
     Column("id", String(36), primary_key=True),
     Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("type", String(16), nullable=False),
-    Column("medic_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True, unique=True),
+    Column("medic_id", String(36), ForeignKey("users.id", ondelete="RESTRICT"), nullable=True, unique=True),
     Column("last_message_at", UTCDateTime, nullable=True),
     Column("last_message_preview", String(400), nullable=True),
     Column("last_message_position", BigInteger, nullable=True),
@@ -101,7 +105,7 @@ messages = Table(
     Column("id", String(36), primary_key=True),
     Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("conversation_id", String(36), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
-    Column("sender_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("sender_id", String(36), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
     Column("content", Text, nullable=False),
     Column("idempotency_key", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -120,7 +124,7 @@ read_status = Table(
         ForeignKey("conversations.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True),
     Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("last_read_position", BigInteger, nullable=False),
     Column("last_read_at", UTCDateTime, nullable=False),
@@ -128,9 +132,68 @@ read_status = Table(
     Index(None, "org_id", "position"),
 )
 
-server_secrets = Table(
-    "server_secrets",
+# One signed-in device. The refresh token is `<id>.<secret>`; only the SHA-256 of the current
+# secret is kept. Each refresh replaces it with the next secret of the session's chain
+# (services/sessions.py), `generation` counting the rotations.
+sessions = Table(
+    "sessions",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("value", String(512), nullable=False),
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(36), ForeignKey("orgs.id", ondelete="RESTRICT"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("device", String(100), nullable=False),
+    Column("refresh_hash", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=False),
+    Column("rotated_at", UTCDateTime, nullable=False),
+    Column("last_address", String(64), nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_reason", String(32), nullable=True),
+    Index(None, "user_id", "created_at"),
+)
+
+# The audit log: append-only (triggers refuse UPDATE; only retention deletes). `org_id` is null
+# for events of no known org (a failed sign-in with an unknown email).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("org_id", String(36), nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("actor_id", String(36), nullable=True),
+    Column("subject_id", String(36), nullable=True),
+    Column("session_id", String(36), nullable=True),
+    Column("address", String(64), nullable=True),
+    Column("detail", Text, nullable=False),
+    Index(None, "org_id", "id"),
+    Index(None, "org_id", "subject_id", "id"),
+    Index(None, "at"),
+)
+
+# Every change to who may do what (a revocation, a deactivation, a role or password change),
+# in commit order: each server process follows it (services/access.py) to drop what it cached
+# and close the sockets affected. The bus only says "look now"; this table is the record, kept
+# a day.
+access_changes = Table(
+    "access_changes",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("session_id", String(36), nullable=True),
+    Index(None, "at"),
+)
+
+# Sign-in throttling, shared by every server process: one row per throttled key
+# ("account:<email>" or "address:<ip>").
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UTCDateTime, nullable=False),
+    Column("blocked_until", UTCDateTime, nullable=False),
+    Index(None, "last_failure_at"),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, update
 
 from sitecomms.store.rows import UserRow
 from sitecomms.store.schema import users
@@ -32,6 +32,28 @@ _RENAME = Statement(
     update(users)
     .where(users.c.id == bindparam("user_id"))
     .values(display_name=bindparam("display_name"), position=bindparam("position")),
+)
+_SET_ACTIVE = Statement(
+    "users.set_active",
+    update(users)
+    .where(users.c.id == bindparam("user_id"))
+    .values(active=bindparam("active"), deactivated_at=bindparam("deactivated_at"), position=bindparam("position")),
+)
+_SET_ROLE = Statement(
+    "users.set_role",
+    update(users)
+    .where(users.c.id == bindparam("user_id"))
+    .values(role=bindparam("role"), position=bindparam("position")),
+)
+_SET_PASSWORD = Statement(
+    "users.set_password",
+    update(users).where(users.c.id == bindparam("user_id")).values(password_hash=bindparam("password_hash")),
+)
+_ACTIVE_ADMINS = Statement(
+    "users.active_admins",
+    select(func.count())
+    .select_from(users)
+    .where(users.c.org_id == bindparam("org_id"), users.c.role == "admin", users.c.active.is_(True)),
 )
 # Per scope shape, [whole org, medic]: the directory, and the changes after a position.
 _LIST = [
@@ -63,6 +85,8 @@ def insert_user(
         password_hash=password_hash,
         created_at=now,
         position=position,
+        active=True,
+        deactivated_at=None,
     )
     assert row is not None
     return UserRow(*row)
@@ -91,3 +115,19 @@ def users_changed_since(conn: Connection, scope: Scope, *, after: int, limit: in
 
 def rename_user(conn: Connection, user_id: str, *, display_name: str, position: int) -> None:
     _RENAME.run(conn, user_id=user_id, display_name=display_name, position=position)
+
+
+def set_active(conn: Connection, user_id: str, *, active: bool, now: datetime, position: int) -> None:
+    _SET_ACTIVE.run(conn, user_id=user_id, active=active, deactivated_at=None if active else now, position=position)
+
+
+def set_role(conn: Connection, user_id: str, *, role: str, position: int) -> None:
+    _SET_ROLE.run(conn, user_id=user_id, role=role, position=position)
+
+
+def set_password_hash(conn: Connection, user_id: str, password_hash: str) -> None:
+    _SET_PASSWORD.run(conn, user_id=user_id, password_hash=password_hash)
+
+
+def count_active_admins(conn: Connection, org_id: str) -> int:
+    return int(_ACTIVE_ADMINS.scalar(conn, org_id=org_id) or 0)

@@ -20,6 +20,10 @@ class JSON(Response):
         return orjson.dumps(content, option=_OPTIONS)
 
 
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
 def error(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> JSON:
     if code is ErrorCode.UNAUTHENTICATED:
         headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
@@ -32,7 +36,7 @@ def _doc(description: str) -> dict[str, Any]:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _doc("Malformed request (for example, invalid JSON)"),
-    401: _doc("Missing, malformed, expired or wrongly signed access token"),
+    401: _doc("Missing, malformed, expired or wrongly signed access token, or its session is signed out"),
     413: _doc("Request body over 64 KiB"),
     422: _doc("A field is missing, unknown, of the wrong type or out of range"),
     503: _doc("The database is unreachable or busy; retry"),
@@ -44,5 +48,6 @@ def responses(*extra: int) -> dict[int | str, dict[str, Any]]:
         403: "Visible, but the caller may not do this",
         404: "Not found, or not visible to the caller",
         409: "Conflicts with the current state",
+        429: "Too many failed attempts: retry after the Retry-After header's seconds",
     }
     return {**ERROR_RESPONSES, **{code: _doc(descriptions[code]) for code in extra}}

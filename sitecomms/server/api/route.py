@@ -3,9 +3,10 @@
 FastAPI documents each route from its endpoint's signature (OpenAPI, `/docs`) as usual. Its
 per-request dependency solver, though, cost more CPU than a whole send (docs/performance.md),
 so `Route` serves the endpoint itself: at start-up it binds each parameter of the endpoint to
-one of four sources, the same for every route — the caller (`Depends(authenticate)`, where
+one of five sources, the same for every route — the caller (`Depends(authenticate)`, where
 `authenticate` is the one `auth.Authenticator`), the JSON body (a pydantic model), a path
-parameter, a query parameter — validated by pydantic with the constraints FastAPI documents,
+parameter, a query parameter, and the `Peer` (`Depends(auth.peer)`: the client's address and
+user agent, for sessions and the audit log) — validated by pydantic with the constraints FastAPI documents,
 with FastAPI's error locations. A parameter of any other kind (a new dependency, a header)
 makes start-up fail with a clear message, so nothing declared on a route is ever skipped:
 support it here, once, for every route. Failures are raised to the app's exception handlers
@@ -33,7 +34,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sitecomms.server.api.auth import Authenticator
+from sitecomms.server.api.auth import Authenticator, peer
+from sitecomms.server.services.sessions import Peer
 
 ErrorList = list[dict[str, Any]]
 Source = Callable[[Request, ErrorList], Awaitable[Any]]
@@ -77,7 +79,9 @@ def _bind(route: APIRoute, endpoint: Callable[..., Any]) -> tuple[Caller | None,
         annotation = hints.get(name, Any)
         default = parameter.default
         _refuse_unserved(route, name, annotation, default)
-        if isinstance(default, params.Depends):
+        if isinstance(default, params.Depends) and default.dependency is peer:
+            sources.append((name, _peer))
+        elif isinstance(default, params.Depends):
             if not isinstance(default.dependency, Authenticator):
                 raise TypeError(f"{route.path}: {name}: Route serves no dependency but the Authenticator")
             caller = (name, default.dependency)
@@ -91,7 +95,7 @@ def _bind(route: APIRoute, endpoint: Callable[..., Any]) -> tuple[Caller | None,
             has_body = True
             sources.append((name, _body(name, annotation, default)))
         else:
-            raise TypeError(f"{route.path}: {name}: Route serves path, query, body and caller parameters only")
+            raise TypeError(f"{route.path}: {name}: Route serves path, query, body, peer and caller parameters only")
     return caller, sources
 
 
@@ -158,6 +162,10 @@ def _query(name: str, annotation: Any, spec: params.Query) -> Source:
             return None
 
     return source
+
+
+async def _peer(request: Request, errors: ErrorList) -> Peer:
+    return await peer(request)
 
 
 def _body_model(annotation: Any) -> type[BaseModel] | None:

@@ -35,6 +35,26 @@ class Strict(BaseModel):
 class LoginRequest(Strict):
     email: LoginEmail
     password: LoginPassword
+    device: str | None = Field(
+        None, max_length=200, description="This device's name in 'my devices' (default: from the User-Agent)"
+    )
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class ChangePasswordRequest(Strict):
+    current_password: LoginPassword
+    new_password: Password
+
+
+class ResetPasswordRequest(Strict):
+    password: Password
+
+
+class SetRoleRequest(Strict):
+    role: Role
 
 
 class SendMessageRequest(Strict):

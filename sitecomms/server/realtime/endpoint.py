@@ -5,8 +5,9 @@
 2. The connection joins the hub, then replays every visible change after the cursor from the
    database (pull-sync pages), then says `live` and sends fan-out frames from its queue.
 3. While live, the session sends from the connection's queue and a second task receives (pings,
-   token refreshes); the receiver ending (the client left, or a frame too big) or a close
-   request from the hub (slow consumer, heartbeat timeout, expired token, shutdown) ends it.
+   token refreshes: `auth` frames with the access token a refresh gave); the receiver ending
+   (the client left, or a frame too big) or a close request from the hub (slow consumer,
+   heartbeat timeout, expired token, lost access, too many sockets, shutdown) ends it.
 Bad frames get an error frame and the session goes on; frames over 64 KiB close it (1009).
 """
 
@@ -26,10 +27,10 @@ from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.frames import MAX_FRAME_BYTES, ClientFrame, CloseCode, ResyncReason, ServerFrame
 from sitecomms.server.realtime.connection import CONTROL, Connection, ConnectionState, control_frame
 from sitecomms.server.realtime.hub import Hub
+from sitecomms.server.services.access import Access
 from sitecomms.server.services.errors import REPORTED, Unauthenticated, describe
 from sitecomms.server.services.feed import Feed, change_frame
 from sitecomms.server.services.sync import Sync
-from sitecomms.server.services.tokens import Tokens
 
 log = logging.getLogger("sitecomms.realtime")
 
@@ -76,14 +77,14 @@ class Session:
         hub: Hub,
         feed: Feed,
         sync: Sync,
-        tokens: Tokens,
+        access: Access,
         hello_timeout: float,
         heartbeat: float,
         queue_frames: int,
         replay_limit: int,
     ) -> None:
         self.ws = ws
-        self.hub, self.feed, self.sync, self.tokens = hub, feed, sync, tokens
+        self.hub, self.feed, self.sync, self.access = hub, feed, sync, access
         self.hello_timeout, self.heartbeat = hello_timeout, heartbeat
         self.queue_frames, self.replay_limit = queue_frames, replay_limit
         self.conn: Connection | None = None
@@ -129,7 +130,7 @@ class Session:
         try:
             if not isinstance(token, str):
                 raise Unauthenticated("missing token")
-            viewer, expires_at = self.tokens.verify_until(token)
+            viewer, expires_at = await self.access.session(token)
         except Unauthenticated as exc:
             raise _Closed(CloseCode.UNAUTHENTICATED, exc.message) from None
         cursor: Cursor | None = None
@@ -216,21 +217,23 @@ class Session:
             elif kind == ClientFrame.PONG:
                 pass
             elif kind == ClientFrame.AUTH:
-                conn.offer(CONTROL, self._refresh(conn, frame.get("token")))
+                conn.offer(CONTROL, await self._refresh(conn, frame.get("token")))
             elif kind == ClientFrame.HELLO:
                 conn.offer(CONTROL, _error("already_authenticated", "hello is only the first frame"))
             else:
                 conn.offer(CONTROL, _error("unknown_type", f"unknown frame type {kind[:50]!r}"))
 
-    def _refresh(self, conn: Connection, token: object) -> str:
+    async def _refresh(self, conn: Connection, token: object) -> str:
         try:
             if not isinstance(token, str):
                 raise Unauthenticated("missing token")
-            viewer, expires_at = self.tokens.verify_until(token)
+            viewer, expires_at = await self.access.session(token)
         except Unauthenticated as exc:
             return _error("unauthenticated", exc.message)
+        except REPORTED:
+            return _error("unavailable", "the token could not be checked now; send it again shortly")
         if viewer != conn.viewer:
-            return _error("unauthenticated", "the token is for another user")
+            return _error("unauthenticated", "the token is for another user or session")
         conn.expires_at = max(conn.expires_at, expires_at)
         return control_frame(ServerFrame.AUTHENTICATED, expires_at=conn.expires_at)
 

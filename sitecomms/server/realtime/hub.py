@@ -18,6 +18,12 @@ between replay and live, and nothing is sent twice.
 
 The sweep task pings idle sockets every heartbeat, drops sockets silent for longer than the idle
 timeout, and closes sockets whose token expired without a refresh.
+
+**Access.** The hub keeps each user's local sockets, oldest first. A user may hold
+`sockets_per_user` at once: one more closes the oldest (4429). When the access-change log says
+a user's access changed (services/access.py), each of their sockets is checked again against
+the database and closed with 4401 if its session is no longer live, the user no longer active,
+or their role or org changed (the client refreshes its token and reconnects).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from sitecomms.bus import Notice
 from sitecomms.protocol import backoff
 from sitecomms.protocol.frames import CloseCode, ServerFrame
 from sitecomms.server.realtime.connection import CONTROL, Connection, control_frame
+from sitecomms.server.services.access import Access
 from sitecomms.server.services.feed import Feed, FeedItem
 from sitecomms.server.services.visibility import EVERY_MEDIC
 
@@ -164,12 +171,43 @@ class OrgReader:
 
 
 class Hub:
-    def __init__(self, feed: Feed, *, heartbeat_seconds: float, idle_timeout_seconds: float) -> None:
+    def __init__(
+        self, feed: Feed, *, heartbeat_seconds: float, idle_timeout_seconds: float, sockets_per_user: int = 20
+    ) -> None:
         self._feed = feed
         self._heartbeat = heartbeat_seconds
         self._idle_timeout = idle_timeout_seconds
+        self._sockets_per_user = sockets_per_user
         self._orgs: dict[str, OrgReader] = {}
+        self._of_user: dict[str, dict[Connection, None]] = {}  # user id -> their sockets, oldest first
+        self._access: Access | None = None
+        self._checks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+
+    # --- access ----------------------------------------------------------------------------
+
+    def guard_with(self, access: Access) -> None:
+        """Close sockets that lose access, as the access-change log reports them."""
+        self._access = access
+        access.subscribe(self.access_changed)
+
+    def access_changed(self, user_ids: set[str]) -> None:
+        affected = [conn for user_id in user_ids for conn in self._of_user.get(user_id, ())]
+        if affected and self._access is not None:
+            task = asyncio.create_task(self._recheck(self._access, affected), name="sitecomms-access-recheck")
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _recheck(self, access: Access, connections: list[Connection]) -> None:
+        for conn in connections:
+            try:
+                refused = await access.recheck(conn.viewer)
+            except Exception as exc:  # cannot tell: closing is safe, the client reconnects and is checked anew
+                log.warning("access recheck failed (%r); closing the socket", exc)
+                conn.close(CloseCode.TRY_AGAIN_LATER, "access could not be checked; reconnect")
+                continue
+            if refused is not None:
+                conn.close(CloseCode.UNAUTHENTICATED, refused)
 
     # --- the bus subscriber ----------------------------------------------------------------
 
@@ -198,9 +236,20 @@ class Hub:
         if reader is None:
             reader = self._orgs[org_id] = OrgReader(org_id, self._feed)
         reader.add(conn)
+        own = self._of_user.setdefault(conn.viewer.user_id, {})
+        own[conn] = None
+        while len(own) > self._sockets_per_user:
+            oldest = next(iter(own))
+            del own[oldest]
+            oldest.close(CloseCode.TOO_MANY_SOCKETS, f"more than {self._sockets_per_user} sockets for this user")
         await reader.ready.wait()
 
     async def leave(self, conn: Connection) -> None:
+        own = self._of_user.get(conn.viewer.user_id)
+        if own is not None:
+            own.pop(conn, None)
+            if not own:
+                del self._of_user[conn.viewer.user_id]
         org_id = conn.viewer.org_id
         reader = self._orgs.get(org_id)
         if reader is None:
@@ -216,10 +265,11 @@ class Hub:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sitecomms-realtime-sweeper")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in [self._sweeper, *self._checks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         readers = list(self._orgs.values())
         self._orgs.clear()
         for reader in readers:

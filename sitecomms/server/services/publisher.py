@@ -1,4 +1,5 @@
-"""What services need from the bus: telling every server process that an org's stream moved."""
+"""What services need from the bus: telling every server process that an org's stream moved, or
+that someone's access changed (the access-change log has news: services/access.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ class Publisher(Protocol):
         """After a commit: the org's stream now reaches `position`. Never raises."""
         ...
 
+    async def access_changed(self) -> None:
+        """After a commit that logged an access change. Never raises."""
+        ...
+
 
 class NoPublisher:
     """For one-off commands with no listeners (the CLI on an embedded database)."""
 
     async def publish(self, org_id: str, position: int) -> None:
+        return None
+
+    async def access_changed(self) -> None:
         return None

@@ -10,11 +10,12 @@ from sitecomms.protocol.models import (
     MessageView,
     OrgView,
     ReadStatusView,
+    SessionView,
     UserView,
 )
 from sitecomms.server.services import visibility
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store.rows import ConversationRow, MessageRow, OrgRow, ReadStatusRow, UserRow
+from sitecomms.store.rows import ConversationRow, MessageRow, OrgRow, ReadStatusRow, SessionRow, UserRow
 
 
 def org_view(row: OrgRow) -> OrgView:
@@ -30,6 +31,19 @@ def user_view(row: UserRow) -> UserView:
         role=Role(row.role),
         created_at=row.created_at,
         position=row.position,
+        active=row.active,
+    )
+
+
+def session_view(row: SessionRow, *, current: bool) -> SessionView:
+    return SessionView(
+        id=row.id,
+        user_id=row.user_id,
+        device=row.device,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        last_address=row.last_address,
+        current=current,
     )
 
 

@@ -34,11 +34,13 @@ BROADCAST_NAME = "Broadcast"
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """The authenticated caller, as the access token names them."""
+    """The authenticated caller: their user, org and role as the database has them, and the
+    session (signed-in device) the request came from ("" for the operator's own calls)."""
 
     user_id: str
     org_id: str
     role: Role
+    session_id: str = ""
 
     @property
     def is_admin(self) -> bool:

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import Role
-from sitecomms.server.app import build_accounts
+from sitecomms.server.app import build_accounts, build_signin
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store.database import Database, open_database
 from tests.realtime_client import Frame, Http, RealtimeClient, StalledClient, is_change
@@ -93,7 +93,8 @@ async def running_site(database_url: str, log_path: Path, **settings: str) -> As
         http = Http(served.base_url)
         try:
             accounts = build_accounts(fast_settings(database_url), db, NoPublisher())
-            yield Site(served, database_url, db, Orgs(accounts, http.client), http)
+            signin = build_signin(fast_settings(database_url), db, NoPublisher())
+            yield Site(served, database_url, db, Orgs(accounts, signin, http.client), http)
         finally:
             await http.aclose()
             await asyncio.wait_for(db.close(), 30)

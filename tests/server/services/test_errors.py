@@ -27,6 +27,7 @@ from sitecomms.server.services.errors import (
     NotFound,
     describe,
 )
+from sitecomms.server.keys import Keyring
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.store.errors import Duplicate, Unavailable
 from tests.support import JWT_SECRET, fast_settings
@@ -52,8 +53,8 @@ def test_each_reportable_failure_is_described_once() -> None:
 
 
 def _token() -> str:
-    token, _ = Tokens(JWT_SECRET, timedelta(minutes=5)).issue(
-        user_id=str(uuid.uuid4()), org_id=str(uuid.uuid4()), role=Role.ADMIN
+    token, _ = Tokens(Keyring.fixed(JWT_SECRET), timedelta(minutes=5)).issue(
+        user_id=str(uuid.uuid4()), org_id=str(uuid.uuid4()), role=Role.ADMIN, session_id=str(uuid.uuid4())
     )
     return token
 
