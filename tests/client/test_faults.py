@@ -51,7 +51,7 @@ ME = str(uuid.UUID(int=1))
 ORG = str(uuid.UUID(int=2))
 CONVERSATION = str(uuid.UUID(int=3))
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-USER = UserView(ME, ORG, MEDIC, "Maya", Role.MEDIC, created_at=EPOCH, position=1)
+USER = UserView(ME, ORG, MEDIC, "Maya", Role.MEDIC, created_at=EPOCH, position=1, active=True)
 DIRECT = ConversationView(
     CONVERSATION, ORG, ConversationType.DIRECT, "Admin", ME, last_message_at=None, last_message_preview=None,
     last_message_position=None, unread_count=0, last_read_position=0, created_at=EPOCH, position=2,

@@ -28,7 +28,7 @@ from tests.wire import wire
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 ORG = str(uuid.UUID(int=1))
-USER = UserView(str(uuid.UUID(int=2)), ORG, "maya@example.org", "Maya", Role.MEDIC, NOW, 3)
+USER = UserView(str(uuid.UUID(int=2)), ORG, "maya@example.org", "Maya", Role.MEDIC, NOW, 3, active=True)
 CONVERSATION = ConversationView(
     str(uuid.UUID(int=4)), ORG, ConversationType.DIRECT, "Admin", USER.id, NOW, "hi", 7, 1, 5, NOW, 8
 )
