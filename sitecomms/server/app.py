@@ -69,12 +69,21 @@ def build_accounts(settings: Settings, db: Database, publisher: Publisher) -> Ac
     return Accounts(db, build_passwords(settings), publisher)
 
 
+def build_tokens(settings: Settings, keyring: keys.Keyring) -> Tokens:
+    return Tokens(keyring, timedelta(seconds=settings.token_ttl_seconds))
+
+
 def build_signin(
-    settings: Settings, db: Database, publisher: Publisher, throttle: LoginThrottle | None = None
+    settings: Settings,
+    db: Database,
+    publisher: Publisher,
+    throttle: LoginThrottle | None = None,
+    *,
+    keyring: keys.Keyring | None = None,
 ) -> SignIn:
     """Sign-in and sessions, signing with the key file's keys (or SITECOMMS_JWT_SECRET's)."""
-    keyring = _off_loop(lambda: keys.keyring_for(settings))
-    tokens = Tokens(keyring, timedelta(seconds=settings.token_ttl_seconds))
+    keyring = keyring or _off_loop(lambda: keys.keyring_for(settings))
+    tokens = build_tokens(settings, keyring)
     refresh = RefreshPolicy(
         RefreshChain(keyring.refresh_key),
         idle_ttl=timedelta(seconds=settings.refresh_idle_seconds),
@@ -94,6 +103,24 @@ class _Deaf:
 
     def on_access_changed(self) -> None:
         return None
+
+
+class _LocalFirst:
+    """The services' publisher: the bus, but an access change is applied in this process before
+    the call that made it answers (its caller's next request must already see it)."""
+
+    def __init__(self, bus: Publisher, access: Access) -> None:
+        self._bus, self._access = bus, access
+
+    async def publish(self, org_id: str, position: int) -> None:
+        await self._bus.publish(org_id, position)
+
+    async def access_changed(self) -> None:
+        try:
+            await self._access.catch_up()
+        except Exception as exc:  # the follower task retries; other processes hear the bus
+            log.warning("applying an access change locally failed (%r)", exc)
+        await self._bus.access_changed()
 
 
 class _Listeners:
@@ -138,9 +165,11 @@ def create_app(settings: Settings) -> FastAPI:
         settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=settings.db_pool_size
     )
     bus = open_bus(settings.bus_url)
-    accounts = build_accounts(settings, db, bus)
-    signin = build_signin(settings, db, bus)
-    access = Access(db, signin.tokens, poll_seconds=settings.access_poll_seconds)
+    keyring = _off_loop(lambda: keys.keyring_for(settings))
+    access = Access(db, build_tokens(settings, keyring), poll_seconds=settings.access_poll_seconds)
+    publisher = _LocalFirst(bus, access)
+    accounts = build_accounts(settings, db, publisher)
+    signin = build_signin(settings, db, publisher, keyring=keyring)
     pull = Sync(db)
     feed = Feed(db)
     hub = Hub(

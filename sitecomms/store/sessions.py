@@ -70,7 +70,7 @@ _REVOKE_USER = Statement(
     "sessions.revoke_user",
     update(sessions)
     .where(
-        sessions.c.user_id == bindparam("user_id"),
+        sessions.c.user_id == bindparam("owner"),
         sessions.c.id != bindparam("keep"),
         sessions.c.revoked_at.is_(None),
     )
@@ -119,4 +119,4 @@ def revoke(conn: Connection, session_id: str, *, now: datetime, reason: str) -> 
 
 def revoke_all_of(conn: Connection, user_id: str, *, now: datetime, reason: str, keep: str = "") -> int:
     """Revoke every live session of the user but `keep`; how many were revoked."""
-    return _REVOKE_USER.run(conn, user_id=user_id, keep=keep, now=now, reason=reason)
+    return _REVOKE_USER.run(conn, owner=user_id, keep=keep, now=now, reason=reason)
