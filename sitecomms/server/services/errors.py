@@ -21,6 +21,7 @@ from sitecomms.store import errors as store_errors
 
 class ServiceError(Exception):
     default_code = ErrorCode.INTERNAL
+    retry_after: int | None = None  # seconds after which the same call may succeed; None: do not retry
 
     def __init__(self, message: str, code: ErrorCode | None = None) -> None:
         super().__init__(message)
@@ -60,6 +61,16 @@ class Unavailable(ServiceError):
     default_code = ErrorCode.UNAVAILABLE
 
 
+class Busy(ServiceError):
+    """Too much work of this kind waits already: retry after `retry_after` seconds (503)."""
+
+    default_code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """What the client is told: the code, a message, and when to retry (None: do not)."""
@@ -77,7 +88,7 @@ DATABASE_UNAVAILABLE = Failure(ErrorCode.UNAVAILABLE, "the database is unavailab
 def describe(exc: BaseException) -> Failure | None:
     """The answer to a reportable failure (one of `REPORTED`); None for anything else (a bug)."""
     if isinstance(exc, ServiceError):
-        return Failure(exc.code, exc.message)
+        return Failure(exc.code, exc.message, exc.retry_after)
     if isinstance(exc, store_errors.Unavailable):
         return DATABASE_UNAVAILABLE
     return None
