@@ -8,6 +8,11 @@ themselves when the server is back.
 
 `ChatApp` is the whole client minus the terminal: feed it lines with `handle()`, run
 `follow()` for live output, and read what it printed through `out`.
+
+Text that comes from the server (names, previews, messages, error messages) is printed through
+`shown()`: a terminal obeys control characters and bidirectional overrides, so another user's
+message could otherwise recolour the screen, retitle the window or hide text. They are printed
+as visible escapes instead (ESC as `\x1b`, U+202E as `\u202e`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,36 @@ import asyncio
 import contextlib
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable
 
 from sitecomms.client import Client, ConnectionState, Conversation, Message, SiteCommsError
 
 HELP = "commands: /list, /open N (or a name), /sync, /status, /help, /quit; anything else is sent"
+
+# Format characters that reorder or hide text: bidi embeddings, overrides, isolates and marks,
+# zero-width characters, invisible operators, the byte-order mark.
+_HIDDEN = frozenset(
+    "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
+
+
+def _unsafe(char: str) -> bool:
+    """A character a terminal obeys or that hides text: controls, line separators, _HIDDEN, tags."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _HIDDEN or "\U000e0000" <= char <= "\U000e007f"
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def shown(text: str, *, multiline: bool = False) -> str:
+    """`text` safe to print on a terminal: every unsafe character (control characters but tab,
+    and new line with `multiline`; bidi and invisible format characters) shown as an escape."""
+    kept = "\n\t" if multiline else "\t"
+    return "".join(_escaped(char) if char not in kept and _unsafe(char) else char for char in text)
 
 
 class ChatApp:
@@ -60,7 +90,7 @@ class ChatApp:
         try:
             await self.client.send(self.open.id, text)
         except SiteCommsError as exc:
-            self.out(f"! not sent: {exc}")
+            self.out(f"! not sent: {shown(str(exc))}")
             return True
         await self._print_new_messages()
         if not self.client.is_connected:
@@ -73,8 +103,8 @@ class ChatApp:
             self.out("no conversations yet (offline and never synced?)")
         for number, conversation in enumerate(self._listing, 1):
             unread = f"{conversation.unread_count} unread" if conversation.unread_count else ""
-            preview = conversation.last_message_preview or ""
-            self.out(f"{number:>2}. {conversation.name:<24} {unread:<10} {preview[:50]}")
+            preview = shown(conversation.last_message_preview or "")
+            self.out(f"{number:>2}. {shown(conversation.name):<24} {unread:<10} {preview[:50]}")
 
     async def open_conversation(self, which: str) -> None:
         listing = self._listing or await self.client.conversations()
@@ -88,7 +118,7 @@ class ChatApp:
             return
         self.open = chosen
         self._shown.clear()
-        self.out(f"--- {chosen.name} ---")
+        self.out(f"--- {shown(chosen.name)} ---")
         await self._print_new_messages()
         await self.client.mark_read(chosen.id)
 
@@ -97,7 +127,7 @@ class ChatApp:
             await self.client.sync_now()
             self.out("synced")
         except SiteCommsError as exc:
-            self.out(f"! cannot sync now: {exc}")
+            self.out(f"! cannot sync now: {shown(str(exc))}")
 
     async def show_status(self) -> None:
         self.out(await self.status_line())
@@ -147,7 +177,8 @@ class ChatApp:
                 self._unread[conversation.id] = conversation.unread_count
                 is_open = self.open is not None and conversation.id == self.open.id
                 if not is_open and before is not None and conversation.unread_count > before:
-                    self.out(f"(new in {conversation.name}: {conversation.last_message_preview or ''})")
+                    preview = shown(conversation.last_message_preview or "")
+                    self.out(f"(new in {shown(conversation.name)}: {preview})")
             if self.open is not None:
                 await self._print_new_messages()
 
@@ -171,10 +202,10 @@ class ChatApp:
     def _format(self, message: Message) -> str:
         me = self.client.me
         mine = me is not None and message.sender_id == me.user_id
-        who = "You" if mine else message.sender_name
-        clock = message.created_at[11:16] if len(message.created_at) >= 16 else "--:--"
+        who = "You" if mine else shown(message.sender_name)
+        clock = shown(message.created_at[11:16]) if len(message.created_at) >= 16 else "--:--"
         status = f"  ({message.status})" if mine else ""
-        return f"[{clock}] {who}: {message.content}{status}"
+        return f"[{clock}] {who}: {shown(message.content, multiline=True)}{status}"
 
 
 async def run(client: Client, lines: asyncio.Queue[str | None], out: Callable[[str], None]) -> None:

@@ -351,7 +351,7 @@ def chat(
                     print("server unreachable: working offline from the local copy", flush=True)
             me = client.me
             assert me is not None
-            print(f"signed in as {me.display_name} ({me.role}); local store {store_path}", flush=True)
+            print(f"signed in as {chat_app.shown(me.display_name)} ({me.role}); local store {store_path}", flush=True)
             await client.start()
             lines: asyncio.Queue[str | None] = asyncio.Queue()
             reader = asyncio.create_task(chat_app.stdin_lines(lines))

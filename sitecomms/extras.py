@@ -27,6 +27,7 @@ EXTRA_OF: dict[str, str] = {
             "pydantic_settings",
             "jwt",
             "argon2",
+            "email_validator",
             "typer",
             "rich",
         ),

@@ -118,7 +118,7 @@ class Orgs:
         return world
 
     async def add(self, world: World, role: Role, display_name: str) -> Member:
-        email = f"{uuid.uuid4().hex[:12]}@{role.value}.test"
+        email = f"{uuid.uuid4().hex[:12]}@{role.value}.example"
         user = await self.accounts.create_user(None, world.org_id, NewUser(email, display_name, role, PASSWORD))
         token = (await self.signin.mint_token(email)).access_token
         return Member(user.id, email, display_name, role, world.org_id, token)

@@ -4,14 +4,17 @@ real server (typing into stdin, reading stdout), and the `ChatApp` harness in-pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
-from sitecomms.chat import HELP, ChatApp
-from sitecomms.client import Client, ConnectionState
+from sitecomms.chat import HELP, ChatApp, shown
+from sitecomms.client import Client, ConnectionState, Conversation, Me, Message, SiteCommsError
+from sitecomms.protocol.enums import ConversationType, MessageStatus, Role
 from tests.client.harness import ADMIN, ADMIN_NAME, MEDIC, MEDIC_NAME, PASSWORD, TIMEOUT, ApiUser, server
 from tests.servers import SITECOMMS
 
@@ -254,3 +257,90 @@ async def test_chat_app_in_process(tmp_path: Path) -> None:
             await client.close()
         contents = [m["content"] for m in await admin.thread(await admin.conversation_id(MEDIC_NAME))]
         assert contents[-3:] == ["Two more patients", "Sending a second team", "Lost signal, writing anyway"]
+
+
+HOSTILE = "red \x1b[31mALERT\x1b[0m, title \x1b]0;owned\x07, back\rover, bell\x07, csi\x9b2J, \u202eevil\u202c, ok"
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f]")
+
+
+class HostileServerClient:
+    """Stands in for `Client`: a local copy whose names, previews and messages came from a hostile server."""
+
+    def __init__(self) -> None:
+        self.me = Me("me", "org", "Maya", Role.MEDIC)
+        self.state = ConnectionState.LIVE
+        self.is_connected = True
+        self.conversation = Conversation(
+            "c1", ConversationType.DIRECT, "Ad\x1b[2Jmin\u202e", "2026-01-01T10:00:00Z", HOSTILE, 1
+        )
+        self.messages = [
+            Message(
+                1,
+                "m1",
+                "c1",
+                "them",
+                "Evil\x1b]0;x\x07Name\n",
+                f"line one\n{HOSTILE}",
+                MessageStatus.SENT,
+                "k1",
+                "2026-01-01T10:00:00Z",
+                1,
+            ),
+            Message(2, "m2", "c1", "me", "Maya", "mine\x1b[5m", MessageStatus.SENT, "k2", "2026-01-01T10:01:00Z", 2),
+        ]
+
+    async def conversations(self) -> list[Conversation]:
+        return [self.conversation]
+
+    async def thread(self, conversation_id: str) -> list[Message]:
+        return self.messages
+
+    async def mark_read(self, conversation_id: str) -> None:
+        return None
+
+    async def outbox_size(self) -> int:
+        return 0
+
+    async def send(self, conversation_id: str, content: str) -> None:
+        raise SiteCommsError(f"refused: {HOSTILE}")
+
+    async def sync_now(self) -> None:
+        raise SiteCommsError("unreachable \x1b[31m")
+
+    async def watch_conversations(self) -> AsyncIterator[list[Conversation]]:
+        other = dataclasses.replace(self.conversation, id="c2", name="Broad\x1b[8mcast", unread_count=0)
+        yield [self.conversation, other]
+        yield [self.conversation, dataclasses.replace(other, unread_count=1, last_message_preview=f"new {HOSTILE}")]
+
+    async def watch_connection(self) -> AsyncIterator[ConnectionState]:
+        yield ConnectionState.LIVE
+
+
+def test_shown_escapes_controls_visibly_and_keeps_text() -> None:
+    assert shown("a\x1b[31mb\x07c\rd\x7fe\x9bf") == "a\\x1b[31mb\\x07c\\x0dd\\x7fe\\x9bf"
+    assert shown("\u202eevil\u2066x\u2069\u200b\ufeff") == "\\u202eevil\\u2066x\\u2069\\u200b\\ufeff"
+    assert shown("one\ntwo\tthree") == "one\\x0atwo\tthree"
+    assert shown("one\ntwo", multiline=True) == "one\ntwo"
+    assert shown("Tomás Reyes 🚑 – ok") == "Tomás Reyes 🚑 – ok"
+
+
+async def test_nothing_from_the_server_reaches_the_terminal_raw() -> None:
+    fake = HostileServerClient()
+    screen = Screen()
+    app = ChatApp(cast(Client, fake), screen)
+    async with asyncio.timeout(TIMEOUT):
+        await app.show_list()
+        await app.handle("/open 1")
+        await app.handle("a reply")
+        await app.handle("/sync")
+        fake.messages[1] = dataclasses.replace(fake.messages[1], status=MessageStatus.READ)
+        await app.follow()  # the fake's watches end after their few updates
+    printed = "\n".join(screen.lines)
+    assert not RAW_CONTROL.search(printed), printed
+    assert "\\x1b[31mALERT" in printed and "\\x1b]0;owned\\x07" in printed and "\\u202eevil" in printed
+    assert "\\x0dover" in printed and "\\x9b2J" in printed
+    assert "--- Ad\\x1b[2Jmin\\u202e ---" in screen.lines
+    assert any("] Evil\\x1b]0;x\\x07Name\\x0a: line one\nred \\x1b[31m" in line for line in screen.lines), screen.lines
+    assert any(line.startswith("(new in Broad\\x1b[8mcast: new red \\x1b[31m") for line in screen.lines)
+    assert any(line.startswith("! not sent: refused: red \\x1b[31m") for line in screen.lines)
+    assert "! cannot sync now: unreachable \\x1b[31m" in screen.lines

@@ -287,7 +287,7 @@ def test_cli_refuses_duplicates_and_short_passwords(fresh_url: str) -> None:
     short = run_cli(
         ["user", "create", "--org", org_id, "--email", "x@dupes.example", "--name", "X", "--password", "short"], env
     )
-    assert short.returncode == 1 and "password: must be at least 8 characters" in short.stderr
+    assert short.returncode == 1 and "password: must be at least 10 characters" in short.stderr
 
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nothing_listens_here"

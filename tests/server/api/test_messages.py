@@ -145,6 +145,8 @@ async def test_bad_input_gets_a_clear_error_and_stores_nothing(stack: Stack, org
         (body(cid, "   \n\t "), 422, "content"),
         (body(cid, "x" * 4001), 422, "content"),
         (body(cid, "nul\x00byte"), 422, "content"),
+        (body(cid, "\x1b[31mred"), 422, "found U+001B"),
+        (body(cid, "title\x1b]0;owned\x07"), 422, "control characters"),
         ({**body(cid), "extra": 1}, 422, "extra"),
         ({**body(cid), "content": 5}, 422, "content"),
         ({**body(cid), "conversation_id": "not-a-uuid"}, 422, "conversation_id"),

@@ -10,7 +10,7 @@ from tests.support import Orgs
 
 def new_user(role: str = "medic", **overrides: str) -> dict[str, str]:
     return {
-        "email": f"{uuid.uuid4().hex[:10]}@new.test",
+        "email": f"{uuid.uuid4().hex[:10]}@new.example",
         "display_name": "New Person",
         "role": role,
         "password": "long enough password",
@@ -68,6 +68,10 @@ async def test_bad_user_input_is_422(stack: Stack, orgs: Orgs) -> None:
         new_user(password="short"),
         new_user(role="superuser"),
         new_user(display_name="   "),
+        new_user(display_name="Admin"),
+        new_user(display_name="Rosa\u202eleiF"),
+        new_user(password="password123"),
+        new_user(email="a@b"),
         {**new_user(), "org_id": str(uuid.uuid4())},
     ):
         response = await stack.client.post("/v1/users", json=payload, headers=admin.headers)
@@ -99,3 +103,26 @@ async def test_renames_by_self_and_by_admin(stack: Stack, orgs: Orgs) -> None:
     assert by_admin.status_code == 200
     hidden = await stack.client.patch(f"/v1/users/{neighbour.id}", json={"display_name": "x"}, headers=medic.headers)
     assert hidden.status_code == 404
+
+
+async def test_names_that_read_as_admin_or_hide_text_are_refused(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    for name, says in [
+        ("Admin", "is reserved"),
+        ("\u0410dmin", "is reserved"),  # Cyrillic A
+        ("a d m 1 n", "is reserved"),
+        ("Maya\nAdmin", "control characters (found U+000A)"),
+        ("Maya\u202e", "bidirectional control characters (found U+202E)"),
+        ("\u3164", "invisible characters"),
+    ]:
+        refused = await stack.client.patch(f"/v1/users/{medic.id}", json={"display_name": name}, headers=medic.headers)
+        assert refused.status_code == 422, (name, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "validation_failed" and says in error["message"], (name, error)
+    me = await orgs.get(medic, "/v1/me")
+    assert me["user"]["display_name"] == medic.display_name, "nothing was renamed"
+    kept = await stack.client.patch(
+        f"/v1/users/{medic.id}", json={"display_name": "\uff2d\uff41\uff59\uff41"}, headers=medic.headers
+    )
+    assert kept.status_code == 200 and kept.json()["display_name"] == "Maya", "stored NFKC-normalised"

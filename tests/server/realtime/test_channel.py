@@ -321,7 +321,7 @@ async def test_messages_read_receipts_and_renames_reach_every_socket_that_may_se
 
         # 6. A new medic: admins learn of them and of their direct conversation; medics do not.
         body = {
-            "email": f"{uuid.uuid4().hex[:10]}@medic.test",
+            "email": f"{uuid.uuid4().hex[:10]}@medic.example",
             "display_name": f"Newcomer {uuid.uuid4().hex[:6]}",
             "role": "medic",
             "password": "a-long-password",

@@ -90,7 +90,7 @@ async def seed(url: str) -> tuple[User, User, User]:
         org = await accounts.create_org(f"Org {tag}")
         users = []
         for role, name in ((Role.ADMIN, "Admin"), (Role.MEDIC, "Medic One"), (Role.MEDIC, "Medic Two")):
-            email = f"{uuid.uuid4().hex[:12]}@{role.value}.test"
+            email = f"{uuid.uuid4().hex[:12]}@{role.value}.example"
             user = await accounts.create_user(None, org.id, NewUser(email, f"{name} {tag}", role, PASSWORD))
             users.append(User(user.id, role, (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token))
     finally:
