@@ -77,7 +77,9 @@ class FakeServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/auth/login":
-            return httpx.Response(200, json=wire(TokenView("token", "bearer", EPOCH + timedelta(days=1), USER)))
+            return httpx.Response(
+                200, json=wire(TokenView("token", "bearer", EPOCH + timedelta(days=1), "r", 60, "s", USER))
+            )
         if path == "/v1/sync" and "cursor" not in request.url.params:
             changes = [
                 Change(USER.position, ChangeType.USER_UPDATED, USER),

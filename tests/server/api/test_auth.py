@@ -93,8 +93,10 @@ async def test_every_v1_endpoint_but_login_needs_a_token(stack: Stack) -> None:
     for path, operations in schema["paths"].items():
         if not path.startswith("/v1/") or path in ("/v1/auth/login", "/v1/auth/refresh"):
             continue
-        concrete = path.replace("{conversation_id}", "00000000-0000-4000-8000-000000000000").replace(
-            "{user_id}", "00000000-0000-4000-8000-000000000000").replace("{session_id}", "00000000-0000-4000-8000-000000000000"
+        concrete = (
+            path.replace("{conversation_id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{user_id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{session_id}", "00000000-0000-4000-8000-000000000000")
         )
         for method in operations:
             response = await stack.client.request(method.upper(), concrete)

@@ -109,7 +109,10 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str]]:
         far_broadcast = next(c.id for c in listing if c.medic_id is None)
         await messaging.send(Viewer(far.id, other.id, Role.MEDIC), far_direct, "not for the demo org", "other-1")
         members = {u.email: u.id for u in await accounts.members(demo.org_id)}
-        tokens = {role: (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token for role, email in LOGINS.items()}
+        tokens = {
+            role: (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token
+            for role, email in LOGINS.items()
+        }
     finally:
         await db.close()
     direct = {login.email: login.conversation_id for login in demo.logins if login.conversation_id}

@@ -187,9 +187,7 @@ async def test_an_idle_session_expires(stack: Stack, orgs: Orgs) -> None:
 
 
 @pytest.mark.parametrize("claim", ["role", "org_id", "sub", "sid"])
-async def test_a_correctly_signed_token_with_altered_claims_is_refused(
-    stack: Stack, orgs: Orgs, claim: str
-) -> None:
+async def test_a_correctly_signed_token_with_altered_claims_is_refused(stack: Stack, orgs: Orgs, claim: str) -> None:
     world, other = await orgs.make(medics=1), await orgs.make(medics=1)
     medic = world.medics[0]
     signed = await _login(stack, medic)

@@ -92,7 +92,13 @@ async def seed(url: str) -> tuple[User, User, User]:
         for role, name in ((Role.ADMIN, "Admin"), (Role.MEDIC, "Medic One"), (Role.MEDIC, "Medic Two")):
             email = f"{uuid.uuid4().hex[:12]}@{role.value}.example"
             user = await accounts.create_user(None, org.id, NewUser(email, f"{name} {tag}", role, PASSWORD))
-            users.append(User(user.id, role, (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token))
+            users.append(
+                User(
+                    user.id,
+                    role,
+                    (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token,
+                )
+            )
     finally:
         await db.close()
     return users[0], users[1], users[2]

@@ -19,6 +19,7 @@ from sitecomms.protocol.enums import Role
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.frames import CloseCode
 from sitecomms.server.app import create_app
+from sitecomms.server.keys import Keyring
 from sitecomms.server.services.errors import (
     DATABASE_UNAVAILABLE,
     REPORTED,
@@ -27,7 +28,6 @@ from sitecomms.server.services.errors import (
     NotFound,
     describe,
 )
-from sitecomms.server.keys import Keyring
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.store.errors import Duplicate, Unavailable
 from tests.support import JWT_SECRET, fast_settings

@@ -347,7 +347,7 @@ def test_the_medic_audience_covers_every_medic_who_may_see(
         return viewer.is_admin or audience == visibility.EVERY_MEDIC or audience == viewer.user_id
 
     status = ReadStatusRow(conversation.id, other, conversation.org_id, 1, NOW, 2)
-    user = UserRow(other, user_org, f"{other}@x.test", other, "medic", "hash", NOW, 1)
+    user = UserRow(other, user_org, f"{other}@x.test", other, "medic", "hash", NOW, 1, True, None)
     in_conversation = visibility.medic_audience(conversation)
     if visibility.can_see_conversation(viewer, conversation):
         assert reaches(in_conversation)
