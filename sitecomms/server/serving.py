@@ -15,6 +15,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -39,14 +40,20 @@ UVICORN_CLIENT_ERRORS = {
 class ClientErrors:
     """Reports clients' protocol errors at INFO: at most one line per kind per interval."""
 
-    def __init__(self, interval: float = REPORT_INTERVAL_SECONDS, logger: str = UVICORN_LOG) -> None:
+    def __init__(
+        self,
+        interval: float = REPORT_INTERVAL_SECONDS,
+        logger: str = UVICORN_LOG,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
         self.logger = logging.getLogger(logger)
+        self.clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def report(self, kind: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
@@ -59,7 +66,7 @@ class ClientErrors:
             self.logger.info("client protocol error: %s", kind)
 
 
-class _ClientErrorFilter(logging.Filter):
+class ClientErrorFilter(logging.Filter):
     """On uvicorn's logger: its reports of client errors go to `ClientErrors` instead."""
 
     def __init__(self, errors: ClientErrors) -> None:
@@ -76,9 +83,9 @@ class _ClientErrorFilter(logging.Filter):
 
 def _route_client_errors(errors: ClientErrors) -> None:
     logger = logging.getLogger(UVICORN_LOG)
-    for old in [f for f in logger.filters if isinstance(f, _ClientErrorFilter)]:
+    for old in [f for f in logger.filters if isinstance(f, ClientErrorFilter)]:
         logger.removeFilter(old)
-    logger.addFilter(_ClientErrorFilter(errors))
+    logger.addFilter(ClientErrorFilter(errors))
 
 
 def head_limits(settings: Settings, errors: ClientErrors) -> HeadLimits:

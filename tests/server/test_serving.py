@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator, Iterable
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sitecomms.config import Settings
+from sitecomms.server.serving import ClientErrorFilter, ClientErrors
 from tests.servers import HOST, Served, aserving, base_env
 
 HEAD_TIMEOUT = 1.0  # seconds, the server's SITECOMMS_REQUEST_HEAD_TIMEOUT_SECONDS here
@@ -211,3 +213,40 @@ async def test_a_normal_request_is_served_after_all_that(served: Served) -> None
     answer = await _exchange(served, [HEALTHZ + b"Connection: close\r\n\r\n"])
     assert _status(answer) == 200
     _clean_log(served)
+
+
+def test_client_errors_are_one_line_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    errors = ClientErrors(interval=10.0, logger="tests.client_errors", clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="tests.client_errors"):
+        for _ in range(3):
+            errors.report("invalid HTTP request")
+        errors.report("invalid UTF-8 in a WebSocket text frame")
+        now[0] += 10.0
+        errors.report("invalid HTTP request")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "client protocol error: invalid HTTP request"),
+        (logging.INFO, "client protocol error: invalid UTF-8 in a WebSocket text frame"),
+        (logging.INFO, "client protocol error: invalid HTTP request (and 2 more since the last report)"),
+    ]
+
+
+class _Recorded(ClientErrors):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
+
+    def report(self, kind: str) -> None:
+        self.kinds.append(kind)
+
+
+def test_uvicorns_reports_of_client_errors_are_rerouted_and_others_kept() -> None:
+    errors = _Recorded()
+    quiet = ClientErrorFilter(errors)
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, message, None, None)
+
+    assert not quiet.filter(record("Invalid UTF-8 sequence received from client."))
+    assert quiet.filter(record("Exception in ASGI application\n"))
+    assert errors.kinds == ["invalid UTF-8 in a WebSocket text frame"]
