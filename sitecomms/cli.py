@@ -18,7 +18,6 @@ from rich.table import Table
 
 from sitecomms.config import Settings
 from sitecomms.protocol.enums import Role
-from sitecomms.protocol.frames import MAX_FRAME_BYTES
 from sitecomms.redact import redact_url
 from sitecomms.server import keys
 from sitecomms.server.app import build_accounts, build_signin, command_publisher, create_app
@@ -144,7 +143,7 @@ def serve(
     demo: Annotated[bool, typer.Option("--demo", help="Create the demo organisation first if missing")] = False,
 ) -> None:
     """Run the server (migrations are applied on start)."""
-    import uvicorn
+    from sitecomms.server import serving
 
     settings = _settings(database_url, host=host, port=port)
     if demo:
@@ -157,18 +156,7 @@ def serve(
         f"SiteComms listening on http://{settings.host}:{settings.port} ({shown})", highlight=False, soft_wrap=True
     )
     _tune_gc()
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        ws="auto",
-        ws_max_size=MAX_FRAME_BYTES,
-        timeout_graceful_shutdown=5,  # then open connections are dropped: clients resume elsewhere
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-    )
+    serving.run(application, settings)
 
 
 def _tune_gc() -> None:

@@ -80,6 +80,27 @@ class Settings(BaseSettings):
     ws_sockets_per_user: int = Field(
         20, ge=1, description="Open sockets per user and process; a new one closes the oldest (4429)"
     )
+    max_request_line_bytes: int = Field(
+        8 * 1024, ge=256, description="Longest request target (URL) accepted; longer ones get 414 and are closed"
+    )
+    max_request_head_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Most bytes of request line plus headers; over it: 431 and the connection closed",
+    )
+    max_request_headers: int = Field(
+        100, ge=8, description="Most header fields in one request; over it: 431 and closed"
+    )
+    request_head_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time for a connection to complete a request's line and headers; then 408 and closed"
+    )
+    hsts_seconds: int = Field(
+        0, ge=0, description="Strict-Transport-Security max-age on every response (only if served over HTTPS); 0: none"
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Comma-separated proxy addresses (or *) whose X-Forwarded-For/-Proto are trusted",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

@@ -25,7 +25,7 @@ from sitecomms.bus import Notice, open_bus
 from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
 from sitecomms.server import dashboard, keys
-from sitecomms.server.api import auth, conversations, errors, health, messages, sync, users
+from sitecomms.server.api import auth, conversations, docs, errors, health, messages, security_headers, sync, users
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.api.route import Route
 from sitecomms.server.realtime.endpoint import Session, endpoint
@@ -215,8 +215,9 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Self-hosted, offline-first, real-time messaging for field teams",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # docs.install: Swagger UI from the vendored copy, under its own policy
         openapi_url="/openapi.json",
+        redirect_slashes=False,  # its redirect is built from the Host header: a wrong path is a 404
         # FastAPI's OpenTelemetry hooks look providers up on every request (a tenth of a send's
         # HTTP cost); SiteComms does not use them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -232,5 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
     sync.install(api, pull, authenticate)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
     dashboard.install(app)
+    docs.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    security_headers.install(app, hsts_seconds=settings.hsts_seconds)
     return app

@@ -1,8 +1,9 @@
 """The web dashboard: `/` serves the single page and `/static` its script and styles.
 
 The files live in `sitecomms/web` (no build step). The page gets a strict Content Security
-Policy (its own script and styles only, connections to this origin only), so even a bug that
-put user content into HTML could not run a script.
+Policy (its own script and styles only, connections to this origin only:
+`api.security_headers.DASHBOARD_POLICY`, set with the other security headers on every
+response), so even a bug that put user content into HTML could not run a script.
 """
 
 from __future__ import annotations
@@ -15,15 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+PAGE_HEADERS = {"Cache-Control": "no-cache"}  # the security headers: api.security_headers, on every response
 
 
 def install(app: FastAPI) -> None:
@@ -31,6 +24,6 @@ def install(app: FastAPI) -> None:
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def dashboard() -> FileResponse:
-        return FileResponse(index, media_type="text/html", headers=SECURITY_HEADERS)
+        return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
