@@ -19,7 +19,9 @@ _NEWEST_FIRST = 2**62  # `before` for the first page
 
 _INSERT = Statement(
     "audit.insert",
-    insert(audit_events).values({c.name: bindparam(c.name) for c in audit_events.c if c.name != "id"}),
+    insert(audit_events)
+    .values({c.name: bindparam(c.name) for c in audit_events.c if c.name != "id"})
+    .returning(audit_events.c.id),
 )
 _PAGE = Statement(
     "audit.page",
@@ -58,17 +60,20 @@ def record(
     session_id: str | None = None,
     address: str | None = None,
     detail: str = "{}",
-) -> None:
-    _INSERT.run(
-        conn,
-        at=at,
-        org_id=org_id,
-        kind=kind,
-        actor_id=actor_id,
-        subject_id=subject_id,
-        session_id=session_id,
-        address=address,
-        detail=detail,
+) -> int:
+    """Append an event; its id."""
+    return int(
+        _INSERT.scalar(
+            conn,
+            at=at,
+            org_id=org_id,
+            kind=kind,
+            actor_id=actor_id,
+            subject_id=subject_id,
+            session_id=session_id,
+            address=address,
+            detail=detail,
+        )
     )
 
 

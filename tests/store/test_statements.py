@@ -234,7 +234,7 @@ def _cases(s: Seed) -> dict[str, Case]:
             prepare=_session(s.medic_id, s.org_id),
             rows_expected=True,
         ),
-        "audit.insert": Case([_audit_event(s.org_id, s.medic_id)]),
+        "audit.insert": Case([_audit_event(s.org_id, s.medic_id)], sequenced=True),
         "audit.page": Case(
             [
                 {"org_id": s.org_id, "before": 2**62, "limit": 10, "subject_id": None, "kind": None},
