@@ -23,13 +23,21 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from sitecomms.protocol.enums import Role
-from sitecomms.store import conversations, messages, orgs, reads, stream, users
+from sitecomms.store import conversations, messages, orgs, reads, stream, throttle, users
 from sitecomms.store.database import Connection
 from sitecomms.store.statements import REGISTRY, Statement
 from sitecomms.store.types import UTCDateTime
 from tests.conftest import Stack
 
-QUERY_MODULES = (conversations, messages, orgs, reads, stream, users)  # importing them registers every statement
+QUERY_MODULES = (
+    conversations,
+    messages,
+    orgs,
+    reads,
+    stream,
+    throttle,
+    users,
+)  # importing them registers every statement
 TIMEOUT_SECONDS = 60
 NOW = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 
@@ -91,6 +99,33 @@ def _org_row(org_id: str) -> Prepare:
         REGISTRY["orgs.insert"].run(conn, org_id=org_id, name="fresh", created_at=NOW)
 
     return prepare
+
+
+THROTTLE_KEY = "account:parity@throttle.test"
+
+
+def _throttle_row(conn: Connection) -> None:
+    throttle.record_failure(conn, THROTTLE_KEY, now=NOW, quiet_since=NOW - timedelta(minutes=15), block_for=lambda _: 2)
+
+
+def _throttle_cases() -> dict[str, Case]:
+    failure = [
+        {"throttle_key": THROTTLE_KEY, "now": NOW + timedelta(seconds=1), "quiet_since": NOW - timedelta(minutes=15)},
+        {"throttle_key": THROTTLE_KEY, "now": NOW + timedelta(hours=1), "quiet_since": NOW + timedelta(minutes=45)},
+        {"throttle_key": "address:parity", "now": NOW, "quiet_since": NOW - timedelta(minutes=15)},
+    ]
+    return {
+        "login_throttle.of_keys": Case(
+            [{"keys": [THROTTLE_KEY]}, {"keys": [THROTTLE_KEY, "address:none", "account:none"]}], prepare=_throttle_row
+        ),
+        "login_throttle.failure.sqlite": Case(failure, prepare=_throttle_row),
+        "login_throttle.failure.postgresql": Case(failure, prepare=_throttle_row),
+        "login_throttle.block": Case(
+            [{"throttle_key": THROTTLE_KEY, "until": NOW + timedelta(seconds=4)}], prepare=_throttle_row
+        ),
+        "login_throttle.reset": Case([{"throttle_key": THROTTLE_KEY}, {"throttle_key": "none"}], prepare=_throttle_row),
+        "login_throttle.delete_quiet": Case([{"before": NOW + timedelta(minutes=1)}], prepare=_throttle_row),
+    }
 
 
 def _cases(s: Seed) -> dict[str, Case]:
@@ -211,7 +246,7 @@ def _cases(s: Seed) -> dict[str, Case]:
         "secrets.insert": Case([{"name": f"parity-{uuid.uuid4().hex}", "value": "v"}]),
         "migrate.lock": Case([{"key": 0x5C_C0_33_A2}]),
         "database.ping": Case([{}]),
-    }
+    } | _throttle_cases()
 
 
 async def _seed(stack: Stack) -> Seed:
