@@ -44,7 +44,7 @@ async def seed_members(url: str, count: int, **hashing: int) -> list[str]:
     try:
         accounts = build_accounts(fast_settings(url, **hashing), db, NoPublisher())
         org = await accounts.create_org(f"Throttle {uuid.uuid4().hex[:8]}")
-        emails = [f"{uuid.uuid4().hex[:12]}@throttle.test" for _ in range(count)]
+        emails = [f"{uuid.uuid4().hex[:12]}@throttle.example" for _ in range(count)]
         for i, email in enumerate(emails):
             await accounts.create_user(None, org.id, NewUser(email, f"Medic {i}", Role.MEDIC, PASSWORD))
     finally:
@@ -91,7 +91,7 @@ async def test_a_legitimate_sign_in_during_a_flood_is_answered_in_bounded_time(b
             httpx.AsyncClient(base_url=server.base_url, timeout=WAIT, limits=httpx.Limits(max_connections=64)) as http,
         ):
             bad = [(victim, f"wrong {i}") for i in range(FLOOD_VICTIM)]
-            bad += [(f"nobody-{i}-{uuid.uuid4().hex[:6]}@nowhere.test", "guess") for i in range(FLOOD_UNKNOWN)]
+            bad += [(f"nobody-{i}-{uuid.uuid4().hex[:6]}@nowhere.example", "guess") for i in range(FLOOD_UNKNOWN)]
             flood = [asyncio.create_task(login(http, email, password)) for email, password in bad]
             try:
                 await asyncio.wait_for(asyncio.wait(flood, return_when=asyncio.FIRST_COMPLETED), WAIT)
@@ -107,5 +107,5 @@ async def test_a_legitimate_sign_in_during_a_flood_is_answered_in_bounded_time(b
                 r.text for r in answers if r.status_code != 401
             ]
 
-            assert (await login(http, "one-more@nowhere.test", "guess")).status_code == 401  # the address's 41st
+            assert (await login(http, "one-more@nowhere.example", "guess")).status_code == 401  # the address's 41st
             assert_throttled(await login(http, legit, PASSWORD))

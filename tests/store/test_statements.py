@@ -101,7 +101,7 @@ def _org_row(org_id: str) -> Prepare:
     return prepare
 
 
-THROTTLE_KEY = "account:parity@throttle.test"
+THROTTLE_KEY = "account:parity@throttle.example"
 
 
 def _throttle_row(conn: Connection) -> None:
@@ -168,7 +168,7 @@ def _cases(s: Seed) -> dict[str, Case]:
             ]
         ),
         "users.by_id": Case([{"user_id": s.medic_id}]),
-        "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.test"}]),
+        "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.example"}]),
         "users.rename": Case([{"user_id": s.medic_id, "display_name": "Renamed", "position": s.head + 1}]),
         "users.list.org": Case([org]),
         "users.list.medic": Case([medic]),

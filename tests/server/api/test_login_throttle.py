@@ -75,7 +75,7 @@ async def test_a_flood_of_unknown_emails_blocks_its_address_only(stack: Stack, o
     medic = (await orgs.make(admins=0, medics=1)).medics[0]
     async with from_address(stack) as flooding, from_address(stack) as elsewhere:
         for i in range(ADDRESS_ALLOWED + 1):
-            response = await login(flooding, f"nobody-{i}-{uuid.uuid4().hex[:6]}@nowhere.test", "guess")
+            response = await login(flooding, f"nobody-{i}-{uuid.uuid4().hex[:6]}@nowhere.example", "guess")
             assert response.status_code == 401, (i, response.text)
         assert_throttled(await login(flooding, medic.email, PASSWORD))
         assert (await login(elsewhere, medic.email, PASSWORD)).status_code == 200

@@ -38,7 +38,7 @@ class Clock:
 
 
 def _email() -> str:
-    return f"{uuid.uuid4().hex[:12]}@throttle.test"
+    return f"{uuid.uuid4().hex[:12]}@throttle.example"
 
 
 def _address() -> str:
