@@ -40,6 +40,7 @@ from sitecomms.server.services.publisher import NoPublisher, Publisher
 from sitecomms.server.services.sessions import RefreshChain, RefreshPolicy
 from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
+from sitecomms.server.services.throttle import Throttle
 from sitecomms.server.services.tokens import Tokens
 from sitecomms.store import migrate
 from sitecomms.store.database import Database, open_database
@@ -169,7 +170,9 @@ def create_app(settings: Settings) -> FastAPI:
     access = Access(db, build_tokens(settings, keyring), poll_seconds=settings.access_poll_seconds)
     publisher = _LocalFirst(bus, access)
     accounts = build_accounts(settings, db, publisher)
-    signin = build_signin(settings, db, publisher, keyring=keyring)
+    signin = build_signin(
+        settings, db, publisher, Throttle(db, allowed=settings.login_failures_allowed), keyring=keyring
+    )
     pull = Sync(db)
     feed = Feed(db)
     hub = Hub(

@@ -23,7 +23,19 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from sitecomms.protocol.enums import Role
-from sitecomms.store import access_changes, audit, conversations, messages, orgs, reads, schema, sessions, stream, users
+from sitecomms.store import (
+    access_changes,
+    audit,
+    conversations,
+    messages,
+    orgs,
+    reads,
+    schema,
+    sessions,
+    stream,
+    throttle,
+    users,
+)
 from sitecomms.store.database import Connection
 from sitecomms.store.statements import REGISTRY, Statement
 from sitecomms.store.types import UTCDateTime
@@ -38,6 +50,7 @@ QUERY_MODULES = (
     reads,
     sessions,
     stream,
+    throttle,
     users,
 )  # importing them registers every statement
 TIMEOUT_SECONDS = 60
@@ -157,6 +170,33 @@ def _org_row(org_id: str) -> Prepare:
     return prepare
 
 
+THROTTLE_KEY = "account:parity@throttle.example"
+
+
+def _throttle_row(conn: Connection) -> None:
+    throttle.record_failure(conn, THROTTLE_KEY, now=NOW, quiet_since=NOW - timedelta(minutes=15), block_for=lambda _: 2)
+
+
+def _throttle_cases() -> dict[str, Case]:
+    failure = [
+        {"throttle_key": THROTTLE_KEY, "now": NOW + timedelta(seconds=1), "quiet_since": NOW - timedelta(minutes=15)},
+        {"throttle_key": THROTTLE_KEY, "now": NOW + timedelta(hours=1), "quiet_since": NOW + timedelta(minutes=45)},
+        {"throttle_key": "address:parity", "now": NOW, "quiet_since": NOW - timedelta(minutes=15)},
+    ]
+    return {
+        "login_throttle.of_keys": Case(
+            [{"keys": [THROTTLE_KEY]}, {"keys": [THROTTLE_KEY, "address:none", "account:none"]}], prepare=_throttle_row
+        ),
+        "login_throttle.failure.sqlite": Case(failure, prepare=_throttle_row),
+        "login_throttle.failure.postgresql": Case(failure, prepare=_throttle_row),
+        "login_throttle.block": Case(
+            [{"throttle_key": THROTTLE_KEY, "until": NOW + timedelta(seconds=4)}], prepare=_throttle_row
+        ),
+        "login_throttle.reset": Case([{"throttle_key": THROTTLE_KEY}, {"throttle_key": "none"}], prepare=_throttle_row),
+        "login_throttle.delete_quiet": Case([{"before": NOW + timedelta(minutes=1)}], prepare=_throttle_row),
+    }
+
+
 def _cases(s: Seed) -> dict[str, Case]:
     org, medic = {"org_id": s.org_id, "medic_id": None}, {"org_id": s.org_id, "medic_id": s.medic_id}
     changed = [p | {"after": 0, "limit": 1000} for p in (org, medic)] + [org | {"after": s.head - 3, "limit": 2}]
@@ -253,7 +293,7 @@ def _cases(s: Seed) -> dict[str, Case]:
         "access_changes.last": Case([{}], prepare=_access_change(s.medic_id)),
         "access_changes.expire": Case([{"cutoff": NOW + timedelta(seconds=1)}], prepare=_access_change(s.medic_id)),
         "users.by_id": Case([{"user_id": s.medic_id}]),
-        "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.test"}]),
+        "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.example"}]),
         "users.rename": Case([{"user_id": s.medic_id, "display_name": "Renamed", "position": s.head + 1}]),
         "users.list.org": Case([org]),
         "users.list.medic": Case([medic]),
@@ -329,7 +369,7 @@ def _cases(s: Seed) -> dict[str, Case]:
         "reads.changed.medic": Case(changed[1:2]),
         "migrate.lock": Case([{"key": 0x5C_C0_33_A2}]),
         "database.ping": Case([{}]),
-    }
+    } | _throttle_cases()
 
 
 async def _seed(stack: Stack) -> Seed:
