@@ -2,7 +2,9 @@
 //
 // Data flow: GET /v1/sync (a snapshot and a cursor), then one WebSocket to /v1/realtime that
 // resumes from that cursor and carries every change live. No polling: the only HTTP requests
-// after start-up are the user's own actions (send, read, older messages, add user).
+// after start-up are the user's own actions (send, read, older messages, accounts) and the
+// silent refresh of the access token (session.js), which the socket is then told of.
+// accounts.js owns the Users view, "my devices" and the password forms.
 // Every piece of user content is put into the page with textContent, never as HTML.
 // Every name of the wire (frame types, close codes, change types, statuses, limits, backoff)
 // comes from protocol.js, generated from the Python package sitecomms.protocol.
@@ -11,15 +13,15 @@ import {
   Backoff, backoffDelay, ChangeType, ClientFrame, CloseCode, ConversationType, MAX_CONTENT_CHARS,
   MAX_DISPLAY_NAME_CHARS, MessageStatus, MIN_PASSWORD_CHARS, Role, ServerFrame, THREAD_PAGE_DEFAULT,
 } from "./protocol.js";
+import { accessToken, api, forget, isSignedIn, login, logout, onSession, refresh, SignedOut } from "./session.js";
+import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
+import { $, el, relativeTime } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const CHANGE_TYPES = new Set(Object.values(ChangeType));
 // The page's connection states (shown, and in #connection's data-state): the page's, not the wire's.
 const Socket = Object.freeze({ LIVE: "live", CONNECTING: "connecting", RECONNECTING: "reconnecting", OFFLINE: "offline" });
-const TOKEN_KEY = "sitecomms.token";
 
 const state = {
-  token: sessionStorage.getItem(TOKEN_KEY),
   me: null,              // {user, org}
   conversations: new Map(), // id -> conversation (server shape) + {unread}
   threads: new Map(),    // conversation id -> {messages: Map key -> message, hasMore, nextBefore, loaded}
@@ -34,22 +36,6 @@ const state = {
   lastFrameAt: 0,
   heartbeat: 15,
 };
-
-// ---- HTTP ------------------------------------------------------------------------------
-
-async function api(method, path, body) {
-  const headers = { "content-type": "application/json" };
-  if (state.token) headers.authorization = `Bearer ${state.token}`;
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const data = await response.json().catch(() => ({}));
-  if (response.status === 401 && path !== "/v1/auth/login") signOut("Your session has expired; sign in again.");
-  if (!response.ok) {
-    const error = new Error(data?.error?.message || `HTTP ${response.status}`);
-    error.status = response.status;
-    throw error;
-  }
-  return data;
-}
 
 // ---- model -----------------------------------------------------------------------------
 
@@ -83,7 +69,8 @@ function applyChange(change) {
       break;
     }
     case ChangeType.USER_UPDATED:
-      if (state.me && data.id === state.me.user.id) state.me.user.display_name = data.display_name;
+      if (state.me && data.id === state.me.user.id) Object.assign(state.me.user, data);
+      userChanged(data);
       break;
   }
 }
@@ -125,22 +112,6 @@ function sortedMessages(id) {
 
 // ---- rendering -------------------------------------------------------------------------
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function relativeTime(iso) {
-  if (!iso) return "";
-  const then = new Date(iso), seconds = (Date.now() - then.getTime()) / 1000;
-  if (seconds < 60) return "now";
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h`;
-  return then.toLocaleDateString();
-}
-
 function renderHeader() {
   $("me-name").textContent = state.me ? state.me.user.display_name : "";
   $("org-name").textContent = state.me ? state.me.org.name : "";
@@ -151,7 +122,9 @@ function renderHeader() {
   const label = state.socketState;
   $("connection").textContent = state.outbox.length ? `${label} · ${state.outbox.length} queued` : label;
   $("connection").dataset.state = state.socketState;
-  $("add-user-open").hidden = !(state.me && state.me.user.role === Role.ADMIN);
+  const admin = Boolean(state.me && state.me.user.role === Role.ADMIN);
+  $("add-user-open").hidden = !admin;
+  $("users-open").hidden = !admin;
 }
 
 function renderList() {
@@ -342,12 +315,12 @@ function setSocketState(next) { state.socketState = next; renderHeader(); if (ne
 
 let reconnectTimer = null;
 function connect() {
-  if (!state.token) return;
+  if (!isSignedIn()) return;
   setSocketState(state.retries ? Socket.RECONNECTING : Socket.CONNECTING);
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/realtime`;
   const socket = new WebSocket(url);
   state.socket = socket;
-  socket.onopen = () => socket.send(JSON.stringify({ type: ClientFrame.HELLO, token: state.token, cursor: state.cursor }));
+  socket.onopen = () => socket.send(JSON.stringify({ type: ClientFrame.HELLO, token: accessToken(), cursor: state.cursor }));
   socket.onmessage = (event) => {
     state.lastFrameAt = Date.now();
     let frame;
@@ -355,6 +328,7 @@ function connect() {
     if (frame.type === ServerFrame.PING) { socket.send(JSON.stringify({ type: ClientFrame.PONG })); return; }
     if (frame.type === ServerFrame.WELCOME) { state.heartbeat = frame.heartbeat_seconds || 15; return; }
     if (frame.type === ServerFrame.LIVE) { state.retries = 0; state.cursor = frame.cursor; setSocketState(Socket.LIVE); return; }
+    if (frame.type === ServerFrame.AUTHENTICATED) return; // the socket took the refreshed token
     if (frame.type === ServerFrame.ERROR) { console.warn("server refused a frame", frame); return; }
     if (!CHANGE_TYPES.has(frame.type)) return; // another control frame, or a kind this page does not know
     applyChange(frame);
@@ -368,7 +342,20 @@ function connect() {
   socket.onclose = async (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
-    if (event.code === CloseCode.UNAUTHENTICATED) { signOut("Your session has expired; sign in again."); return; }
+    if (event.code === CloseCode.TOO_MANY_SOCKETS) {
+      // This was the oldest of too many: reconnecting would close another, and so on. Wait for the user.
+      setSocketState(Socket.OFFLINE);
+      $("notice-text").textContent = "SiteComms is open in too many places; this page stopped receiving live updates.";
+      $("notice").hidden = false;
+      return;
+    }
+    if (event.code === CloseCode.UNAUTHENTICATED) {
+      // The token expired or access changed (revoked, deactivated, role changed): a refresh
+      // says which. Signed out for good, the session's hook shows the sign-in page.
+      setSocketState(Socket.RECONNECTING);
+      try { await refresh(); } catch (error) { if (error instanceof SignedOut) return; }
+      if (!isSignedIn()) return;
+    }
     if (event.code === CloseCode.RESYNC_REQUIRED) {
       try { await snapshot(); } catch { /* offline: the next attempt retries */ }
     }
@@ -411,7 +398,7 @@ async function start() {
     state.me.user_id = state.me.user.id;
     await snapshot();
   } catch (error) {
-    if (!state.token) return;
+    if (!isSignedIn()) return;
     $("login-error").textContent = `Cannot reach the server: ${error.message}`;
     showLogin();
     return;
@@ -425,9 +412,12 @@ async function start() {
 
 function showLogin() { $("app").hidden = true; $("login").hidden = false; $("login-email").focus(); }
 
+// Leave the signed-in page (the session is already over, or forgotten here).
 function signOut(message) {
-  sessionStorage.removeItem(TOKEN_KEY);
-  state.token = null; state.me = null; state.cursor = null; state.openId = null;
+  forget();
+  closeAccountViews();
+  $("notice").hidden = true;
+  state.me = null; state.cursor = null; state.openId = null;
   state.conversations.clear(); state.threads.clear(); state.outbox = [];
   state.readUpTo.clear(); state.othersRead.clear(); state.retries = 0; state.socketState = Socket.OFFLINE;
   clearTimeout(reconnectTimer); clearTimeout(flushTimer);
@@ -443,15 +433,16 @@ $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("login-error").textContent = "";
   try {
-    const result = await api("POST", "/v1/auth/login", { email: $("login-email").value, password: $("login-password").value });
-    state.token = result.access_token;
-    sessionStorage.setItem(TOKEN_KEY, state.token);
+    await login($("login-email").value, $("login-password").value);
     $("login-password").value = "";
     await start();
-  } catch (error) { $("login-error").textContent = error.message; }
+  } catch (error) {
+    $("login-error").textContent = error.retryAfter ? `${error.message} (try again in ${error.retryAfter} s)` : error.message;
+  }
 });
 
-$("sign-out").addEventListener("click", () => signOut());
+$("sign-out").addEventListener("click", async () => { await logout(); signOut(); });
+$("notice-reconnect").addEventListener("click", () => { $("notice").hidden = true; state.retries = 0; connect(); });
 $("back").addEventListener("click", () => { $("panes").dataset.view = "list"; state.openId = null; render(); });
 $("compose").addEventListener("submit", (event) => { event.preventDefault(); send($("compose-text").value); });
 $("compose-text").addEventListener("keydown", (event) => {
@@ -491,4 +482,16 @@ for (const [role, label] of [[Role.MEDIC, "Medic"], [Role.ADMIN, "Admin"]]) {
   $("new-role").append(option);
 }
 
-if (state.token) start(); else showLogin();
+onSession({
+  // Each new access token goes to the live socket too, which would otherwise close at its expiry.
+  refreshed: (token) => {
+    if (state.me && token.user) { Object.assign(state.me.user, token.user); renderHeader(); }
+    if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+      state.socket.send(JSON.stringify({ type: ClientFrame.AUTH, token: token.access_token }));
+    }
+  },
+  signedOut: (message) => signOut(message),
+});
+installAccounts({ me: () => state.me });
+
+if (isSignedIn()) start(); else showLogin();
