@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from sitecomms import chat as chat_app
 from sitecomms.chat import HELP, ChatApp
 from sitecomms.client import Client, ConnectionState
 from tests.client.harness import ADMIN, ADMIN_NAME, MEDIC, MEDIC_NAME, PASSWORD, TIMEOUT, ApiUser, server
@@ -254,3 +255,25 @@ async def test_chat_app_in_process(tmp_path: Path) -> None:
             await client.close()
         contents = [m["content"] for m in await admin.thread(await admin.conversation_id(MEDIC_NAME))]
         assert contents[-3:] == ["Two more patients", "Sending a second team", "Lost signal, writing anyway"]
+
+
+async def test_chat_ends_with_a_clear_line_when_the_session_ends_and_keeps_the_queue(tmp_path: Path) -> None:
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, tmp_path / "medic.db")
+        screen = Screen()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        try:
+            me = await client.login(MEDIC, PASSWORD)
+            await client.start()
+            chatting = asyncio.create_task(chat_app.run(client, lines, screen))
+            await screen.wait_for(r"^\[live\]$")
+            await client.sign_out()  # as when the server ends the session, minus the wait
+            await client.send(next(c.id for c in await client.conversations() if c.name == "Admin"), "kept")
+            async with asyncio.timeout(TIMEOUT):
+                await chatting  # the chat ends by itself
+            assert screen.lines[-1] == chat_app.SIGNED_OUT, screen.lines
+            assert await client.outbox_size() == 1
+            await client.login(MEDIC, PASSWORD)
+            assert client.me == me and client.has_session
+        finally:
+            await client.close()
