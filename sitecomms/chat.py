@@ -4,7 +4,9 @@ Line-oriented, so it works in any terminal (and under tmux or a pipe): it lists 
 with unread counts, opens a thread, sends what you type, prints messages as they arrive, and
 says when it is offline and how many messages wait in the outbox. Everything it shows comes
 from the local store, so it keeps working without a network; queued messages go out by
-themselves when the server is back.
+themselves when the server is back. The session renews itself; when the server ends it (signed
+out elsewhere, revoked, unused for 30 days) the chat says so and ends, keeping the queue, so
+the next `sitecomms chat` asks for the password and then sends what waited.
 
 `ChatApp` is the whole client minus the terminal: feed it lines with `handle()`, run
 `follow()` for live output, and read what it printed through `out`.
@@ -26,7 +28,12 @@ from collections.abc import Callable
 
 from sitecomms.client import Client, ConnectionState, Conversation, Message, SiteCommsError
 
-HELP = "commands: /list, /open N (or a name), /sync, /status, /help, /quit; anything else is sent"
+HELP = "commands: /list, /open N (or a name), /sync, /status, /reconnect, /help, /quit; anything else is sent"
+
+SIGNED_OUT = (
+    "! the session has ended (signed out elsewhere, revoked, or unused too long): run `sitecomms chat`"
+    " again to sign in; queued messages are kept and go out then"
+)
 
 # Format characters that reorder or hide text: bidi embeddings, overrides, isolates and marks,
 # zero-width characters, invisible operators, the byte-order mark.
@@ -81,6 +88,8 @@ class ChatApp:
                 await self.sync()
             elif command == "status":
                 await self.show_status()
+            elif command == "reconnect":
+                self.client.reconnect()
             else:
                 self.out(HELP)
             return True
@@ -138,7 +147,10 @@ class ChatApp:
         waiting = f", {queued} message{'s' if queued != 1 else ''} queued" if queued else ""
         label = "live" if state is ConnectionState.LIVE else state.value
         if state is ConnectionState.SIGNED_OUT:
-            label = "signed out: run `sitecomms chat` with --password to sign in again"
+            label = "signed out"
+            waiting = f", {queued} queued message{'s' if queued != 1 else ''} kept" if queued else ""
+        elif state is ConnectionState.TOO_MANY_SOCKETS:
+            label = "live updates stopped: too many connections for this user (/reconnect resumes them)"
         return f"[{label}{waiting}]"
 
     async def settle(self, patience: float = 10.0) -> None:
@@ -147,9 +159,11 @@ class ChatApp:
             async with asyncio.timeout(patience):
                 tried = False
                 async for state in self.client.watch_connection():
-                    if state in (ConnectionState.LIVE, ConnectionState.SIGNED_OUT) or (
-                        tried and state is ConnectionState.OFFLINE
-                    ):
+                    if state in (
+                        ConnectionState.LIVE,
+                        ConnectionState.SIGNED_OUT,
+                        ConnectionState.TOO_MANY_SOCKETS,
+                    ) or (tried and state is ConnectionState.OFFLINE):
                         return
                     tried = tried or state is ConnectionState.CONNECTING
 
@@ -209,19 +223,36 @@ class ChatApp:
 
 
 async def run(client: Client, lines: asyncio.Queue[str | None], out: Callable[[str], None]) -> None:
-    """The chat loop: follow live output while handling lines until /quit or end of input."""
+    """The chat loop: follow live output while handling lines until /quit, end of input, or the
+    end of the session (then it says how to sign in again)."""
     app = ChatApp(client, out)
     out(HELP)
     await app.settle()
     await app.show_list()
     follower = asyncio.create_task(app.follow())
+    typing = asyncio.create_task(_handle_lines(app, lines))
+    signed_out = asyncio.create_task(_until_signed_out(client))
     try:
-        while (line := await lines.get()) is not None and await app.handle(line):
-            pass
+        await asyncio.wait({typing, signed_out}, return_when=asyncio.FIRST_COMPLETED)
+        if typing.done():
+            typing.result()
+        else:
+            out(SIGNED_OUT)
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in (follower, typing, signed_out):
+            task.cancel()
+        await asyncio.gather(follower, typing, signed_out, return_exceptions=True)
+
+
+async def _handle_lines(app: ChatApp, lines: asyncio.Queue[str | None]) -> None:
+    while (line := await lines.get()) is not None and await app.handle(line):
+        pass
+
+
+async def _until_signed_out(client: Client) -> None:
+    async for state in client.watch_connection():
+        if state is ConnectionState.SIGNED_OUT:
+            return
 
 
 async def stdin_lines(queue: asyncio.Queue[str | None]) -> None:

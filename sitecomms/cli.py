@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -319,7 +320,7 @@ def chat(
 ) -> None:
     """Chat from the terminal, offline-first: reads the local copy and queues sends while offline."""
     from sitecomms import chat as chat_app
-    from sitecomms.client import Client, ServerUnavailable, SiteCommsError
+    from sitecomms.client import Client, ConnectionState, ServerUnavailable, SiteCommsError
 
     store_path = store or Path.home() / ".local" / "share" / "sitecomms" / f"{email.lower()}.db"
     store_path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,12 +328,12 @@ def chat(
     async def run() -> None:
         client = await Client.open(server, store_path)
         try:
-            if client.me is None or password is not None:
+            if client.me is None or password is not None or not client.has_session:
                 secret = password
                 if secret is None:
                     secret = getpass.getpass(f"Password for {email}: ") if sys.stdin.isatty() else ""
                 try:
-                    await client.login(email, secret)
+                    await client.login(email, secret, device=f"sitecomms chat on {socket.gethostname()[:80]}")
                 except ServerUnavailable as exc:
                     if client.me is None:
                         raise SiteCommsError(f"the first sign-in needs the server ({exc})") from exc
@@ -347,6 +348,8 @@ def chat(
                 await chat_app.run(client, lines, lambda text: print(text, flush=True))
             finally:
                 reader.cancel()
+            if client.state is ConnectionState.SIGNED_OUT:
+                raise typer.Exit(1)
         finally:
             await client.close()
 

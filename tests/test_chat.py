@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
+from sitecomms import chat as chat_app
 from sitecomms.chat import HELP, ChatApp, shown
 from sitecomms.client import Client, ConnectionState, Conversation, Me, Message, SiteCommsError
 from sitecomms.protocol.enums import ConversationType, MessageStatus, Role
@@ -344,3 +345,25 @@ async def test_nothing_from_the_server_reaches_the_terminal_raw() -> None:
     assert any(line.startswith("(new in Broad\\x1b[8mcast: new red \\x1b[31m") for line in screen.lines)
     assert any(line.startswith("! not sent: refused: red \\x1b[31m") for line in screen.lines)
     assert "! cannot sync now: unreachable \\x1b[31m" in screen.lines
+
+
+async def test_chat_ends_with_a_clear_line_when_the_session_ends_and_keeps_the_queue(tmp_path: Path) -> None:
+    async with server(tmp_path) as srv:
+        client = await Client.open(srv.base_url, tmp_path / "medic.db")
+        screen = Screen()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        try:
+            me = await client.login(MEDIC, PASSWORD)
+            await client.start()
+            chatting = asyncio.create_task(chat_app.run(client, lines, screen))
+            await screen.wait_for(r"^\[live\]$")
+            await client.sign_out()  # as when the server ends the session, minus the wait
+            await client.send(next(c.id for c in await client.conversations() if c.name == "Admin"), "kept")
+            async with asyncio.timeout(TIMEOUT):
+                await chatting  # the chat ends by itself
+            assert screen.lines[-1] == chat_app.SIGNED_OUT, screen.lines
+            assert await client.outbox_size() == 1
+            await client.login(MEDIC, PASSWORD)
+            assert client.me == me and client.has_session
+        finally:
+            await client.close()

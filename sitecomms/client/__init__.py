@@ -25,6 +25,7 @@ from sitecomms.client._errors import (
     NotFound,
     RequestRejected,
     ServerUnavailable,
+    SignedOut,
     SiteCommsError,
 )
 from sitecomms.client._models import ConnectionState, Conversation, Me, Message
@@ -41,6 +42,7 @@ __all__ = [
     "NotFound",
     "RequestRejected",
     "ServerUnavailable",
+    "SignedOut",
     "SiteCommsError",
 ]
 

@@ -9,7 +9,11 @@ the local update: on restart the retry returns the same message.
 
 The connection task keeps the local copy current: pull sync from the stored cursor (each page
 and its cursor in one local transaction), then one realtime socket resuming from that cursor,
-reconnecting with backoff. Everything the server says is decoded into the protocol's
+reconnecting with backoff. The session (`_session`) hands every request a fresh access token,
+refreshing it silently; an open socket gets each new one as an `auth` frame. A socket the server
+closes with 4401 reconnects after a refresh (or, when the refresh is refused, the client is
+signed out); one closed with 4429 (another socket of this user took its place) stays closed
+until `reconnect()`. Everything the server says is decoded into the protocol's
 dataclasses where it arrives (`_api` for HTTP, `_parse` for frames) and goes through the
 store's single writer. Observers (`watch_*`) yield fresh state after each local change.
 """
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,10 +41,12 @@ from sitecomms.client._errors import (
     NotFound,
     RequestRejected,
     ServerUnavailable,
+    SignedOut,
     SiteCommsError,
 )
 from sitecomms.client._models import ConnectionState, Conversation, Me, Message
 from sitecomms.client._observers import ALL, Observers
+from sitecomms.client._session import Session
 from sitecomms.client._store import LocalStore
 from sitecomms.protocol.backoff import RECONNECT, RETRY_SEND
 from sitecomms.protocol.decoding import CHANGE_TYPES, WireError, decode
@@ -58,6 +65,14 @@ class _CorruptFrame(Exception):
     pass
 
 
+class _Reauthenticated(Exception):
+    """The server closed the socket (4401) and a refresh renewed the session: reconnect, with backoff."""
+
+
+class _Displaced(Exception):
+    """The server closed the socket for a newer one of this user (4429): do not reconnect by itself."""
+
+
 class Client:
     """An offline-first SiteComms client for one user, on a local SQLite store.
 
@@ -69,15 +84,19 @@ class Client:
     >>> async for conversations in client.watch_conversations(): ...
     """
 
-    def __init__(self, store: LocalStore, api: Api, me: Me | None) -> None:
+    def __init__(self, store: LocalStore, api: Api, session: Session, me: Me | None) -> None:
         self._store = store
         self._api = api
+        self._session = session
         self._me = me
         self._observers = Observers()
         self._state = ConnectionState.OFFLINE
         self._state_watchers: set[asyncio.Event] = set()  # one per watch_connection() iterator
         self._outbox_wake = asyncio.Event()
         self._signed_in = asyncio.Event()
+        self._resume = asyncio.Event()  # reconnect after a 4429
+        self._socket_expires_at: str | None = None  # the live socket's token expiry, as the server said
+        self._socket_authenticated = asyncio.Event()  # set by each `authenticated` frame
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.ws_connect: Callable[[str], Any] = lambda url: connect(url, open_timeout=10, max_size=2**24)
@@ -86,13 +105,20 @@ class Client:
 
     @classmethod
     async def open(
-        cls, server_url: str, store_path: str | Path, *, transport: httpx.AsyncBaseTransport | None = None
+        cls,
+        server_url: str,
+        store_path: str | Path,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Client:
-        """Open (or create) the local store; a session saved in it is resumed."""
+        """Open (or create) the local store; a session saved in it is resumed.
+
+        `clock` (epoch seconds) decides when the access token is due for a refresh."""
         store = await LocalStore.open(store_path)
         api = Api(server_url, transport=transport)
-        api.token = await store.run(store.core.get_meta, "token")
-        return cls(store, api, await store.run(store.core.me))
+        session = await Session.load(api, store, clock)
+        return cls(store, api, session, await store.run(store.core.me))
 
     async def __aenter__(self) -> Client:
         return self
@@ -114,29 +140,45 @@ class Client:
     def is_connected(self) -> bool:
         return self._state is ConnectionState.LIVE
 
-    async def login(self, email: str, password: str) -> Me:
-        """Sign in (needs the server). The store keeps the session; queued messages stay queued."""
-        session = await self._api.login(email, password)
-        user = session.user
+    @property
+    def has_session(self) -> bool:
+        """Whether the store holds a session (it may still turn out to have ended on the server)."""
+        return self._session.credentials is not None
+
+    async def login(self, email: str, password: str, *, device: str | None = None) -> Me:
+        """Sign in (needs the server) as this store's user, naming this device in "my devices".
+
+        The store keeps the session (renewed silently for as long as it is used); queued
+        messages stay queued and go out."""
+        grant = await self._api.login(email, password, device)
+        user = grant.view.user
         if self._me is not None and self._me.user_id != user.id:
             raise AuthenticationError("this local store belongs to another user; open another store")
-        await self._store.run(
-            self._store.core.set_meta,
-            {
-                "token": session.access_token,
-                "user_id": user.id,
-                "org_id": user.org_id,
-                "display_name": user.display_name,
-                "role": user.role.value,
-            },
-        )
-        self._api.token = session.access_token  # only now: another user's token must never be used here
+        user_meta: dict[str, str | None] = {
+            "user_id": user.id,
+            "org_id": user.org_id,
+            "display_name": user.display_name,
+            "role": user.role.value,
+        }
+        await self._session.signed_in(grant, user_meta)  # only now: another user's token must never be used here
         self._me = Me(user.id, user.org_id, user.display_name, user.role)
         self._signed_in.set()
+        self._resume.set()
         self._outbox_wake.set()
-        if self._state is ConnectionState.SIGNED_OUT:
+        if self._state in (ConnectionState.SIGNED_OUT, ConnectionState.TOO_MANY_SOCKETS):
             self._set_state(ConnectionState.OFFLINE)
         return self._me
+
+    async def sign_out(self) -> None:
+        """End this device's session (on the server when it answers) and forget its tokens.
+
+        The local copy and the outbox stay: queued messages go out after the same user signs in."""
+        await self._session.sign_out()
+        self._signed_out("signed out on request")
+
+    def reconnect(self) -> None:
+        """Go live again after the server closed the socket for another of this user's (4429)."""
+        self._resume.set()
 
     async def start(self) -> None:
         """Run sync, the realtime connection and the outbox in the background until `close()`."""
@@ -182,7 +224,7 @@ class Client:
         while True:
             cursor = await self._store.run(self._store.core.get_meta, "cursor")
             try:
-                page = await self._api.sync(cursor)
+                page = await self._session.call(functools.partial(self._api.sync, cursor))
             except RequestRejected as exc:
                 if cursor is None or exc.code not in (ErrorCode.INVALID_CURSOR, ErrorCode.CURSOR_AHEAD):
                     raise
@@ -252,7 +294,17 @@ class Client:
             except AuthenticationError as exc:
                 self._signed_out(str(exc))
                 continue
-            except (ServerUnavailable, OSError, InvalidHandshake, ConnectionClosed, _CorruptFrame, TimeoutError) as exc:
+            except _Displaced as exc:
+                log.warning("live updates stopped: %s (reconnect() resumes them)", exc)
+                self._set_state(ConnectionState.TOO_MANY_SOCKETS)
+                self._resume.clear()
+                await self._resume.wait()
+                failures = 0
+                continue
+            except (
+                ServerUnavailable, OSError, InvalidHandshake, ConnectionClosed, _CorruptFrame, _Reauthenticated,
+                TimeoutError,
+            ) as exc:  # fmt: skip
                 log.info("connection lost: %s", exc)
             except SiteCommsError as exc:
                 log.warning("connection failed: %s", exc)
@@ -269,27 +321,38 @@ class Client:
         """One socket: hello from the stored cursor, then apply frames in batches until it closes."""
         cursor = await self._store.run(self._store.core.get_meta, "cursor")
         frames: asyncio.Queue[ChangeFrame] = asyncio.Queue(10_000)
+        sent = [await self._session.fresh()]  # the last token this socket was given
         async with self.ws_connect(self._api.realtime_url()) as ws:
-            hello = {"type": ClientFrame.HELLO, "token": self._api.token, "cursor": cursor}
+            hello = {"type": ClientFrame.HELLO, "token": sent[0], "cursor": cursor}
             await ws.send(orjson.dumps(hello).decode())
             applier = asyncio.create_task(self._apply_frames(frames))
             reader = asyncio.create_task(self._read_frames(ws, frames))
+            keeper = asyncio.create_task(self._keep_authenticated(ws, sent))
             try:
                 # Whichever ends first ends this socket: the reader when the socket closes or a
                 # frame is corrupt, the applier only by failing on a change it cannot apply (then
-                # at once, not when the next frame happens to arrive).
-                await asyncio.wait({reader, applier}, return_when=asyncio.FIRST_COMPLETED)
-                if applier.done():
-                    applier.result()
+                # at once, not when the next frame happens to arrive), the keeper when the
+                # session ended. None of them ends without an error.
+                await asyncio.wait({reader, applier, keeper}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (applier, keeper):
+                    if task.done():
+                        task.result()
                 reader.result()
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                if code == CloseCode.UNAUTHENTICATED:
-                    raise AuthenticationError("the server closed the socket: sign in again") from exc
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                if code == CloseCode.UNAUTHENTICATED:  # expired, or access changed: SignedOut if it cannot renew
+                    await self._session.renew(sent[0])
+                    raise _Reauthenticated(f"the server closed the socket ({reason}); the session was renewed") from exc
+                if code == CloseCode.TOO_MANY_SOCKETS:
+                    raise _Displaced(reason or "too many sockets for this user") from exc
                 if code != CloseCode.RESYNC_REQUIRED:
                     raise
-                log.info("the server asked for a resync (%s)", exc.rcvd.reason if exc.rcvd else "")
+                log.info("the server asked for a resync (%s)", reason)
             finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SiteCommsError):
+                    await keeper
                 reader.cancel()
                 await asyncio.wait({reader})
                 if not reader.cancelled():
@@ -301,6 +364,37 @@ class Client:
                 applier.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await applier
+
+    async def _keep_authenticated(self, ws: Any, sent: list[str]) -> None:
+        """Give the socket each new access token (`auth`), renewing it when due; `sent[0]` is the
+        last one given. Raises `SignedOut` when the session cannot be renewed."""
+        changed = self._session.watch()
+        failures = 0
+        try:
+            while True:
+                changed.clear()
+                credentials = self._session.credentials
+                if credentials is None:
+                    raise SignedOut("the session has ended: sign in again")
+                if credentials.access_token != sent[0]:
+                    sent[0] = credentials.access_token
+                    await ws.send(orjson.dumps({"type": ClientFrame.AUTH, "token": sent[0]}).decode())
+                    continue
+                wait = credentials.refresh_at - self._session.now()
+                if wait <= 0:
+                    try:
+                        await self._session.renew(sent[0])
+                        failures = 0
+                        continue
+                    except ServerUnavailable as exc:  # tried again later; the token may still be good
+                        log.info("could not renew the session now: %s", exc)
+                        wait = RECONNECT.delay(failures)
+                        failures += 1
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait if math.isfinite(wait) else None):  # inf: no known expiry
+                        await changed.wait()
+        finally:
+            self._session.unwatch(changed)
 
     async def _read_frames(self, ws: Any, frames: asyncio.Queue[ChangeFrame]) -> None:
         async for raw in ws:
@@ -315,6 +409,10 @@ class Client:
                 self._set_state(ConnectionState.LIVE)
                 await self._store.run(self._store.core.retry_now)
                 self._outbox_wake.set()
+            elif kind in (ServerFrame.WELCOME, ServerFrame.AUTHENTICATED):
+                self._socket_expires_at = str(frame.get("expires_at"))
+                if kind == ServerFrame.AUTHENTICATED:
+                    self._socket_authenticated.set()
             elif kind == ServerFrame.ERROR:
                 log.warning("the server refused a frame: %s", frame)
             # any other frame (welcome, pong, resync, a type a newer server added) needs nothing
@@ -367,7 +465,9 @@ class Client:
     async def _deliver_due(self) -> None:
         for message, attempts in await self._store.run(self._store.core.due, time.time()):
             try:
-                server_message = await self._api.send(message.conversation_id, message.content, message.idempotency_key)
+                server_message = await self._session.call(
+                    functools.partial(self._api.send, message.conversation_id, message.content, message.idempotency_key)
+                )
             except ServerUnavailable as exc:
                 delay = RETRY_SEND.delay(attempts)
                 await self._store.run(self._store.core.retry_later, message.local_id, delay, str(exc))
@@ -384,5 +484,5 @@ class Client:
     async def _push_reads(self) -> None:
         for conversation_id, position in await self._store.run(self._store.core.pending_reads):
             with contextlib.suppress(NotFound):  # the conversation is gone: nothing to mark
-                await self._api.mark_read(conversation_id, position)
+                await self._session.call(functools.partial(self._api.mark_read, conversation_id, position))
             await self._store.run(self._store.core.read_pushed, conversation_id, position)

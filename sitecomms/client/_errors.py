@@ -2,6 +2,7 @@
 
 SiteCommsError
 ├── AuthenticationError     sign in again (wrong password, expired or revoked token)
+│   └── SignedOut           the session is over (revoked, expired, signed out): sign in again
 ├── ServerUnavailable       unreachable, timed out or 5xx: the request may be retried
 ├── RequestRejected         the server refused the request (4xx), with its error code
 │   └── NotFound
@@ -18,6 +19,12 @@ class SiteCommsError(Exception):
 
 class AuthenticationError(SiteCommsError):
     """Sign in again: the credentials or the token were refused. Queued messages are kept."""
+
+
+class SignedOut(AuthenticationError):
+    """The session is over: the server refused to renew it (revoked, idle for 30 days, the
+    password changed, signed out) or there is none. Sign in again as the same user; the queued
+    messages are kept and go out then."""
 
 
 class ServerUnavailable(SiteCommsError):

@@ -16,7 +16,8 @@ class ConnectionState(Enum):
     OFFLINE = "offline"  # no connection (never connected, or lost it; retrying with backoff)
     CONNECTING = "connecting"
     LIVE = "live"  # caught up and receiving changes as they happen
-    SIGNED_OUT = "signed_out"  # the server refused the token: sign in again
+    SIGNED_OUT = "signed_out"  # the session has ended: sign in again (the outbox is kept)
+    TOO_MANY_SOCKETS = "too_many_sockets"  # another socket of this user took over: `reconnect()` resumes
     CLOSED = "closed"
 
 

@@ -19,6 +19,28 @@ from sitecomms.protocol.enums import Role
 class LoginRequest:
     email: str
     password: str
+    device: str | None = None  # this device's name in "my devices" (None: the server names it)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRequest:
+    refresh_token: str  # single use: the answer carries the next one
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePasswordRequest:
+    current_password: str
+    new_password: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResetPasswordRequest:
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetRoleRequest:
+    role: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +68,17 @@ class UpdateUserRequest:
     display_name: str
 
 
-Request = LoginRequest | SendMessageRequest | MarkReadRequest | CreateUserRequest | UpdateUserRequest
+Request = (
+    LoginRequest
+    | RefreshRequest
+    | ChangePasswordRequest
+    | ResetPasswordRequest
+    | SetRoleRequest
+    | SendMessageRequest
+    | MarkReadRequest
+    | CreateUserRequest
+    | UpdateUserRequest
+)
 
 
 def body(request: Request) -> dict[str, Any]:

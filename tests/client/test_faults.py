@@ -26,6 +26,7 @@ from sitecomms.client import (
     NotFound,
     RequestRejected,
     ServerUnavailable,
+    SignedOut,
 )
 from sitecomms.client._api import UNSPECIFIED, Api
 from sitecomms.client._store import StoreCore
@@ -77,9 +78,9 @@ class FakeServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/auth/login":
-            return httpx.Response(
-                200, json=wire(TokenView("token", "bearer", EPOCH + timedelta(days=1), "r", 60, "s", USER))
-            )
+            expires_at = datetime.now(UTC) + timedelta(days=1)
+            view = TokenView("token", "bearer", expires_at, "refresh", 30 * 86400, str(uuid.UUID(int=9)), USER)
+            return httpx.Response(200, json=wire(view))
         if path == "/v1/sync" and "cursor" not in request.url.params:
             changes = [
                 Change(USER.position, ChangeType.USER_UPDATED, USER),
@@ -181,7 +182,7 @@ async def test_an_answer_that_is_not_the_protocols_shape_is_server_unavailable_a
         assert (message.status, await client.outbox_size()) == ("queued", 1)
         assert any("missing field 'sender_role'" in r.getMessage() for r in caplog.records)
         with pytest.raises(ServerUnavailable, match=r"not a MessageView: MessageView: missing field 'sender_role'"):
-            await client._api.send(CONVERSATION, "again", queued.idempotency_key)
+            await client._api.send(CONVERSATION, "again", queued.idempotency_key, token="token")
 
         fake.malformed = set()  # a server that speaks the protocol again: the retry delivers it
         await until(client.watch_thread(CONVERSATION), lambda t: t[0].status == "sent", "delivered")
@@ -195,8 +196,8 @@ async def test_an_unreachable_server_raises_server_unavailable(tmp_path: Path) -
     try:
         with pytest.raises(ServerUnavailable):
             await client.login(MEDIC, PASSWORD)
-        assert client.me is None
-        with pytest.raises(ServerUnavailable):
+        assert client.me is None and not client.has_session
+        with pytest.raises(SignedOut):  # no session: nothing to ask the server
             await client.sync_now()
         with pytest.raises(NotFound):  # nothing local to send to
             await client.send(str(uuid.uuid4()), "hello")
@@ -213,18 +214,20 @@ def token(user_id: str, org_id: str, *, secret: str, expires_in: float) -> str:
 @pytest.mark.parametrize(
     ("secret", "expires_in"),
     [(JWT_SECRET, -60.0), ("another-secret-another-secret-another-secret", 3600.0)],
-    ids=["expired", "revoked"],
+    ids=["expired", "foreign"],
 )
-async def test_a_refused_session_signs_out_keeps_the_queue_and_delivers_after_login(
+async def test_a_refused_access_token_is_renewed_silently_and_the_queue_delivered(
     tmp_path: Path, secret: str, expires_in: float
 ) -> None:
+    """The server refuses the saved access token (401): one refresh, the request again, no sign-in.
+    (A refused refresh signs out: tests/client/test_session.py.)"""
     store = tmp_path / "medic.db"
     async with server(tmp_path) as srv:
         client = await Client.open(srv.base_url, store)
         me = await client.login(MEDIC, PASSWORD)
         await client.sync_now()
         await client.close()
-        core = StoreCore(store)  # the saved session now holds a token the server will refuse
+        core = StoreCore(store)  # the saved session now holds an access token the server will refuse
         core.set_meta({"token": token(me.user_id, me.org_id, secret=secret, expires_in=expires_in)})
         core.close()
 
@@ -234,19 +237,6 @@ async def test_a_refused_session_signs_out_keeps_the_queue_and_delivers_after_lo
             conversation = by_name(await client.conversations(), "Admin")
             queued = [await client.send(conversation.id, f"kept {i}") for i in range(2)]
             await client.start()
-            await until(client.watch_connection(), lambda s: s is ConnectionState.SIGNED_OUT, "SIGNED_OUT")
-            assert await client.outbox_size() == 2
-            assert [m.status for m in await client.thread(conversation.id) if m.content.startswith("kept")] == [
-                "queued",
-                "queued",
-            ]
-            with pytest.raises(AuthenticationError):
-                await client.sync_now()
-            with pytest.raises(AuthenticationError):
-                await client.login(MEDIC, "not-the-password")
-            assert client.state is ConnectionState.SIGNED_OUT and await client.outbox_size() == 2
-
-            await client.login(MEDIC, PASSWORD)
             await live(client)
             thread = await until(
                 client.watch_thread(conversation.id),
@@ -256,6 +246,7 @@ async def test_a_refused_session_signs_out_keeps_the_queue_and_delivers_after_lo
             assert {m.idempotency_key for m in thread if m.content.startswith("kept")} == {
                 m.idempotency_key for m in queued
             }
+            assert client._session.refreshes == 1, "one refresh, shared by the socket and the outbox"
         finally:
             await client.close()
         admin = await ApiUser.login(srv.base_url)
@@ -414,6 +405,9 @@ async def test_after_the_servers_data_is_reset_the_client_replaces_what_it_holds
             srv.env["SITECOMMS_DATABASE_URL"] = demo_database(tmp_path)  # the same demo, without the 30
             queued = await client.send(conversation.id, "written during the outage")
             await srv.up()
+            # the new database has no session of this device: signed out, the queue kept
+            await until(client.watch_connection(), lambda s: s is ConnectionState.SIGNED_OUT, "SIGNED_OUT")
+            await client.login(MEDIC, PASSWORD)
 
             admin = await ApiUser.login(srv.base_url)
             thread = await until(
@@ -443,7 +437,7 @@ async def test_a_refusal_whose_body_is_not_the_protocols_error_still_refuses_wit
     api = Api("http://proxied.example", transport=httpx.MockTransport(proxy))
     try:
         with pytest.raises(RequestRejected) as refused:
-            await api.send(CONVERSATION, "hello", "k-1")
+            await api.send(CONVERSATION, "hello", "k-1", token="t")
         assert (refused.value.status, refused.value.code, refused.value.message) == (403, UNSPECIFIED, "Forbidden")
     finally:
         await api.close()
@@ -459,9 +453,9 @@ async def test_a_proxys_html_refusal_is_a_refusal_not_an_outage() -> None:
     api = Api("http://proxied.example", transport=httpx.MockTransport(proxy))
     try:
         with pytest.raises(RequestRejected) as refused:
-            await api.send(CONVERSATION, "hello", "k-1")
+            await api.send(CONVERSATION, "hello", "k-1", token="t")
         assert (refused.value.status, refused.value.code) == (413, UNSPECIFIED)
         with pytest.raises(AuthenticationError):
-            await api.sync(None)
+            await api.sync(None, token="t")
     finally:
         await api.close()

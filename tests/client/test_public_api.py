@@ -18,6 +18,7 @@ def test_all_is_the_sorted_set_of_public_names() -> None:
         "NotFound",
         "RequestRejected",
         "ServerUnavailable",
+        "SignedOut",
         "SiteCommsError",
     ]
     assert sdk.__all__ == sorted(sdk.__all__)
@@ -36,4 +37,5 @@ def test_one_exception_tree() -> None:
         if issubclass(error, Exception):
             assert issubclass(error, sdk.SiteCommsError), error.__name__
     assert issubclass(sdk.NotFound, sdk.RequestRejected)
+    assert issubclass(sdk.SignedOut, sdk.AuthenticationError)
     assert issubclass(sdk.LocalStoreLocked, sdk.LocalStoreError)

@@ -13,6 +13,10 @@ from sitecomms.server.api import schemas
 
 PAIRS = [
     (requests.LoginRequest, schemas.LoginRequest),
+    (requests.RefreshRequest, schemas.RefreshRequest),
+    (requests.ChangePasswordRequest, schemas.ChangePasswordRequest),
+    (requests.ResetPasswordRequest, schemas.ResetPasswordRequest),
+    (requests.SetRoleRequest, schemas.SetRoleRequest),
     (requests.SendMessageRequest, schemas.SendMessageRequest),
     (requests.MarkReadRequest, schemas.MarkReadRequest),
     (requests.CreateUserRequest, schemas.CreateUserRequest),
