@@ -54,7 +54,7 @@ def test_a_sync_page_decodes_each_change_as_the_view_its_type_names() -> None:
 def test_a_change_frame_and_a_token_decode() -> None:
     frame = ChangeFrame(ChangeType.MESSAGE_CREATED, 7, "v1.7.x", MESSAGE)
     assert decode(ChangeFrame, wire(frame)) == frame
-    token = TokenView("t", "bearer", NOW, USER)
+    token = TokenView("t", "bearer", NOW, "r", 60, "s", USER)
     assert decode(TokenView, wire(token)) == token
 
 

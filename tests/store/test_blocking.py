@@ -11,13 +11,14 @@ from sqlalchemy import Connection, insert, select
 
 from sitecomms.store import blocking, migrate, schema
 from sitecomms.store.database import open_database
+from sitecomms.store.types import utcnow
 from tests.support import create_postgres_database, drop_postgres_database
 
 TIMEOUT = 60.0
 
 
 def _put(conn: Connection, name: str, value: str) -> str:
-    conn.execute(insert(schema.server_secrets).values(name=name, value=value))
+    conn.execute(insert(schema.orgs).values(id=name[:36], name=value, created_at=utcnow()))
     return value
 
 
@@ -27,7 +28,7 @@ def _put_then_fail(conn: Connection, name: str) -> None:
 
 
 def _get(conn: Connection, name: str) -> str | None:
-    found = conn.execute(select(schema.server_secrets.c.value).where(schema.server_secrets.c.name == name)).scalar()
+    found = conn.execute(select(schema.orgs.c.name).where(schema.orgs.c.id == name[:36])).scalar()
     return None if found is None else str(found)
 
 

@@ -268,19 +268,3 @@ async def test_an_sqlite_database_that_is_read_only_is_unavailable(tmp_path: Pat
             await asyncio.wait_for(db.write("write", _write_org), TIMEOUT)
     finally:
         await db.close()
-
-
-class _NeverFound:
-    def scalar(self, conn: Connection, **params: object) -> None:
-        return None
-
-
-def test_a_secret_never_found_fails_closed(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Had another process's secret vanished after a duplicate insert, the secret is not "None"."""
-    from sitecomms.store import secrets
-
-    migrate.upgrade(sqlite_url)
-    assert blocking.run(sqlite_url, "seed", secrets.get_or_create_secret, "jwt_secret", lambda: "first") == "first"
-    monkeypatch.setattr(secrets, "_BY_NAME", _NeverFound())  # the insert then finds the row taken, the read nothing
-    with pytest.raises(LookupError, match="neither created nor found"):
-        blocking.run(sqlite_url, "vanishing", secrets.get_or_create_secret, "jwt_secret", lambda: "second")

@@ -177,11 +177,21 @@ async def expect_changes(
 
 
 def short_token(member: Member, seconds: float, *, secret: str = JWT_SECRET) -> tuple[str, int]:
-    """An access token for `member` that expires `seconds` from now (the server's minimum TTL is 60 s)."""
+    """An access token of `member`'s session that expires `seconds` from now (the server's minimum
+    TTL is 60 s)."""
     now = time.time()
     expires = math.ceil(now + seconds)
-    claims = {"sub": member.id, "org_id": member.org_id, "role": member.role.value, "iat": int(now), "exp": expires}
-    return jwt.encode(claims, secret, algorithm="HS256"), expires
+    session = jwt.decode(member.token, options={"verify_signature": False})["sid"]
+    kid = jwt.get_unverified_header(member.token)["kid"]
+    claims = {
+        "sub": member.id,
+        "org_id": member.org_id,
+        "role": member.role.value,
+        "sid": session,
+        "iat": int(now),
+        "exp": expires,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid}), expires
 
 
 async def close_all(clients: Iterable[RealtimeClient]) -> None:
