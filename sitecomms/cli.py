@@ -350,7 +350,9 @@ def audit_command(
         return page, emails
 
     page, emails = _with_audit_log(_settings(database_url), work)
-    table = Table("id", "at", "kind", "actor", "subject", "address", "detail")
+    table = Table()
+    for column in ("id", "at", "kind", "actor", "subject", "address", "detail"):
+        table.add_column(column, overflow="fold")
     for event in page.events:
         actor = emails.get(event.actor_id, event.actor_id) if event.actor_id else ""
         if not actor and event.kind in _OPERATOR_KINDS:
@@ -358,7 +360,7 @@ def audit_command(
         subject_shown = emails.get(event.subject_id, event.subject_id) if event.subject_id else ""
         table.add_row(
             str(event.id),
-            event.at.isoformat(timespec="seconds"),
+            event.at.strftime("%Y-%m-%d %H:%M:%S"),
             event.kind,
             escape(actor),
             escape(subject_shown),
