@@ -12,20 +12,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from sitecomms.config import Settings
-from sitecomms.protocol.enums import Role
+from sitecomms.protocol import limits
+from sitecomms.protocol.enums import AuditKind, Role
+from sitecomms.protocol.models import AuditPage, UserView
 from sitecomms.redact import redact_url
 from sitecomms.server import keys
 from sitecomms.server.app import build_accounts, build_signin, command_publisher, create_app
 from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
 from sitecomms.server.services.accounts import Accounts, NewUser
+from sitecomms.server.services.audit_log import AuditLog
 from sitecomms.server.services.errors import ServiceError
 from sitecomms.server.services.messaging import Messaging
+from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.server.services.signin import SignIn
 from sitecomms.store import migrate
 from sitecomms.store.database import normalise_url, open_database
@@ -221,6 +226,151 @@ def user_create(
         return (await accounts.create_user(None, found.id, NewUser(email, name, role, secret))).id
 
     console.print(_with_services(_settings(database_url), work))
+
+
+# --- account lifecycle and the audit log (operator) ------------------------------------------
+
+EmailArgument = Annotated[str, typer.Argument(help="The user's email")]
+_OPERATOR_KINDS = {
+    AuditKind.USER_CREATED,
+    AuditKind.USER_RENAMED,
+    AuditKind.ROLE_CHANGED,
+    AuditKind.USER_DEACTIVATED,
+    AuditKind.USER_REACTIVATED,
+    AuditKind.PASSWORD_RESET,
+}
+
+
+def _with_audit_log(settings: Settings, work: Callable[[Accounts, AuditLog], Awaitable[T]]) -> T:
+    """`_with_services`, for reading the audit log."""
+
+    async def run() -> T:
+        db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
+        try:
+            return await work(build_accounts(settings, db, NoPublisher()), AuditLog(db))
+        finally:
+            await db.close()
+
+    try:
+        with _database_errors(settings.database_url):
+            migrate.upgrade(settings.database_url)
+            return asyncio.run(run())
+    except ServiceError as exc:
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _change_user(email: str, database_url: str | None, change: Callable[[Accounts, str], Awaitable[UserView]]) -> None:
+    """Apply an operator change (actor None: audited with no actor) to the user with `email`."""
+
+    async def work(accounts: Accounts, _messaging: Messaging) -> UserView:
+        return await change(accounts, (await accounts.find_user(email)).id)
+
+    user = _with_services(_settings(database_url), work)
+    state = "active" if user.active else "deactivated"
+    console.print(f"{user.email}: {user.role.value}, {state}", highlight=False, soft_wrap=True)
+
+
+@user_app.command("deactivate")
+def user_deactivate(email: EmailArgument, database_url: DatabaseOption = None) -> None:
+    """Deactivate a user: every device of theirs is signed out at once; their messages stay."""
+    _change_user(email, database_url, lambda accounts, user_id: accounts.set_active(None, user_id, False))
+
+
+@user_app.command("reactivate")
+def user_reactivate(email: EmailArgument, database_url: DatabaseOption = None) -> None:
+    """Let a deactivated user sign in again."""
+    _change_user(email, database_url, lambda accounts, user_id: accounts.set_active(None, user_id, True))
+
+
+@user_app.command("promote")
+def user_promote(email: EmailArgument, database_url: DatabaseOption = None) -> None:
+    """Make a medic an admin of their organisation."""
+    _change_user(email, database_url, lambda accounts, user_id: accounts.set_role(None, user_id, Role.ADMIN))
+
+
+@user_app.command("demote")
+def user_demote(email: EmailArgument, database_url: DatabaseOption = None) -> None:
+    """Make an admin a medic (never the last active admin of the organisation)."""
+    _change_user(email, database_url, lambda accounts, user_id: accounts.set_role(None, user_id, Role.MEDIC))
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    email: EmailArgument,
+    password: Annotated[
+        str | None, typer.Option(help="Read from a prompt (or stdin) when omitted", show_default=False)
+    ] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Set a user's password; every device of theirs is signed out."""
+    if password is None:
+        password = getpass.getpass("New password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    secret = password
+
+    async def reset(accounts: Accounts, user_id: str) -> UserView:
+        await accounts.reset_password(None, user_id, secret)
+        return await accounts.find_user(email)
+
+    _change_user(email, database_url, reset)
+
+
+@user_app.command("list")
+def user_list(
+    org: Annotated[str, typer.Option(help="Organisation id or name")], database_url: DatabaseOption = None
+) -> None:
+    """Every user of an organisation, deactivated ones included."""
+
+    async def work(accounts: Accounts, _messaging: Messaging) -> list[UserView]:
+        return await accounts.members((await accounts.find_org(org)).id)
+
+    table = Table("email", "name", "role", "active")
+    table.add_column("id", overflow="fold")
+    for user in _with_services(_settings(database_url), work):
+        table.add_row(user.email, user.display_name, user.role.value, "yes" if user.active else "no", user.id)
+    console.print(table)
+
+
+@app.command("audit")
+def audit_command(
+    org: Annotated[str | None, typer.Option(help="Organisation id or name [default: every one]")] = None,
+    user: Annotated[str | None, typer.Option(help="Only the events about the user with this email")] = None,
+    kind: Annotated[AuditKind | None, typer.Option(help="Only the events of this kind")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=limits.AUDIT_PAGE_MAX)] = limits.AUDIT_PAGE_DEFAULT,
+    database_url: DatabaseOption = None,
+) -> None:
+    """The audit log, newest first: sign-ins, revoked sessions and account changes."""
+
+    async def work(accounts: Accounts, audit_log: AuditLog) -> tuple[AuditPage, dict[str, str]]:
+        org_id = (await accounts.find_org(org)).id if org is not None else None
+        subject = await accounts.find_user(user) if user is not None else None
+        page = await audit_log.operator_page(org_id, user_id=subject.id if subject else None, kind=kind, limit=limit)
+        emails = {m.id: m.email for m in await accounts.members(org_id)} if org_id is not None else {}
+        if subject is not None:
+            emails[subject.id] = subject.email
+        return page, emails
+
+    page, emails = _with_audit_log(_settings(database_url), work)
+    table = Table()
+    for column in ("id", "at", "kind", "actor", "subject", "address", "detail"):
+        table.add_column(column, overflow="fold")
+    for event in page.events:
+        actor = emails.get(event.actor_id, event.actor_id) if event.actor_id else ""
+        if not actor and event.kind in _OPERATOR_KINDS:
+            actor = "(operator)"
+        subject_shown = emails.get(event.subject_id, event.subject_id) if event.subject_id else ""
+        table.add_row(
+            str(event.id),
+            event.at.strftime("%Y-%m-%d %H:%M:%S"),
+            event.kind,
+            escape(actor),
+            escape(subject_shown),
+            escape(event.address or ""),
+            escape(orjson.dumps(event.detail).decode()),
+        )
+    console.print(table)
+    if page.has_more:
+        console.print(f"(older events: more than {limit}; narrow with --user or --kind, or raise --limit)")
 
 
 @app.command()

@@ -38,3 +38,21 @@ class ChangeType(StrEnum):
     CONVERSATION_UPDATED = "conversation.updated"
     READ_STATUS_UPDATED = "read_status.updated"
     USER_UPDATED = "user.updated"
+
+
+class AuditKind(StrEnum):
+    """The kinds of event in the audit log (`GET /v1/audit`, `sitecomms audit`)."""
+
+    SIGN_IN = "sign_in"
+    SIGN_IN_FAILED = "sign_in_failed"
+    REFRESH_REUSED = "refresh_reused"
+    SIGNED_OUT = "signed_out"
+    SESSION_REVOKED = "session_revoked"
+    SESSIONS_REVOKED = "sessions_revoked"
+    USER_CREATED = "user_created"
+    USER_RENAMED = "user_renamed"
+    ROLE_CHANGED = "role_changed"
+    USER_DEACTIVATED = "user_deactivated"
+    USER_REACTIVATED = "user_reactivated"
+    PASSWORD_RESET = "password_reset"
+    PASSWORD_CHANGED = "password_changed"

@@ -25,13 +25,25 @@ from sitecomms.bus import Notice, open_bus
 from sitecomms.config import Settings
 from sitecomms.protocol.limits import MAX_BODY_BYTES
 from sitecomms.server import dashboard, keys
-from sitecomms.server.api import auth, conversations, docs, errors, health, messages, security_headers, sync, users
+from sitecomms.server.api import (
+    audit,
+    auth,
+    conversations,
+    docs,
+    errors,
+    health,
+    messages,
+    security_headers,
+    sync,
+    users,
+)
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.api.route import Route
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.access import Access
 from sitecomms.server.services.accounts import Accounts
+from sitecomms.server.services.audit_log import AuditLog
 from sitecomms.server.services.feed import Feed
 from sitecomms.server.services.health import Health
 from sitecomms.server.services.messaging import Messaging
@@ -173,6 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
     signin = build_signin(
         settings, db, publisher, Throttle(db, allowed=settings.login_failures_allowed), keyring=keyring
     )
+    audit_log = AuditLog(db, expire_also=access.expire_log)
     pull = Sync(db)
     feed = Feed(db)
     hub = Hub(
@@ -203,10 +216,11 @@ def create_app(settings: Settings) -> FastAPI:
         bus.start(_Listeners(hub, access))
         access.start()
         hub.start()
+        audit_log.start(settings.audit_retention_days)  # once now, then hourly
         try:
             yield
         finally:  # each step bounded: a hung broker or database must not keep the process alive
-            for step in (hub.close, access.close, bus.close, db.close):
+            for step in (hub.close, audit_log.close, access.close, bus.close, db.close):
                 try:
                     async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
                         await step()
@@ -232,6 +246,7 @@ def create_app(settings: Settings) -> FastAPI:
     health.install(api, Health(db))
     auth.install(api, signin, authenticate)
     users.install(api, accounts, authenticate)
+    audit.install(api, audit_log, authenticate)
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))

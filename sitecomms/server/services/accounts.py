@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from sitecomms.protocol import rules
-from sitecomms.protocol.enums import ConversationType, Role
+from sitecomms.protocol.enums import AuditKind, ConversationType, Role
 from sitecomms.protocol.models import MeView, UserList, UserView
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict, Forbidden, NotFound, Unauthenticated, obey
@@ -209,7 +209,7 @@ def _create_user_txn(
         conn,
         at=now,
         org_id=org_id,
-        kind="user_created",
+        kind=AuditKind.USER_CREATED,
         actor_id=actor_id,
         subject_id=user.id,
         detail=detail(email=email, display_name=display_name, role=role.value),
@@ -233,7 +233,7 @@ def _rename_txn(conn: Connection, actor: Viewer, user_id: str, display_name: str
         conn,
         at=utcnow(),
         org_id=target.org_id,
-        kind="user_renamed",
+        kind=AuditKind.USER_RENAMED,
         actor_id=actor.user_id,
         subject_id=target.id,
         detail=detail(old=target.display_name, new=display_name),
@@ -301,7 +301,7 @@ def _set_active_txn(conn: Connection, actor: Viewer | None, user_id: str, active
         conn,
         at=now,
         org_id=target.org_id,
-        kind="user_reactivated" if active else "user_deactivated",
+        kind=AuditKind.USER_REACTIVATED if active else AuditKind.USER_DEACTIVATED,
         actor_id=actor.user_id if actor else None,
         subject_id=target.id,
         session_id=actor.session_id or None if actor else None,
@@ -339,7 +339,7 @@ def _set_role_txn(conn: Connection, actor: Viewer | None, user_id: str, role: Ro
         conn,
         at=now,
         org_id=target.org_id,
-        kind="role_changed",
+        kind=AuditKind.ROLE_CHANGED,
         actor_id=actor.user_id if actor else None,
         subject_id=target.id,
         detail=detail(old=target.role, new=role.value),
@@ -358,7 +358,7 @@ def _reset_password_txn(conn: Connection, actor: Viewer | None, user_id: str, pa
         conn,
         at=now,
         org_id=target.org_id,
-        kind="password_reset",
+        kind=AuditKind.PASSWORD_RESET,
         actor_id=actor.user_id if actor else None,
         subject_id=target.id,
         detail=detail(sessions_revoked=revoked),
@@ -375,7 +375,7 @@ def _change_password_txn(conn: Connection, viewer: Viewer, password_hash: str) -
         conn,
         at=now,
         org_id=viewer.org_id,
-        kind="password_changed",
+        kind=AuditKind.PASSWORD_CHANGED,
         actor_id=viewer.user_id,
         subject_id=viewer.user_id,
         session_id=viewer.session_id or None,

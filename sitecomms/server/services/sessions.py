@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sitecomms.protocol.enums import Role
+from sitecomms.protocol.enums import AuditKind, Role
 from sitecomms.store import access_changes, audit, sessions, users
 from sitecomms.store.database import Connection
 from sitecomms.store.rows import SessionRow, UserRow
@@ -187,7 +187,7 @@ class RefreshPolicy:
             conn,
             at=now,
             org_id=session.org_id,
-            kind="refresh_reused",
+            kind=AuditKind.REFRESH_REUSED,
             actor_id=session.user_id,
             subject_id=session.user_id,
             session_id=session_id,

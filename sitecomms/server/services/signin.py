@@ -14,7 +14,7 @@ from typing import Protocol
 import orjson
 
 from sitecomms.protocol import rules
-from sitecomms.protocol.enums import Role
+from sitecomms.protocol.enums import AuditKind, Role
 from sitecomms.protocol.models import SessionList, TokenView
 from sitecomms.server.services import views
 from sitecomms.server.services.errors import InvalidInput, NotFound, Unauthenticated, obey
@@ -203,7 +203,7 @@ def _login_failed_txn(conn: Connection, user: UserRow | None, email: str, peer: 
         conn,
         at=utcnow(),
         org_id=user.org_id if user else None,
-        kind="sign_in_failed",
+        kind=AuditKind.SIGN_IN_FAILED,
         subject_id=user.id if user else None,
         address=peer.address,
         detail=detail(email=email[:254], reason="deactivated" if user is not None and not user.active else "wrong"),
@@ -222,7 +222,7 @@ def _login_txn(
         conn,
         at=now,
         org_id=user.org_id,
-        kind="sign_in",
+        kind=AuditKind.SIGN_IN,
         actor_id=user.id,
         subject_id=user.id,
         session_id=session_id,
@@ -258,7 +258,7 @@ def _revoke_txn(conn: Connection, viewer: Viewer, session_id: str, reason: str =
         conn,
         at=now,
         org_id=session.org_id,
-        kind="signed_out" if reason == RevokeReason.SIGNED_OUT else "session_revoked",
+        kind=AuditKind.SIGNED_OUT if reason == RevokeReason.SIGNED_OUT else AuditKind.SESSION_REVOKED,
         actor_id=viewer.user_id,
         subject_id=session.user_id,
         session_id=session.id,
@@ -274,7 +274,7 @@ def _revoke_all_txn(conn: Connection, viewer: Viewer, user_id: str, keep: str) -
         conn,
         at=now,
         org_id=target.org_id,
-        kind="sessions_revoked",
+        kind=AuditKind.SESSIONS_REVOKED,
         actor_id=viewer.user_id,
         subject_id=target.id,
         session_id=viewer.session_id or None,

@@ -26,6 +26,22 @@ export const ChangeType = Object.freeze({
   USER_UPDATED: "user.updated",
 });
 
+export const AuditKind = Object.freeze({
+  SIGN_IN: "sign_in",
+  SIGN_IN_FAILED: "sign_in_failed",
+  REFRESH_REUSED: "refresh_reused",
+  SIGNED_OUT: "signed_out",
+  SESSION_REVOKED: "session_revoked",
+  SESSIONS_REVOKED: "sessions_revoked",
+  USER_CREATED: "user_created",
+  USER_RENAMED: "user_renamed",
+  ROLE_CHANGED: "role_changed",
+  USER_DEACTIVATED: "user_deactivated",
+  USER_REACTIVATED: "user_reactivated",
+  PASSWORD_RESET: "password_reset",
+  PASSWORD_CHANGED: "password_changed",
+});
+
 export const ClientFrame = Object.freeze({
   HELLO: "hello",
   AUTH: "auth",
@@ -92,6 +108,8 @@ export const THREAD_PAGE_DEFAULT = 50;
 export const THREAD_PAGE_MAX = 200;
 export const SYNC_PAGE_DEFAULT = 500;
 export const SYNC_PAGE_MAX = 1000;
+export const AUDIT_PAGE_DEFAULT = 50;
+export const AUDIT_PAGE_MAX = 200;
 export const INITIAL_SYNC_MESSAGES_PER_CONVERSATION = 100;
 
 export const MAX_FRAME_BYTES = 65536;
