@@ -103,6 +103,9 @@ class Servers:
             SITECOMMS_ARGON2_MEMORY_KIB="64",
             SITECOMMS_ARGON2_PARALLELISM="1",
             SITECOMMS_LOG_LEVEL="warning",  # no log line per connection at 10,000 sockets
+            # the idle and broadcast phases hold thousands of sockets for a few accounts (one per
+            # simulated device); the per-user cap is a policy for real users, not a load limit
+            SITECOMMS_WS_SOCKETS_PER_USER="1000000",
             PYTHONUNBUFFERED="1",
             **config.extra_env,
         )
