@@ -182,10 +182,13 @@ def create_app(settings: Settings) -> FastAPI:
     access = Access(db, build_tokens(settings, keyring), poll_seconds=settings.access_poll_seconds)
     publisher = _LocalFirst(bus, access)
     accounts = build_accounts(settings, db, publisher)
-    signin = build_signin(
-        settings, db, publisher, Throttle(db, allowed=settings.login_failures_allowed), keyring=keyring
-    )
-    audit_log = AuditLog(db, expire_also=access.expire_log)
+    throttle = Throttle(db, allowed=settings.login_failures_allowed)
+    signin = build_signin(settings, db, publisher, throttle, keyring=keyring)
+
+    async def housekeeping() -> int:  # with the audit retention, hourly: logs that only grow otherwise
+        return await access.expire_log() + await throttle.prune()
+
+    audit_log = AuditLog(db, expire_also=housekeeping)
     pull = Sync(db)
     feed = Feed(db)
     hub = Hub(
