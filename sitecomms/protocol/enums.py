@@ -46,7 +46,7 @@ class AuditKind(StrEnum):
     SIGN_IN = "sign_in"
     SIGN_IN_FAILED = "sign_in_failed"
     REFRESH_REUSED = "refresh_reused"
-    SIGNED_OUT = "signed_out"
+    SIGN_OUT = "sign_out"
     SESSION_REVOKED = "session_revoked"
     SESSIONS_REVOKED = "sessions_revoked"
     USER_CREATED = "user_created"

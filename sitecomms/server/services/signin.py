@@ -258,7 +258,7 @@ def _revoke_txn(conn: Connection, viewer: Viewer, session_id: str, reason: str =
         conn,
         at=now,
         org_id=session.org_id,
-        kind=AuditKind.SIGNED_OUT if reason == RevokeReason.SIGNED_OUT else AuditKind.SESSION_REVOKED,
+        kind=AuditKind.SIGN_OUT if reason == RevokeReason.SIGNED_OUT else AuditKind.SESSION_REVOKED,
         actor_id=viewer.user_id,
         subject_id=session.user_id,
         session_id=session.id,

@@ -30,7 +30,7 @@ export const AuditKind = Object.freeze({
   SIGN_IN: "sign_in",
   SIGN_IN_FAILED: "sign_in_failed",
   REFRESH_REUSED: "refresh_reused",
-  SIGNED_OUT: "signed_out",
+  SIGN_OUT: "sign_out",
   SESSION_REVOKED: "session_revoked",
   SESSIONS_REVOKED: "sessions_revoked",
   USER_CREATED: "user_created",

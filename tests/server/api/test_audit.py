@@ -103,7 +103,7 @@ async def test_every_action_is_audited_with_actor_subject_session_and_address(st
     assert (reused["subject_id"], reused["address"], reused["detail"]) == (medic.id, ADDRESS, {"rotations_behind": 2})
     revoked = only(found, AuditKind.SESSION_REVOKED, session_id=laptop["session_id"])
     assert (revoked["actor_id"], revoked["subject_id"], revoked["detail"]) == (admin.id, medic.id, {"device": "laptop"})
-    signed_out = only(found, AuditKind.SIGNED_OUT, session_id=desk["session_id"])
+    signed_out = only(found, AuditKind.SIGN_OUT, session_id=desk["session_id"])
     assert (signed_out["actor_id"], signed_out["subject_id"]) == (medic.id, medic.id)
     rename = only(found, AuditKind.USER_RENAMED, subject_id=medic.id)
     assert (rename["actor_id"], rename["detail"]["new"]) == (admin.id, "Dr Field")

@@ -307,7 +307,7 @@ def test_read_statuses_in_the_broadcast_stay_private_between_medics() -> None:
 
 def test_users_see_themselves_and_admins_see_their_org() -> None:
     def user(user_id: str, org_id: str = ORG) -> UserRow:
-        return UserRow(user_id, org_id, f"{user_id}@x.test", user_id, "medic", "hash", NOW, 1)
+        return UserRow(user_id, org_id, f"{user_id}@x.test", user_id, "medic", "hash", NOW, 1, True, None)
 
     assert visibility.can_see_user(MEDIC, user(MEDIC.user_id))
     assert not visibility.can_see_user(MEDIC, user(OTHER_MEDIC.user_id))
