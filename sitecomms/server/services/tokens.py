@@ -1,6 +1,7 @@
 """Access tokens: short-lived HS256 JWTs naming a session, signed by the keyring's newest key.
 
-Claims: `sub` (user), `org_id`, `role`, `sid` (session), `iat`, `exp`; the header's `kid` names
+Claims: `sub` (user), `org_id`, `role`, `sid` (session), `iat`, `exp`, `jti` (unique, so a
+token refreshed within the second it was issued is not the same string); the header's `kid` names
 the key, so keys rotate (server/keys.py) while tokens signed by an older key stay valid until
 they expire. A valid signature proves only that the server issued the token once: whether the
 session is still live and the claims still true is decided per request by `access.Access`,
@@ -11,6 +12,7 @@ the expiry. The map is cleared whenever it fills up.
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,6 +65,7 @@ class Tokens:
             "sid": session_id,
             "iat": int(now.timestamp()),
             "exp": int(expires_at.timestamp()),
+            "jti": secrets.token_urlsafe(9),  # two tokens issued in one second are still two tokens
         }
         kid, key = self._keys.signing
         token = jwt.encode(claims, key, algorithm=_ALGORITHM, headers={"kid": kid})
