@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -30,10 +31,10 @@ from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.audit_log import AuditLog
 from sitecomms.server.services.errors import ServiceError
 from sitecomms.server.services.messaging import Messaging
-from sitecomms.server.services.publisher import NoPublisher
+from sitecomms.server.services.publisher import NoPublisher, Publisher
 from sitecomms.server.services.signin import SignIn
 from sitecomms.store import migrate
-from sitecomms.store.database import normalise_url, open_database
+from sitecomms.store.database import Database, normalise_url, open_database
 from sitecomms.store.errors import Unavailable
 
 T = TypeVar("T")
@@ -75,36 +76,45 @@ def _database_errors(url: str) -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
-def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awaitable[T]]) -> T:
-    """Migrate, then run `work` with the services on a database opened for the occasion."""
+@dataclass
+class _Operator:
+    """The services a command works with, on a database opened for it (`signin` opens the key file)."""
+
+    settings: Settings
+    db: Database
+    publisher: Publisher
+
+    @property
+    def accounts(self) -> Accounts:
+        return build_accounts(self.settings, self.db, self.publisher)
+
+    @property
+    def messaging(self) -> Messaging:
+        return Messaging(self.db, self.publisher)
+
+    @property
+    def signin(self) -> SignIn:
+        return build_signin(self.settings, self.db, self.publisher)
+
+    @property
+    def audit_log(self) -> AuditLog:
+        return AuditLog(self.db)
+
+
+def _operate(settings: Settings, work: Callable[[_Operator], Awaitable[T]], *, publish: bool = True) -> T:
+    """Migrate, then run `work` with the services on a database opened for the occasion; a
+    refused operation is one line on stderr and exit 1. Changes are published on a shared bus
+    (`publish`), so running servers show them live."""
 
     async def run() -> T:
         db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
-        async with command_publisher(settings.bus_url) as publisher:
-            try:
-                return await work(build_accounts(settings, db, publisher), Messaging(db, publisher))
-            finally:
-                await db.close()
-
-    try:
-        with _database_errors(settings.database_url):
-            migrate.upgrade(settings.database_url)
-            return asyncio.run(run())
-    except ServiceError as exc:
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
-        raise typer.Exit(1) from exc
-
-
-def _with_signin(settings: Settings, work: Callable[[SignIn], Awaitable[T]]) -> T:
-    """`_with_services`, for work on sessions and tokens."""
-
-    async def run() -> T:
-        db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
-        async with command_publisher(settings.bus_url) as publisher:
-            try:
-                return await work(build_signin(settings, db, publisher))
-            finally:
-                await db.close()
+        try:
+            if not publish:
+                return await work(_Operator(settings, db, NoPublisher()))
+            async with command_publisher(settings.bus_url) as publisher:
+                return await work(_Operator(settings, db, publisher))
+        finally:
+            await db.close()
 
     try:
         with _database_errors(settings.database_url):
@@ -113,6 +123,10 @@ def _with_signin(settings: Settings, work: Callable[[SignIn], Awaitable[T]]) -> 
     except (ServiceError, keys.KeyFileError) as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
+
+
+def _with_services(settings: Settings, work: Callable[[Accounts, Messaging], Awaitable[T]]) -> T:
+    return _operate(settings, lambda operator: work(operator.accounts, operator.messaging))
 
 
 def _print_demo(demo: Demo, base_url: str) -> None:
@@ -241,25 +255,6 @@ _OPERATOR_KINDS = {
 }
 
 
-def _with_audit_log(settings: Settings, work: Callable[[Accounts, AuditLog], Awaitable[T]]) -> T:
-    """`_with_services`, for reading the audit log."""
-
-    async def run() -> T:
-        db = open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=2)
-        try:
-            return await work(build_accounts(settings, db, NoPublisher()), AuditLog(db))
-        finally:
-            await db.close()
-
-    try:
-        with _database_errors(settings.database_url):
-            migrate.upgrade(settings.database_url)
-            return asyncio.run(run())
-    except ServiceError as exc:
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
-        raise typer.Exit(1) from exc
-
-
 def _change_user(email: str, database_url: str | None, change: Callable[[Accounts, str], Awaitable[UserView]]) -> None:
     """Apply an operator change (actor None: audited with no actor) to the user with `email`."""
 
@@ -341,7 +336,8 @@ def audit_command(
 ) -> None:
     """The audit log, newest first: sign-ins, revoked sessions and account changes."""
 
-    async def work(accounts: Accounts, audit_log: AuditLog) -> tuple[AuditPage, dict[str, str]]:
+    async def work(operator: _Operator) -> tuple[AuditPage, dict[str, str]]:
+        accounts, audit_log = operator.accounts, operator.audit_log
         org_id = (await accounts.find_org(org)).id if org is not None else None
         subject = await accounts.find_user(user) if user is not None else None
         page = await audit_log.operator_page(org_id, user_id=subject.id if subject else None, kind=kind, limit=limit)
@@ -350,7 +346,7 @@ def audit_command(
             emails[subject.id] = subject.email
         return page, emails
 
-    page, emails = _with_audit_log(_settings(database_url), work)
+    page, emails = _operate(_settings(database_url), work, publish=False)
     table = Table()
     for column in ("id", "at", "kind", "actor", "subject", "address", "detail"):
         table.add_column(column, overflow="fold")
@@ -382,10 +378,10 @@ def token(
     """Mint an access token for a user (operator use; no password needed; a session "operator
     token" is opened, listed in their devices). Prints the JWT."""
 
-    async def work(signin: SignIn) -> str:
-        return (await signin.mint_token(email, ttl)).access_token
+    async def work(operator: _Operator) -> str:
+        return (await operator.signin.mint_token(email, ttl)).access_token
 
-    print(_with_signin(_settings(database_url), work))
+    print(_operate(_settings(database_url), work))
 
 
 keys_app = typer.Typer(
