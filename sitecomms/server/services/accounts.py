@@ -360,6 +360,8 @@ def _set_role_txn(conn: Connection, actor: Viewer | None, user_id: str, role: Ro
 
 def _reset_password_txn(conn: Connection, actor: Viewer | None, user_id: str, password_hash: str) -> None:
     target = _managed(conn, actor, user_id)
+    if actor is not None and actor.user_id == target.id:  # else a stolen access token sets a new password
+        raise Forbidden("change your own password with POST /v1/me/password (the current one is required)")
     now = utcnow()
     users.set_password_hash(conn, target.id, password_hash)
     revoked = revoke_user_sessions(conn, target.id, reason=RevokeReason.PASSWORD_RESET, now=now)

@@ -118,6 +118,16 @@ async def test_two_admins_removing_each_other_at_once_leave_one(stack: Stack, or
             assert len(admins) == 1, (change, admins)
 
 
+async def test_an_admin_cannot_reset_their_own_password_without_the_current_one(stack: Stack, orgs: Orgs) -> None:
+    admin = (await orgs.make(admins=1, medics=0)).admins[0]
+    response = await stack.client.post(
+        f"/v1/users/{admin.id}/password", headers=admin.headers, json={"password": NEW_PASSWORD}
+    )
+    assert response.status_code == 403 and "/v1/me/password" in response.json()["error"]["message"]
+    assert (await stack.client.get("/v1/me", headers=admin.headers)).status_code == 200  # nothing revoked
+    assert (await _login(stack, admin.email)).status_code == 200  # the password is unchanged
+
+
 async def test_promotion_and_demotion_take_effect_on_the_next_refresh(stack: Stack, orgs: Orgs) -> None:
     world = await orgs.make(admins=1, medics=2)
     admin, medic = world.admins[0], world.medics[0]
