@@ -20,7 +20,7 @@ def install(api: APIRouter, audit_log: AuditLog, authenticate: Authenticator) ->
     async def audit_page(
         user_id: uuid.UUID | None = Query(None, description="Only the events about this user"),
         kind: AuditKind | None = Query(None, description="Only the events of this kind"),
-        before: int | None = Query(None, ge=1, description="`next_before` of the previous page"),
+        before: int | None = Query(None, ge=1, le=2**63 - 1, description="`next_before` of the previous page"),
         limit: int = Query(limits.AUDIT_PAGE_DEFAULT, ge=1, le=limits.AUDIT_PAGE_MAX),
         viewer: Viewer = Depends(authenticate),
     ) -> JSON:

@@ -2,7 +2,9 @@
 
 Every response gets `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
 `X-Frame-Options: DENY` and a Content Security Policy (with `frame-ancestors 'none'`); with
-`hsts_seconds` set (the server is reached over HTTPS), `Strict-Transport-Security` too. The
+`hsts_seconds` set (the server is reached over HTTPS), `Strict-Transport-Security` too; the
+API's answers (`/v1/...`: tokens, messages, the audit log) `Cache-Control: no-store`, so no
+browser or proxy cache keeps them (RFC 6749 §5.1 asks it of token answers). The
 policy is the API's — `default-src 'none'`: a JSON answer loads nothing — except on the two HTML
 pages: the dashboard (`/`: its own script, styles and connections to this origin) and the API
 docs (`/docs`: the vendored Swagger UI and this origin's schema). `install` wraps the whole
@@ -56,12 +58,14 @@ class SecurityHeaders:
         self.app = app
         self._default = headers(API_POLICY, hsts_seconds)
         self._pages = {path: headers(policy, hsts_seconds) for path, policy in PAGE_POLICIES.items()}
+        self._api = [*self._default, (b"cache-control", b"no-store")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self._pages.get(scope["path"], self._default)
+        path: str = scope["path"]
+        extra = self._api if path.startswith("/v1/") else self._pages.get(path, self._default)
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":

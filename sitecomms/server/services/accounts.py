@@ -273,6 +273,15 @@ def _keep_an_admin(conn: Connection, target: UserRow, what: str) -> None:
         raise Conflict(f"the last active admin of an organisation cannot be {what}; make another admin first")
 
 
+def _locked(conn: Connection, actor: Viewer | None, user_id: str) -> UserRow:
+    """The managed user, read again after taking the org's stream lock (held to COMMIT; taking
+    no position). On PostgreSQL two admins deactivating or demoting each other at once would
+    otherwise both count two active admins and both go ahead, leaving the org none."""
+    target = _managed(conn, actor, user_id)
+    next_position(conn, target.org_id, 0)
+    return _managed(conn, actor, user_id)
+
+
 def _bump(conn: Connection, target: UserRow) -> int:
     """A new stream position for the user's row (and a medic's direct conversation, one later)."""
     is_medic = target.role == Role.MEDIC
@@ -285,7 +294,7 @@ def _bump(conn: Connection, target: UserRow) -> int:
 
 
 def _set_active_txn(conn: Connection, actor: Viewer | None, user_id: str, active: bool) -> tuple[UserRow, int | None]:
-    target = _managed(conn, actor, user_id)
+    target = _locked(conn, actor, user_id)
     if target.active == active:
         return target, None
     if not active:
@@ -312,7 +321,7 @@ def _set_active_txn(conn: Connection, actor: Viewer | None, user_id: str, active
 
 
 def _set_role_txn(conn: Connection, actor: Viewer | None, user_id: str, role: Role) -> tuple[UserRow, int | None]:
-    target = _managed(conn, actor, user_id)
+    target = _locked(conn, actor, user_id)
     if target.role == role.value:
         return target, None
     if role is Role.MEDIC:
@@ -351,6 +360,8 @@ def _set_role_txn(conn: Connection, actor: Viewer | None, user_id: str, role: Ro
 
 def _reset_password_txn(conn: Connection, actor: Viewer | None, user_id: str, password_hash: str) -> None:
     target = _managed(conn, actor, user_id)
+    if actor is not None and actor.user_id == target.id:  # else a stolen access token sets a new password
+        raise Forbidden("change your own password with POST /v1/me/password (the current one is required)")
     now = utcnow()
     users.set_password_hash(conn, target.id, password_hash)
     revoked = revoke_user_sessions(conn, target.id, reason=RevokeReason.PASSWORD_RESET, now=now)

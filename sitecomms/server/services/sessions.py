@@ -5,7 +5,8 @@ secret is stored. Each refresh replaces the secret by the next one of the sessio
 `next = HMAC-SHA256(refresh key, session id . secret)`, keyed by the key file's refresh key
 (server/keys.py), so nobody holding only the database can compute one. Presented with a secret:
 - the current one: rotate (one row update, guarded by the generation, so two concurrent uses
-  of one token cannot both win) and answer a new access token and the next refresh token;
+  of one token cannot both win; a loser is answered the winner's successor) and answer a new
+  access token and the next refresh token;
 - the one just before it, within `retry_grace` of the rotation: the answer to that rotation was
   probably lost on a bad link, so it is answered again (the same next token, recomputed), not
   treated as theft;
@@ -141,6 +142,14 @@ def revoke_user_sessions(conn: Connection, user_id: str, *, reason: str, now: da
     return revoked
 
 
+def _rotated_from(conn: Connection, session_id: str, following: bytes) -> bool:
+    """Whether a concurrent refresh (committed while this one waited for the row) rotated the
+    session from the same secret to `following`: then this use is answered like a lost-answer
+    retry, not as a failure the client would take for being signed out."""
+    session = sessions.get_session(conn, session_id)
+    return session is not None and session.revoked_at is None and session.refresh_hash == _hash(following)
+
+
 class RefreshPolicy:
     def __init__(self, chain: RefreshChain, *, idle_ttl: timedelta, retry_grace: timedelta) -> None:
         self.chain = chain
@@ -176,9 +185,9 @@ class RefreshPolicy:
                 now=now,
                 address=peer.address,
             )
-            if rotated:
-                return Refreshed(user, session_id, _encode(session_id, following), None)
-            return Refreshed(None, session_id, "", "invalid refresh token")  # unreachable on one writer
+            if rotated or _rotated_from(conn, session_id, following):  # PostgreSQL: a concurrent use won
+                return Refreshed(user, session_id, _encode(session_id, following), None)  # the same successor
+            return Refreshed(None, session_id, "", "invalid refresh token")
         if behind == 1 and now - session.rotated_at <= self.retry_grace:
             sessions.touch(conn, session_id, now=now, address=peer.address)
             return Refreshed(user, session_id, _encode(session_id, self.chain.next(session_id, secret)), None)

@@ -3,6 +3,7 @@ change; the last active admin is kept; users are never deleted by a cascade."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -90,6 +91,41 @@ async def test_the_last_active_admin_is_kept(stack: Stack, orgs: Orgs) -> None:
         assert response.status_code == 409, response.text
         assert "last active admin" in response.json()["error"]["message"]
     assert (await stack.client.get("/v1/me", headers=first.headers)).status_code == 200
+
+
+async def test_two_admins_removing_each_other_at_once_leave_one(stack: Stack, orgs: Orgs) -> None:
+    # On PostgreSQL both transactions used to count two active admins and both went ahead.
+    for change in ("deactivate", "demote"):
+        for _ in range(3):
+            world = await orgs.make(admins=2, medics=0)
+            first, second = world.admins
+
+            async def remove(actor: Member, target: Member, change: str = change) -> int:
+                if change == "deactivate":
+                    response = await stack.client.post(f"/v1/users/{target.id}/deactivate", headers=actor.headers)
+                else:
+                    response = await stack.client.put(
+                        f"/v1/users/{target.id}/role", headers=actor.headers, json={"role": "medic"}
+                    )
+                return response.status_code
+
+            async with asyncio.timeout(30):
+                outcomes = await asyncio.gather(remove(first, second), remove(second, first))
+            # the loser is refused: the last admin (409), or already signed out by the winner (401)
+            assert outcomes.count(200) == 1 and set(outcomes) - {200} <= {401, 409}, (change, outcomes)
+            listed = await stack.client.get("/v1/users", headers=(first if outcomes[0] == 200 else second).headers)
+            admins = [u for u in listed.json()["users"] if u["role"] == "admin" and u["active"]]
+            assert len(admins) == 1, (change, admins)
+
+
+async def test_an_admin_cannot_reset_their_own_password_without_the_current_one(stack: Stack, orgs: Orgs) -> None:
+    admin = (await orgs.make(admins=1, medics=0)).admins[0]
+    response = await stack.client.post(
+        f"/v1/users/{admin.id}/password", headers=admin.headers, json={"password": NEW_PASSWORD}
+    )
+    assert response.status_code == 403 and "/v1/me/password" in response.json()["error"]["message"]
+    assert (await stack.client.get("/v1/me", headers=admin.headers)).status_code == 200  # nothing revoked
+    assert (await _login(stack, admin.email)).status_code == 200  # the password is unchanged
 
 
 async def test_promotion_and_demotion_take_effect_on_the_next_refresh(stack: Stack, orgs: Orgs) -> None:

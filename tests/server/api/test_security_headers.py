@@ -70,6 +70,17 @@ async def test_api_answers_static_files_and_errors_get_the_api_policy(
     _assert_secured(response, API_POLICY)
 
 
+async def test_api_answers_are_never_cached_and_static_files_may_be(client: httpx.AsyncClient) -> None:
+    for response in (
+        await client.post("/v1/auth/login", json={"email": "nobody@site.example", "password": "not-the-password"}),
+        await client.post("/v1/auth/refresh", json={"refresh_token": "x.y"}),
+        await client.get("/v1/conversations"),
+    ):
+        assert response.headers.get_list("cache-control") == ["no-store"], response.headers
+    assert "cache-control" not in (await client.get("/static/app.js")).headers
+    assert (await client.get("/")).headers.get_list("cache-control") == ["no-cache"]
+
+
 async def test_a_body_over_the_limit_is_refused_with_the_headers(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/auth/login", content=b"x" * (2 << 20), headers={"content-type": "text/plain"})
     assert response.status_code == 413

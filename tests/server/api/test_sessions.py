@@ -4,6 +4,7 @@ database (a correctly signed token with altered claims is refused)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import timedelta
@@ -97,6 +98,19 @@ async def test_a_retry_of_a_lost_refresh_answer_is_answered_again(stack: Stack, 
     # Once the next token has been used, the old one is reuse.
     assert (await _refresh(stack, lost["refresh_token"])).status_code == 200
     assert (await _refresh(stack, first["refresh_token"])).status_code == 401
+
+
+async def test_concurrent_uses_of_one_refresh_token_all_get_the_same_successor(stack: Stack, orgs: Orgs) -> None:
+    # On PostgreSQL the uses that lost the rotation race were answered 401 (signed out for good).
+    medic = (await orgs.make(medics=1)).medics[0]
+    for _ in range(3):
+        signed = await _login(stack, medic)
+        async with asyncio.timeout(30):
+            answers = await asyncio.gather(*[_refresh(stack, signed["refresh_token"]) for _ in range(6)])
+        assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+        successors = {a.json()["refresh_token"] for a in answers}
+        assert len(successors) == 1
+        assert (await _refresh(stack, successors.pop())).status_code == 200
 
 
 async def test_a_stolen_token_used_first_by_the_thief_is_caught_when_the_owner_uses_it(
