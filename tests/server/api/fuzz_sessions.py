@@ -5,12 +5,12 @@ The fuzzer calls operations that end its own session (`POST /v1/auth/logout`, `D
 /v1/sessions`) or change the demo users it targets (deactivate, role, password reset, my
 password), so one long-lived token would answer 401 for every later call. `FreshSessions`
 signs the caller in over HTTP for every case, just before it is sent, so a logout or a
-revocation only ends that case's throwaway session; it also fills in the "spare" placeholders the dictionaries hold
-(`SPARE_*`): a live session of the caller, a live session of a colleague in the same org, a
-refresh token never used. It signs out the sessions of cases long done, so "my devices"
-stays short. `Keeper` is an admin of the demo org that is in no dictionary (the fuzzer never
-targets it): after each successful lifecycle call, `restore` reactivates the target, gives it
-back its role and the demo password.
+revocation only ends that case's throwaway session; it also fills in the "spare"
+placeholders the dictionaries hold (`SPARE_*`): a live session of the caller, a live session
+of a colleague in the same org, a refresh token never used. It signs out the sessions of
+cases long done, so "my devices" stays short. `Keeper` is an admin of the demo org that is in
+no dictionary (the fuzzer never targets it): after each successful lifecycle call, `restore`
+reactivates the target, gives it back its role, or gives it back the demo password.
 """
 
 from __future__ import annotations
