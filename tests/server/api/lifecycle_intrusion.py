@@ -7,9 +7,11 @@ rename, deactivate, reactivate, change the role, reset the password) on users of
 orgs: one admin and one medic of each, rotating between actors as test_isolation's sweep does.
 A medic tries the same on everyone else, their own org's admins and medics included. Every
 refusal is a 404 whose body is exactly what an id that never existed gets, so it tells
-nothing, not even "this is the org's last admin" (a 409). A medic managing themself is refused
-with 403, and may list their own sessions. Afterwards every member is unchanged (role, active,
-name), still signed in with the session they had, and still signs in with their password.
+nothing, not even "this is the org's last admin" (a 409), and the admin's audit log has no
+event about them. A medic managing themself is refused with 403, and may list their own
+sessions. Afterwards every member is unchanged (role, active, name), still signed in with the
+session they had, and still signs in with their password; no admin's audit log names a user of
+another org.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from sitecomms.protocol import limits
 from sitecomms.protocol.enums import Role
 from tests.support import PASSWORD, Member
 
@@ -92,6 +95,10 @@ class _Refusals:
             assert refused.json()["error"]["code"] == "not_found", (where, refused.text)
             missing = await self._on_nothing(attempt, target_id)
             assert refused.text == missing, (where, "a user out of reach must look exactly like a missing one")
+        if self._actor.role is Role.ADMIN:  # the victim is in another org: the audit log knows nothing of them
+            audit = await self._client.get("/v1/audit", params={"user_id": victim.id}, headers=self._actor.headers)
+            assert audit.status_code == 200, audit.text
+            assert (audit.json()["events"], audit.json()["has_more"]) == ([], False), audit.text
 
 
 async def _medic_on_themself(client: httpx.AsyncClient, medic: Member, session_id: str) -> None:
@@ -127,3 +134,8 @@ async def intrude_on_lifecycle(client: httpx.AsyncClient, members: Sequence[Memb
             await _medic_on_themself(client, actor, sessions[actor.id])
     for member in members:
         await _unchanged(client, member, names[member.id], sessions[member.id])
+    for admin in (m for m in members if m.role is Role.ADMIN):
+        audit = await client.get("/v1/audit", params={"limit": limits.AUDIT_PAGE_MAX}, headers=admin.headers)
+        assert audit.status_code == 200, audit.text
+        leaked = sorted(m.id for m in members if m.org_id != admin.org_id and m.id in audit.text)
+        assert not leaked, f"admin {admin.id}'s audit log names users of other orgs: {leaked}"

@@ -101,6 +101,7 @@ REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
         "PUT /v1/users/{user_id}/role": [{200}, {404}],
         "POST /v1/users/{user_id}/password": [{204}, {404}],
         "DELETE /v1/users/{user_id}/sessions": [{200}, {404}],
+        "GET /v1/audit": [{200}],
     },
     "medic": {  # admins only: 403 on themself, 404 on anyone else
         "POST /v1/users": [{403}],
@@ -109,6 +110,7 @@ REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
         "PUT /v1/users/{user_id}/role": [{403}, {404}],
         "POST /v1/users/{user_id}/password": [{403}, {404}],
         "DELETE /v1/users/{user_id}/sessions": [{200}, {404}],  # their own devices; nobody else's
+        "GET /v1/audit": [{403}],
     },
 }
 
@@ -235,8 +237,9 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
                 "body.current_password": bound("passwords"),
                 "body.refresh_token": bound("refresh_tokens"),
                 "body.display_name": bound("names"),
+                "query.user_id": bound("users"),
                 "query.cursor": bound("cursors"),
-                "query.before": bound("cursors"),
+                "query.before": bound("cursors"),  # a thread's or the audit log's (an int there: 422)
             },
         }
     )
