@@ -2,7 +2,9 @@
 
 Each example builds 2-3 fresh organisations with random numbers of admins and medics, plays a
 random sequence of legitimate actions (sends, mark-reads, renames), tries a sweep of writes the
-caller is not entitled to, and then asks every read endpoint as every member. The test keeps its
+caller is not entitled to (among them every account-lifecycle and session endpoint, on users
+out of the caller's reach: `lifecycle_intrusion`), and then asks every read endpoint as every
+member. The test keeps its
 own model of what happened and restates the visibility rules (design §3) independently of
 `sitecomms.server.services.visibility`, so it can catch a wrong rule as well as a path that
 forgets to apply one. It checks both sides:
@@ -34,6 +36,7 @@ from hypothesis import strategies as st
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import Role
 from tests.conftest import Stack
+from tests.server.api.lifecycle_intrusion import intrude_on_lifecycle
 from tests.support import Member, World
 
 EXAMPLE_TIMEOUT_SECONDS = 120
@@ -530,6 +533,7 @@ async def _run_example(stack: Stack, plan: Plan) -> None:
         early[member.id] = response.json()["next_cursor"]
     await _play(stack, model, plan)
     await _intrude(stack, model)
+    await intrude_on_lifecycle(stack.client, list(model.users.values()), model.names)
     for member in model.users.values():
         await _check_reads(stack, model, member, early[member.id], plan.sync_limit)
 

@@ -9,6 +9,10 @@ Path, body and query values are often real: ids of conversations and users the c
 and may not see (another medic's, another organisation's), the demo logins, and cursors. So the
 fuzzer reaches the handlers' success paths and the not-visible (404) answers, not only
 validation; each run asserts at the end that it did.
+
+Every case signs in anew and the lifecycle calls are undone after each success
+(`fuzz_sessions`), so the run can sign out, revoke sessions, deactivate, demote and reset
+passwords and still reach the success paths of every later call.
 """
 
 from __future__ import annotations
@@ -34,12 +38,22 @@ from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import migrate
 from sitecomms.store.database import open_database
+from tests.server.api.fuzz_sessions import (
+    SPARE_COLLEAGUE_SESSION,
+    SPARE_OWN_SESSION,
+    SPARE_REFRESH_TOKEN,
+    FreshSessions,
+    Keeper,
+    sign_in,
+)
 from tests.servers import BACKENDS, Served, aserving, base_env, fresh_database
 from tests.support import PASSWORD, fast_settings
 
 MAX_EXAMPLES = 40  # per operation, in the fuzzing phase
 REAL_VALUE_PROBABILITY = 0.5  # how often a bound parameter takes a real value instead of a generated one
 LOGINS = {"admin": "admin@demo.example", "medic": "medic1@demo.example"}
+COLLEAGUES = {"admin": "medic1@demo.example", "medic": "medic2@demo.example"}  # someone else in the caller's org
+KEEPER = "keeper@demo.example"  # restores what the lifecycle calls changed; in no dictionary
 
 # Every check schemathesis enables by default runs; the ones design §8 rests on are named so
 # they stay on. `positive_data_acceptance` is off: it wants every schema-valid input accepted,
@@ -70,10 +84,34 @@ REACHED: dict[str, list[set[int]]] = {
     "PATCH /v1/users/{user_id}": [{200}, {404}],
     "POST /v1/messages": [{200, 201}, {404}],
     "GET /v1/sync": [{200}],
+    "POST /v1/auth/login": [{200}, {401}],
+    "POST /v1/auth/refresh": [{200}, {401}],
+    "POST /v1/auth/logout": [{204}],
+    "GET /v1/sessions": [{200}],
+    "DELETE /v1/sessions": [{200}],
+    "DELETE /v1/sessions/{session_id}": [{204}, {404}],  # a session of mine / of someone I may not manage
+    "GET /v1/users/{user_id}/sessions": [{200}, {404}],  # (a medic: their own)
+    "POST /v1/me/password": [{204}, {403}],  # the current password right / wrong
 }
 REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
-    "admin": {"POST /v1/users": [{409}]},  # an email already taken
-    "medic": {"POST /v1/users": [{403}]},  # admins only
+    "admin": {
+        "POST /v1/users": [{409}],  # an email already taken
+        "POST /v1/users/{user_id}/deactivate": [{200}, {404}],  # 404: another org's user
+        "POST /v1/users/{user_id}/reactivate": [{200}, {404}],
+        "PUT /v1/users/{user_id}/role": [{200}, {404}],
+        "POST /v1/users/{user_id}/password": [{204}, {404}],
+        "DELETE /v1/users/{user_id}/sessions": [{200}, {404}],
+        "GET /v1/audit": [{200}],
+    },
+    "medic": {  # admins only: 403 on themself, 404 on anyone else
+        "POST /v1/users": [{403}],
+        "POST /v1/users/{user_id}/deactivate": [{403}, {404}],
+        "POST /v1/users/{user_id}/reactivate": [{403}, {404}],
+        "PUT /v1/users/{user_id}/role": [{403}, {404}],
+        "POST /v1/users/{user_id}/password": [{403}, {404}],
+        "DELETE /v1/users/{user_id}/sessions": [{200}, {404}],  # their own devices; nobody else's
+        "GET /v1/audit": [{403}],
+    },
 }
 
 
@@ -81,9 +119,11 @@ REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
 class Values:
     """Real values one caller's run should sometimes use (a value listed twice comes up twice as often)."""
 
-    token: str
+    user_id: str
     conversations: list[str]
     users: list[str]
+    sessions: list[str]
+    refresh_tokens: list[str]
 
 
 @dataclass
@@ -92,15 +132,19 @@ class Target:
     values: dict[str, Values]  # by role
     emails: list[str]
     cursors: list[str]
+    roles: dict[str, Role]  # the demo org's users and their roles, for the keeper to restore
 
 
-async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str]]:
-    """The demo organisation plus a second one, whose ids must always be invisible."""
+async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str], dict[str, Role]]:
+    """The demo organisation plus a second one, whose ids must always be invisible, and the keeper."""
     await migrate.upgrade_async(url)
     db = open_database(url, pool_size=2)
     try:
         accounts, messaging = build_accounts(fast_settings(url), db, NoPublisher()), Messaging(db, NoPublisher())
+        signin = build_signin(fast_settings(url), db, NoPublisher())
         demo = await ensure_demo(accounts, messaging)
+        members = {u.email: u for u in await accounts.members(demo.org_id)}
+        await accounts.create_user(None, demo.org_id, NewUser(KEEPER, "Keeper", Role.ADMIN, PASSWORD))
         other = await accounts.create_org("Other Org")
         boss = await accounts.create_user(None, other.id, NewUser("boss@other.example", "Boss", Role.ADMIN, PASSWORD))
         far = await accounts.create_user(None, other.id, NewUser("far@other.example", "Far", Role.MEDIC, PASSWORD))
@@ -108,26 +152,36 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str]]:
         far_direct = next(c.id for c in listing if c.medic_id == far.id)
         far_broadcast = next(c.id for c in listing if c.medic_id is None)
         await messaging.send(Viewer(far.id, other.id, Role.MEDIC), far_direct, "not for the demo org", "other-1")
-        members = {u.email: u.id for u in await accounts.members(demo.org_id)}
-        tokens = {
-            role: (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token
-            for role, email in LOGINS.items()
-        }
+        # Live sessions the demo org may not end: another org's, and (to a medic) another medic's.
+        boss_in, far_in, medic2_in = [
+            await signin.mint_token(email)
+            for email in ("boss@other.example", "far@other.example", "medic2@demo.example")
+        ]
     finally:
         await db.close()
     direct = {login.email: login.conversation_id for login in demo.logins if login.conversation_id}
     own, another = direct["medic1@demo.example"], direct["medic2@demo.example"]
-    medic, admin = members["medic1@demo.example"], members["admin@demo.example"]
+    medic, admin, medic2 = (members[f"{name}@demo.example"].id for name in ("medic1", "admin", "medic2"))
     values = {
         "admin": Values(
-            tokens["admin"],
+            admin,
             conversations=[demo.broadcast_id, own, another, far_direct, far_broadcast],
-            users=[admin, medic, members["medic2@demo.example"], far.id],
+            users=[admin, medic, medic2, far.id],
+            sessions=[SPARE_OWN_SESSION, SPARE_COLLEAGUE_SESSION, boss_in.session_id, far_in.session_id],
+            refresh_tokens=[SPARE_REFRESH_TOKEN, SPARE_REFRESH_TOKEN, boss_in.refresh_token],
         ),
         "medic": Values(
-            tokens["medic"],
+            medic,
             conversations=[own, own, own, demo.broadcast_id, demo.broadcast_id, another, far_direct],
-            users=[medic, medic, medic, members["medic2@demo.example"], admin, far.id],
+            users=[medic, medic, medic, medic2, admin, far.id],
+            sessions=[
+                SPARE_OWN_SESSION,
+                SPARE_OWN_SESSION,
+                SPARE_COLLEAGUE_SESSION,
+                medic2_in.session_id,
+                far_in.session_id,
+            ],
+            refresh_tokens=[SPARE_REFRESH_TOKEN, SPARE_REFRESH_TOKEN, far_in.refresh_token],
         ),
     }
     cursors = [
@@ -136,17 +190,21 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str]]:
         str(Cursor(10**15, demo.org_id)),  # ahead of the stream
         str(Cursor(1, other.id)),  # another organisation's
     ]
-    return values, cursors, [*members, "boss@other.example"]
+    roles = {user.id: user.role for user in members.values()}
+    return values, cursors, [*members, "boss@other.example"], roles
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 async def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
     directory = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     async with fresh_database(request.param, directory) as url:
-        values, cursors, emails = await seed(url)
+        values, cursors, emails, roles = await seed(url)
         fresh = [f"new-{i}@fuzz.example" for i in range(40)]  # POST /v1/users can succeed (once each)
-        async with aserving(base_env(url), directory / "serve.log") as served:
-            yield Target(served, values, emails + fresh, cursors)
+        # The fuzzer's wrong passwords all come from 127.0.0.1: the address throttle must not
+        # refuse the sign-in every case starts with.
+        env = base_env(url, SITECOMMS_LOGIN_FAILURES_ALLOWED="100000")
+        async with aserving(env, directory / "serve.log") as served:
+            yield Target(served, values, emails + fresh, cursors, roles)
 
 
 def config_for(target: Target, values: Values) -> SchemathesisConfig:
@@ -156,13 +214,14 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
             "base-url": target.served.base_url,
-            "auth": {"openapi": {"HTTPBearer": {"bearer": values.token}}},
             "request-timeout": 10,
             "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
             "checks": CHECKS,
             "dictionaries": {
                 "conversations": {"values": values.conversations},
                 "users": {"values": values.users},
+                "sessions": {"values": values.sessions},
+                "refresh_tokens": {"values": values.refresh_tokens},
                 "emails": {"values": target.emails},
                 "passwords": {"values": [DEMO_PASSWORD, PASSWORD]},
                 "names": {"values": ["Robin Field", "Dr Ana Souza", "Medic 7"]},
@@ -171,12 +230,16 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
             "parameters": {
                 "path.conversation_id": bound("conversations"),
                 "path.user_id": bound("users"),
+                "path.session_id": bound("sessions"),
                 "body.conversation_id": bound("conversations"),
                 "body.email": bound("emails"),
                 "body.password": bound("passwords"),
+                "body.current_password": bound("passwords"),
+                "body.refresh_token": bound("refresh_tokens"),
                 "body.display_name": bound("names"),
+                "query.user_id": bound("users"),
                 "query.cursor": bound("cursors"),
-                "query.before": bound("cursors"),
+                "query.before": bound("cursors"),  # a thread's or the audit log's (an int there: 422)
             },
         }
     )
@@ -184,18 +247,26 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
 
 @pytest.fixture(params=sorted(LOGINS))
 def api_schema(request: pytest.FixtureRequest, target: Target) -> Iterator[Any]:
-    """The served schema, authenticated as `request.param`; afterwards, checks what the run reached."""
+    """The served schema, a fresh session of `request.param` for every case; afterwards, checks
+    what the run reached."""
     role = request.param
+    values = target.values[role]
     schema = schemathesis.openapi.from_url(
-        f"{target.served.base_url}/openapi.json", config=config_for(target, target.values[role]), timeout=10
+        f"{target.served.base_url}/openapi.json", config=config_for(target, values), timeout=10
     )
     statuses: dict[str, Counter[int]] = defaultdict(Counter)
+    with httpx.Client(base_url=target.served.base_url, timeout=10) as http:
+        sessions = FreshSessions(http, LOGINS[role], COLLEAGUES[role], DEMO_PASSWORD)
+        schema.auth(refresh_interval=None)(sessions.provider())
+        keeper = Keeper(http, KEEPER, PASSWORD, target.roles, DEMO_PASSWORD)
 
-    @schema.hook
-    def after_call(context: Any, case: schemathesis.Case[Any], response: Any) -> None:
-        statuses[case.operation.label][response.status_code] += 1
+        @schema.hook
+        def after_call(context: Any, case: schemathesis.Case[Any], response: Any) -> None:
+            statuses[case.operation.label][response.status_code] += 1
+            keeper.restore(case.operation.label, case, response.status_code, values.user_id)
 
-    yield schema
+        with sessions.installed():
+            yield schema
 
     operations = {result.ok().label for result in schema.get_all_operations() if isinstance(result, Ok)}
     assert set(statuses) == operations, f"operations never called: {operations - set(statuses)}"
@@ -225,7 +296,14 @@ def test_every_answer_is_documented(case: schemathesis.Case[Any]) -> None:
 # --- what the fuzzer found, pinned down ---------------------------------------------------------
 
 
+def bearer(target: Target, role: str) -> dict[str, str]:
+    """A new session's headers (the fuzzer may have ended any older one)."""
+    with httpx.Client(base_url=target.served.base_url, timeout=10) as http:
+        return {"Authorization": f"Bearer {sign_in(http, LOGINS[role], DEMO_PASSWORD)['access_token']}"}
+
+
 async def test_405_names_every_method_the_path_serves(target: Target) -> None:
+    headers = bearer(target, "admin")
     async with httpx.AsyncClient(base_url=target.served.base_url, timeout=10) as http:
         for method, path, allowed in [
             ("OPTIONS", "/v1/users", "GET, POST"),  # two routes share the path
@@ -233,9 +311,7 @@ async def test_405_names_every_method_the_path_serves(target: Target) -> None:
             ("GET", "/v1/messages", "POST"),
             ("PUT", f"/v1/users/{target.values['admin'].users[0]}", "PATCH"),
         ]:
-            response = await http.request(
-                method, path, headers={"Authorization": f"Bearer {target.values['admin'].token}"}
-            )
+            response = await http.request(method, path, headers=headers)
             assert response.status_code == 405, response.text
             assert response.headers["allow"] == allowed, (method, path)
             assert response.json()["error"]["code"] == "method_not_allowed"
@@ -244,9 +320,7 @@ async def test_405_names_every_method_the_path_serves(target: Target) -> None:
 @pytest.mark.parametrize("position", [True, False, "3", 3.0])
 async def test_read_position_must_be_a_json_integer(target: Target, position: object) -> None:
     medic = target.values["medic"]
-    async with httpx.AsyncClient(
-        base_url=target.served.base_url, timeout=10, headers={"Authorization": f"Bearer {medic.token}"}
-    ) as http:
+    async with httpx.AsyncClient(base_url=target.served.base_url, timeout=10, headers=bearer(target, "medic")) as http:
         path = f"/v1/conversations/{medic.conversations[0]}/read"
         refused = await http.post(path, json={"position": position})
         assert refused.status_code == 422, refused.text
