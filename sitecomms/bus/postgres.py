@@ -80,7 +80,11 @@ class PostgresBackend:
         """
         while True:
             try:
-                item = await asyncio.wait_for(self._inbox.get(), self._heartbeat)
+                # Not asyncio.wait_for: on Python 3.11 it loses a cancellation that arrives as the
+                # item does (a notice of our own publish while the bus closes), and the listener
+                # task then never ends: `sitecomms user deactivate` hung at exit.
+                async with asyncio.timeout(self._heartbeat):
+                    item = await self._inbox.get()
             except TimeoutError:
                 conn = self._listen_conn
                 assert conn is not None, "connect() first"
