@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Stack:
     db: Database
     accounts: Accounts
     orgs: Orgs
+    address: str = "127.0.0.1"  # where this test's requests come from (see `stack`)
 
     @property
     def dialect(self) -> str:
@@ -52,7 +54,7 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-async def stack(database_url: str) -> AsyncIterator[Stack]:
+async def _stack(database_url: str) -> AsyncIterator[tuple[Stack, httpx.ASGITransport]]:
     settings = fast_settings(database_url)
     app = create_app(settings)
     db = open_database(database_url, pool_size=4)
@@ -61,8 +63,22 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sitecomms.test") as client:
-            yield Stack(settings, app, client, db, accounts, Orgs(accounts, signin, client))
+            yield Stack(settings, app, client, db, accounts, Orgs(accounts, signin, client)), transport
     await db.close()
+
+
+_ADDRESSES = itertools.count(1)
+
+
+@pytest.fixture
+def stack(_stack: tuple[Stack, httpx.ASGITransport]) -> Stack:
+    """The session's app; each test's requests come from an address of its own, so the sign-in
+    failures one test provokes never throttle another's (the throttle counts per address)."""
+    shared, transport = _stack
+    number = next(_ADDRESSES)
+    shared.address = f"198.18.{number // 250 % 250}.{number % 250 + 1}"
+    transport.client = (shared.address, 40000)
+    return shared
 
 
 @pytest.fixture

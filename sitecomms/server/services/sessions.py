@@ -14,7 +14,10 @@ secret is stored. Each refresh replaces the secret by the next one of the sessio
   token was copied and both copies used. The session is revoked (theft detection): every
   device holding any of its tokens is signed out, and the event is audited;
 - anything else: refused, without revoking (a guess must not sign anyone out).
-A session unused for `idle_ttl` (default 30 days) expires.
+A session unused for `idle_ttl` (default 30 days) expires. A session may rotate at most 100
+times more than once a second on average since it began (`_ROTATION_BURST`): a thief cannot
+rotate past the walk, which would make the owner's old token look like a guess, in less than
+hours. A refusal of a guess says nothing of the session (signed out, deactivated).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ from sitecomms.store.rows import SessionRow, UserRow
 from sitecomms.store.types import utcnow
 
 _CHAIN_WALK = 10_000
+# A session rotates at most `_ROTATION_BURST` times more than once a second on average since it
+# began (a client refreshes every few minutes), so a thief cannot rotate a stolen session past
+# the chain walk, making the owner's old token unrecognisable, in less than hours.
+_ROTATION_BURST = 100
+TOO_FAST = "refreshing too fast; retry in a second"
+INVALID = "invalid refresh token"
 _SECRET_BYTES = 32
 
 
@@ -162,19 +171,22 @@ class RefreshPolicy:
         decoded = _decode(token)
         session = sessions.get_session(conn, decoded[0]) if decoded else None
         if decoded is None or session is None:
-            return Refreshed(None, "", "", "invalid refresh token")
+            return Refreshed(None, "", "", INVALID)
         session_id, secret = decoded
+        behind = self.chain.steps_behind(session, secret)
+        if behind is None:  # first: a guess learns nothing of the session's state
+            return Refreshed(None, session_id, "", INVALID)
         if session.revoked_at is not None:
             return Refreshed(None, session_id, "", "this session was signed out; sign in again")
         user = users.get_user(conn, session.user_id)
         if user is None or not user.active:
             return Refreshed(None, session_id, "", "this account is deactivated")
-        behind = self.chain.steps_behind(session, secret)
-        if behind is None:
-            return Refreshed(None, session_id, "", "invalid refresh token")
         if session.last_used_at + self.idle_ttl < now:
             revoke_session(conn, session, reason=RevokeReason.EXPIRED, now=now)
             return Refreshed(None, session_id, "", "this session expired; sign in again")
+        if behind == 0 and session.generation >= _ROTATION_BURST + (now - session.created_at).total_seconds():
+            # Faster than any client refreshes: someone is trying to outrun the chain walk.
+            return Refreshed(None, session_id, "", TOO_FAST)
         if behind == 0:
             following = self.chain.next(session_id, secret)
             rotated = sessions.rotate(
@@ -187,7 +199,7 @@ class RefreshPolicy:
             )
             if rotated or _rotated_from(conn, session_id, following):  # PostgreSQL: a concurrent use won
                 return Refreshed(user, session_id, _encode(session_id, following), None)  # the same successor
-            return Refreshed(None, session_id, "", "invalid refresh token")
+            return Refreshed(None, session_id, "", INVALID)
         if behind == 1 and now - session.rotated_at <= self.retry_grace:
             sessions.touch(conn, session_id, now=now, address=peer.address)
             return Refreshed(user, session_id, _encode(session_id, self.chain.next(session_id, secret)), None)

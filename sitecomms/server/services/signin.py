@@ -8,6 +8,8 @@ and revocations are audited with the client's address.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import timedelta
 from typing import Protocol
 
@@ -16,8 +18,9 @@ import orjson
 from sitecomms.protocol import rules
 from sitecomms.protocol.enums import AuditKind, Role
 from sitecomms.protocol.models import SessionList, TokenView
+from sitecomms.server.services import sessions as sessions_service
 from sitecomms.server.services import views
-from sitecomms.server.services.errors import InvalidInput, NotFound, Unauthenticated, obey
+from sitecomms.server.services.errors import InvalidInput, NotFound, Throttled, Unauthenticated, obey
 from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.sessions import (
@@ -94,10 +97,17 @@ class SignIn:
         self._refresh = refresh
         self._publisher = publisher
         self._throttle = throttle
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def tokens(self) -> Tokens:
         return self._tokens
+
+    def _turn_of(self, email: str) -> asyncio.Lock:
+        lock = self._turns.get(email)
+        if lock is None:
+            lock = self._turns[email] = asyncio.Lock()
+        return lock
 
     async def login(self, email: str, password: str, *, device: str | None, peer: Peer) -> TokenView:
         try:
@@ -106,14 +116,17 @@ class SignIn:
         except InvalidInput:
             email = ""
         label = device_label(device, peer)
-        await self._throttle.check(email, peer.address)
-        user = await self._db.read("login_lookup", users.get_user_by_email, email) if email else None
-        matches = await self._passwords.verify(user.password_hash if user else None, password)
-        if user is None or not matches or not user.active:
-            await self._throttle.failed(email, peer.address)
-            await self._db.write("audit_login_failed", _login_failed_txn, user, email, peer)
-            raise Unauthenticated(WRONG)
-        await self._throttle.succeeded(email, peer.address)
+        # One attempt per account at a time in this process: check, verify and count as one, so
+        # a burst of guesses cannot all pass the check before the first failure is counted.
+        async with self._turn_of(email):
+            await self._throttle.check(email, peer.address)
+            user = await self._db.read("login_lookup", users.get_user_by_email, email) if email else None
+            matches = await self._passwords.verify(user.password_hash if user else None, password)
+            if user is None or not matches or not user.active:
+                await self._throttle.failed(email, peer.address)
+                await self._db.write("audit_login_failed", _login_failed_txn, user, email, peer)
+                raise Unauthenticated(WRONG)
+            await self._throttle.succeeded(email, peer.address)
         upgraded = await self._passwords.hash(password) if self._passwords.needs_rehash(user.password_hash) else None
         refresh_token, session_id = await self._db.write(
             "login", _login_txn, user, device=label, peer=peer, upgraded_hash=upgraded
@@ -121,11 +134,16 @@ class SignIn:
         return self._token_view(user, session_id, refresh_token)
 
     async def refresh(self, refresh_token: str, peer: Peer) -> TokenView:
+        await self._throttle.check("", peer.address)  # guesses count against the address, as at sign-in
         outcome = await self._db.write("refresh", self._refresh.refresh_txn, refresh_token, peer)
         if outcome.user is None:
             if outcome.refusal and "already used" in outcome.refusal:
                 await self._publisher.access_changed()
-            raise Unauthenticated(outcome.refusal or "invalid refresh token")
+            if outcome.refusal == sessions_service.TOO_FAST:
+                raise Throttled(outcome.refusal, retry_after=1)
+            if outcome.refusal == sessions_service.INVALID:
+                await self._throttle.failed("", peer.address)
+            raise Unauthenticated(outcome.refusal or sessions_service.INVALID)
         return self._token_view(outcome.user, outcome.session_id, outcome.refresh_token)
 
     def _token_view(self, user: UserRow, session_id: str, refresh_token: str) -> TokenView:

@@ -12,8 +12,6 @@ from sitecomms.protocol.enums import AuditKind
 from tests.conftest import Stack
 from tests.support import PASSWORD, Member, Orgs
 
-ADDRESS = "127.0.0.1"  # the in-process transport's client address
-
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
@@ -94,13 +92,17 @@ async def test_every_action_is_audited_with_actor_subject_session_and_address(st
     found = await events(stack, admin, limit=200)
     assert [e["id"] for e in found] == sorted((e["id"] for e in found), reverse=True)  # newest first
     failed = only(found, AuditKind.SIGN_IN_FAILED, subject_id=medic.id)
-    assert (failed["actor_id"], failed["address"], failed["detail"]["email"]) == (None, ADDRESS, medic.email)
+    assert (failed["actor_id"], failed["address"], failed["detail"]["email"]) == (None, stack.address, medic.email)
     assert failed["detail"]["reason"] == "wrong"
     sign_in = only(found, AuditKind.SIGN_IN, session_id=medic_session)
-    assert (sign_in["actor_id"], sign_in["subject_id"], sign_in["address"]) == (medic.id, medic.id, ADDRESS)
+    assert (sign_in["actor_id"], sign_in["subject_id"], sign_in["address"]) == (medic.id, medic.id, stack.address)
     assert sign_in["detail"]["device"] == "field phone"
     reused = only(found, AuditKind.REFRESH_REUSED, session_id=first["session_id"])
-    assert (reused["subject_id"], reused["address"], reused["detail"]) == (medic.id, ADDRESS, {"rotations_behind": 2})
+    assert (reused["subject_id"], reused["address"], reused["detail"]) == (
+        medic.id,
+        stack.address,
+        {"rotations_behind": 2},
+    )
     revoked = only(found, AuditKind.SESSION_REVOKED, session_id=laptop["session_id"])
     assert (revoked["actor_id"], revoked["subject_id"], revoked["detail"]) == (admin.id, medic.id, {"device": "laptop"})
     signed_out = only(found, AuditKind.SIGN_OUT, session_id=desk["session_id"])

@@ -79,3 +79,13 @@ async def test_a_flood_of_unknown_emails_blocks_its_address_only(stack: Stack, o
             assert response.status_code == 401, (i, response.text)
         assert_throttled(await login(flooding, medic.email, PASSWORD))
         assert (await login(elsewhere, medic.email, PASSWORD)).status_code == 200
+
+
+async def test_a_burst_of_guesses_is_counted_as_it_comes(stack: Stack, orgs: Orgs) -> None:
+    """Guesses sent at once do not all pass the check before the first failure is counted."""
+    victim = (await orgs.make(admins=0, medics=1)).medics[0]
+    async with from_address(stack) as client:
+        answers = await asyncio.gather(*(login(client, victim.email, f"guess number {i}") for i in range(15)))
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(401) == ALLOWED + 1, statuses  # the 6th failure starts the block
+    assert statuses.count(429) == 15 - (ALLOWED + 1), statuses

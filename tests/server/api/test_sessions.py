@@ -54,7 +54,7 @@ async def test_login_opens_a_session_whose_token_names_it(stack: Stack, orgs: Or
     devices = (await stack.client.get("/v1/sessions", headers=_bearer(signed["access_token"]))).json()["sessions"]
     mine = next(d for d in devices if d["id"] == signed["session_id"])
     assert mine["device"] == "Maya's phone" and mine["current"] is True
-    assert mine["last_address"] == "127.0.0.1"
+    assert mine["last_address"] == stack.address
 
 
 async def test_the_device_defaults_to_the_user_agent(stack: Stack, orgs: Orgs) -> None:
@@ -225,3 +225,28 @@ async def test_a_token_without_a_key_id_or_session_is_refused(stack: Stack, orgs
     base = {"sub": medic.id, "org_id": medic.org_id, "role": "medic", "exp": int(time.time()) + 600}
     old_style = jwt.encode(base, JWT_SECRET, algorithm="HS256")  # as tokens were before sessions
     assert await _me(stack, old_style) == 401
+
+
+async def test_guessed_refresh_tokens_count_against_the_address(stack: Stack, orgs: Orgs) -> None:
+    medic = (await orgs.make(medics=1)).medics[0]
+    signed = await _login(stack, medic)
+    allowed = 4 * stack.settings.login_failures_allowed  # per address; the next failure starts a block
+    guesses = [await _refresh(stack, f"{signed['session_id']}.{'B' * 43}") for _ in range(allowed + 2)]
+    assert [g.status_code for g in guesses[:-1]] == [401] * (allowed + 1)
+    assert guesses[-1].status_code == 429 and int(guesses[-1].headers["Retry-After"]) >= 1
+    assert guesses[0].json()["error"]["message"] == "invalid refresh token", "a guess learns nothing more"
+
+
+async def test_a_session_cannot_be_rotated_faster_than_its_budget(stack: Stack, orgs: Orgs) -> None:
+    """A thief rotating a stolen session thousands of times would outrun the chain walk."""
+    medic = (await orgs.make(medics=1)).medics[0]
+    signed = await _login(stack, medic)
+
+    def exhaust(conn: Any) -> None:
+        conn.execute(text("UPDATE sessions SET generation = 100000 WHERE id = :id"), {"id": signed["session_id"]})
+
+    await stack.db.write("test_exhaust", exhaust)
+    # The stored hash is the login's secret's: generation is a counter only, so the token is current.
+    too_fast = await _refresh(stack, signed["refresh_token"])
+    assert too_fast.status_code == 429, too_fast.text
+    assert await _me(stack, signed["access_token"]) == 200, "refused, not revoked"
