@@ -16,9 +16,12 @@ import pytest
 from sqlalchemy import text
 
 from sitecomms.protocol.enums import Role
+from sitecomms.server.app import build_signin
+from sitecomms.server.services.publisher import NoPublisher
+from sitecomms.server.services.sessions import Peer
 from sitecomms.store.types import utcnow
 from tests.conftest import Stack
-from tests.support import JWT_SECRET, PASSWORD, Member, Orgs
+from tests.support import JWT_SECRET, PASSWORD, Member, Orgs, fast_settings
 
 
 async def _login(stack: Stack, member: Member, device: str | None = None) -> dict[str, Any]:
@@ -250,3 +253,16 @@ async def test_a_session_cannot_be_rotated_faster_than_its_budget(stack: Stack, 
     too_fast = await _refresh(stack, signed["refresh_token"])
     assert too_fast.status_code == 429, too_fast.text
     assert await _me(stack, signed["access_token"]) == 200, "refused, not revoked"
+
+
+async def test_sign_in_upgrades_the_hash_when_the_argon2_settings_change(stack: Stack, orgs: Orgs) -> None:
+    medic = (await orgs.make(medics=1)).medics[0]
+    stronger = build_signin(fast_settings(stack.settings.database_url, argon2_time_cost=2), stack.db, NoPublisher())
+
+    def stored(conn: Any) -> str:
+        return str(conn.execute(text("SELECT password_hash FROM users WHERE id = :id"), {"id": medic.id}).scalar())
+
+    assert ",t=1," in await stack.db.read("test_hash", stored)
+    await stronger.login(medic.email, PASSWORD, device=None, peer=Peer(stack.address))
+    assert ",t=2," in await stack.db.read("test_hash", stored)
+    assert (await _login(stack, medic)).get("access_token"), "the upgraded hash still verifies"
