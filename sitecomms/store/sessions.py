@@ -15,6 +15,7 @@ from sitecomms.store.schema import sessions, users
 from sitecomms.store.statements import Statement
 
 _COLUMNS = [sessions.c[name] for name in SessionRow.__dataclass_fields__]
+LISTED = 200  # "my devices" lists the most recently used this many (a script signing in in a loop makes thousands)
 
 _INSERT = Statement("sessions.insert", insert(sessions).values({c.name: bindparam(c.name) for c in sessions.c}))
 _BY_ID = Statement("sessions.by_id", select(*_COLUMNS).where(sessions.c.id == bindparam("session_id")))
@@ -22,7 +23,8 @@ _OF_USER = Statement(
     "sessions.of_user",
     select(*_COLUMNS)
     .where(sessions.c.user_id == bindparam("user_id"), sessions.c.revoked_at.is_(None))
-    .order_by(sessions.c.last_used_at.desc(), sessions.c.id),
+    .order_by(sessions.c.last_used_at.desc(), sessions.c.id)
+    .limit(LISTED),
 )
 _ACCESS = Statement(
     "sessions.access",
@@ -88,7 +90,8 @@ def get_session(conn: Connection, session_id: str) -> SessionRow | None:
 
 
 def live_sessions_of(conn: Connection, user_id: str) -> list[SessionRow]:
-    """The user's sessions not revoked (expired ones included: the caller knows the lifetime)."""
+    """The user's sessions not revoked, most recently used first, at most `LISTED` (expired ones
+    included: the caller knows the lifetime)."""
     return [SessionRow(*row) for row in _OF_USER.rows(conn, user_id=user_id)]
 
 
