@@ -544,7 +544,9 @@ async def _run_example(stack: Stack, plan: Plan) -> None:
 @settings(
     max_examples=20,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    # `stack` is function-scoped only to give each test its own client address; the app and
+    # its data are the session's, shared by every example as intended.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 @given(plan=plans())

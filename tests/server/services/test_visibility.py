@@ -160,7 +160,9 @@ def _odd_viewers(worlds: list[World]) -> list[Viewer]:
 @settings(
     max_examples=8,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    # `stack` is function-scoped only to give each test its own client address; the app and
+    # its data are the session's, shared by every example as intended.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # see test_isolation: no slow shrinking
 )
 @given(world_shapes=shapes())
