@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
 
-from sitecomms.store import migrate
+from sitecomms.store import blocking, migrate
 from sitecomms.store.database import open_database
 from sitecomms.store.schema import metadata
+from tests.servers import BACKENDS, fresh_database
 
 
 def _diff(conn: Connection) -> list[object]:
     return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata))
+
+
+def _revision_of(url: str) -> str | None:
+    return blocking.run(url, "test_revision", _revision)
 
 
 def _revision(conn: Connection) -> str | None:
@@ -38,5 +48,53 @@ async def test_a_fresh_sqlite_file_is_migrated_from_nothing(sqlite_url: str) -> 
         assert journal == "wal"
         fks = await db.read("test_fk", lambda conn: conn.exec_driver_sql("PRAGMA foreign_keys").scalar())
         assert fks == 1
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_0003_keeps_every_row_and_makes_users_undeletable(backend: str, tmp_path: Path) -> None:
+    """Upgrading a database in use: SQLite rebuilds four tables to change their foreign keys."""
+    async with fresh_database(backend, tmp_path) as url:
+        await _upgrade_a_database_in_use(url)
+
+
+async def _upgrade_a_database_in_use(database_url: str) -> None:
+    await migrate.upgrade_async(database_url, "0002")
+    assert await asyncio.to_thread(_revision_of, database_url) == "0002"
+    now = "2026-01-02 03:04:05"
+    seed = [
+        f"INSERT INTO orgs (id, name, created_at) VALUES ('o1', 'Org', '{now}')",
+        "INSERT INTO org_streams (org_id, position) VALUES ('o1', 4)",
+        "INSERT INTO users (id, org_id, email, display_name, role, password_hash, created_at, position) "
+        f"VALUES ('m1', 'o1', 'm@x.example', 'Maya', 'medic', 'h', '{now}', 1)",
+        "INSERT INTO conversations (id, org_id, type, medic_id, created_at, position) "
+        f"VALUES ('c1', 'o1', 'direct', 'm1', '{now}', 2)",
+        "INSERT INTO messages (id, org_id, conversation_id, sender_id, content, idempotency_key, created_at, position) "
+        f"VALUES ('x1', 'o1', 'c1', 'm1', 'kept', 'k1', '{now}', 3)",
+        "INSERT INTO read_status (conversation_id, user_id, org_id, last_read_position, last_read_at, position) "
+        f"VALUES ('c1', 'm1', 'o1', 3, '{now}', 4)",
+    ]
+    db = open_database(database_url, pool_size=1)
+    try:
+        await db.write("test_seed", lambda conn: [conn.execute(text(statement)) for statement in seed])
+    finally:
+        await db.close()
+    await migrate.upgrade_async(database_url)
+    db = open_database(database_url, pool_size=1)
+    try:
+        counts = await db.read(
+            "test_counts",
+            lambda conn: [
+                conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                for table in ("users", "conversations", "messages", "read_status")
+            ],
+        )
+        assert counts == [1, 1, 1, 1]
+        active = await db.read("test_active", lambda conn: conn.execute(text("SELECT active FROM users")).scalar())
+        assert active in (True, 1)
+        with pytest.raises(IntegrityError):
+            await db.write("test_delete", lambda conn: conn.execute(text("DELETE FROM users WHERE id = 'm1'")))
+        assert await db.read("test_diff", _diff) == []
     finally:
         await db.close()
