@@ -17,6 +17,7 @@ from sitecomms.server.app import build_accounts, build_signin, create_app
 from sitecomms.server.services.accounts import Accounts
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store.database import Database, open_database
+from tests.servers import fresh_database
 from tests.support import Orgs, create_postgres_database, drop_postgres_database, fast_settings
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -79,6 +80,13 @@ def stack(_stack: tuple[Stack, httpx.ASGITransport]) -> Stack:
     shared.address = f"198.18.{number // 250 % 250}.{number % 250 + 1}"
     transport.client = (shared.address, 40000)
     return shared
+
+
+@pytest.fixture(params=BACKENDS)
+async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of its own for the test, on SQLite and on the real PostgreSQL."""
+    async with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,10 @@ import pytest
 
 from sitecomms.server.demo import ADMINS, DEMO_PASSWORD, MEDICS
 from sitecomms.store import migrate
-from tests.servers import BACKENDS, Served, aserving, base_env, fresh_database, run_cli, serving
+from tests.servers import Served, aserving, base_env, fresh_database, run_cli, serving
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 HTTP_TIMEOUT = 10.0
-
-
-@pytest.fixture(params=BACKENDS)
-async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with fresh_database(request.param, tmp_path) as url:
-        yield url
 
 
 def ok(result: Any) -> str:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.servers import BACKENDS, base_env, fresh_database, run_cli, serving
+from tests.servers import base_env, run_cli, serving
+from tests.test_cli import ok
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -21,18 +20,6 @@ ADMIN = "boss@clinic.example"
 MEDIC = "nurse@clinic.example"
 HTTP_TIMEOUT = 10.0
 DROPPED_WITHIN = 2.0  # seconds for a running server to refuse a deactivated user's token
-
-
-@pytest.fixture(params=BACKENDS)
-async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with fresh_database(request.param, tmp_path) as url:
-        yield url
-
-
-def ok(result: Any) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return str(result.stdout)
 
 
 def refused(result: Any, message: str) -> None:

@@ -16,17 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import orjson
-
 from sitecomms.protocol import limits
 from sitecomms.protocol.enums import AuditKind
-from sitecomms.protocol.models import AuditEventView, AuditPage
-from sitecomms.server.services import visibility
+from sitecomms.protocol.models import AuditPage
+from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Forbidden
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import audit
 from sitecomms.store.database import Database
-from sitecomms.store.rows import AuditRow
 from sitecomms.store.types import utcnow
 
 log = logging.getLogger("sitecomms.audit")
@@ -35,25 +32,6 @@ RETENTION_EVERY_SECONDS = 3600.0
 _RETENTION_STEP_SECONDS = 300.0  # one retention pass never runs longer than this
 
 Expiry = Callable[[], Awaitable[int]]  # another log's expiry, run with the audit log's (how many rows went)
-
-
-def event_view(row: AuditRow) -> AuditEventView:
-    """An event as read: its stored detail (JSON) parsed into an object."""
-    try:
-        parsed = orjson.loads(row.detail)
-    except orjson.JSONDecodeError:
-        parsed = {"unparsed": row.detail}
-    detail = parsed if isinstance(parsed, dict) else {"value": parsed}
-    return AuditEventView(
-        id=row.id,
-        at=row.at,
-        kind=row.kind,
-        actor_id=row.actor_id,
-        subject_id=row.subject_id,
-        session_id=row.session_id,
-        address=row.address,
-        detail=detail,
-    )
 
 
 class AuditLog:
@@ -102,7 +80,7 @@ class AuditLog:
             kind=None if kind is None else kind.value,
         )
         has_more = len(rows) > limit
-        events = [event_view(row) for row in rows[:limit]]
+        events = [views.event_view(row) for row in rows[:limit]]
         return AuditPage(events=events, next_before=events[-1].id if has_more else None, has_more=has_more)
 
     # --- retention -----------------------------------------------------------------------

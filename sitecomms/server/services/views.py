@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import orjson
+
 from sitecomms.protocol.enums import ConversationType, MessageStatus, Role
 from sitecomms.protocol.models import (
+    AuditEventView,
     ConversationView,
     MessageView,
     OrgView,
@@ -15,7 +18,7 @@ from sitecomms.protocol.models import (
 )
 from sitecomms.server.services import visibility
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store.rows import ConversationRow, MessageRow, OrgRow, ReadStatusRow, SessionRow, UserRow
+from sitecomms.store.rows import AuditRow, ConversationRow, MessageRow, OrgRow, ReadStatusRow, SessionRow, UserRow
 
 
 def org_view(row: OrgRow) -> OrgView:
@@ -32,6 +35,25 @@ def user_view(row: UserRow) -> UserView:
         created_at=row.created_at,
         position=row.position,
         active=row.active,
+    )
+
+
+def event_view(row: AuditRow) -> AuditEventView:
+    """An event as read: its stored detail (JSON) parsed into an object."""
+    try:
+        parsed = orjson.loads(row.detail)
+    except orjson.JSONDecodeError:
+        parsed = {"unparsed": row.detail}
+    detail = parsed if isinstance(parsed, dict) else {"value": parsed}
+    return AuditEventView(
+        id=row.id,
+        at=row.at,
+        kind=row.kind,
+        actor_id=row.actor_id,
+        subject_id=row.subject_id,
+        session_id=row.session_id,
+        address=row.address,
+        detail=detail,
     )
 
 
