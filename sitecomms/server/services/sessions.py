@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sitecomms.protocol.enums import AuditKind, Role
+from sitecomms.protocol.enums import AuditKind
 from sitecomms.store import access_changes, audit, sessions, users
 from sitecomms.store.database import Connection
 from sitecomms.store.rows import SessionRow, UserRow
@@ -216,7 +216,3 @@ class RefreshPolicy:
             detail=f'{{"rotations_behind": {behind}}}',
         )
         return Refreshed(None, session_id, "", "this refresh token was already used; the session is signed out")
-
-
-def role_of(user: UserRow) -> Role:
-    return Role(user.role)
