@@ -141,20 +141,8 @@ def email(value: str) -> str:
         checked = validator.validate_email(value, check_deliverability=False)
     except validator.EmailNotValidError as exc:
         raise RuleViolation(f"must look like name@example.org ({exc})") from None
-    # One spelling per domain, the Unicode one: "xn--bcher-kva.example" is "bücher.example".
-    ascii_domain: str = checked.ascii_domain
-    labels = [_unicode_label(label) for label in ascii_domain.split(".")]
-    local_part: str = checked.local_part
-    return _bounded(f"{local_part}@{'.'.join(labels)}".lower(), 3, limits.MAX_EMAIL_CHARS)
-
-
-def _unicode_label(label: str) -> str:
-    if not label.lower().startswith("xn--"):
-        return label
-    try:
-        return label[4:].encode("ascii").decode("punycode")
-    except UnicodeError:
-        return label
+    normalized: str = checked.normalized  # the domain in its Unicode spelling, whichever was typed
+    return _bounded(normalized.lower(), 3, limits.MAX_EMAIL_CHARS)
 
 
 def login_email(value: str) -> str:
