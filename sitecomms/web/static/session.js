@@ -1,99 +1,130 @@
-// The page's sign-in: its tokens, the HTTP calls made with them, and the silent refresh.
+// The sign-in of this browser: its tokens, the HTTP calls made with them, and the silent refresh.
 //
 // A sign-in gives a short access token and a single-use refresh token (one session per
-// browser). Both are kept in localStorage under one key, so every tab of this browser shares
-// the session. The access token is refreshed at 80% of its life and after a 401; a refresh
-// is single-flight: one at a time in this tab (one promise) and across tabs (a Web Lock, and
-// the stored token re-read under it), because a refresh token used twice ends the session.
-// A 401 from the refresh itself means signed out for good: `onSignedOut` is told.
+// browser). Both are kept in IndexedDB ("sitecomms", store "kv", key "session"), with the
+// user's id, so every tab, a restart and the service worker (Background Sync) share the
+// session; a BroadcastChannel tells the other tabs when it changes. The access token is
+// refreshed at 80% of its life and after a 401; a refresh is single-flight: one at a time in
+// this context (one promise) and across contexts (a Web Lock, and the stored token re-read
+// under it), because a refresh token used twice ends the session. A 401 from the refresh
+// itself means signed out for good: `signedOut` is told; the user's local store is kept (the
+// outbox goes out when the same user signs in again). Runs in pages and in the service worker.
 
 import { Backoff, backoffDelay } from "./protocol.js";
+import { openDatabase, promised } from "./idb.js";
 
-const TOKEN_KEY = "sitecomms.token";
+const SESSION_DB = "sitecomms";
+const SESSION_UPGRADES = [(db) => db.createObjectStore("kv")];
+const SESSION_KEY = "session";
+const CHANNEL = "sitecomms.session";
 const REFRESH_LOCK = "sitecomms.refresh";
 const REFRESH_AT = 0.8; // of the access token's life
 const SIGNED_OUT = "You were signed out. Sign in again.";
+const inPage = typeof document !== "undefined";
 
-let saved = load();  // {access_token, refresh_token, session_id, expires_at, refresh_at} or null
+let saved = null;      // {access_token, refresh_token, session_id, user_id, expires_at, refresh_at} or null
 let refreshing = null; // the refresh under way (single-flight)
 let refreshTimer = null, refreshFailures = 0;
-const hooks = { refreshed: () => {}, signedOut: () => {} };
+let database = null;
+const hooks = { refreshed: (_token) => {}, signedOut: (_message) => {} };
+const channel = typeof BroadcastChannel !== "undefined" ? new BroadcastChannel(CHANNEL) : null;
 
 export class SignedOut extends Error {}
 
-// The page's reactions: `refreshed(token)` after each new access token (the socket re-authenticates),
-// `signedOut(message)` when the session is over (the sign-in page).
+/** The reactions: `refreshed(token)` after each new access token, `signedOut(message)` when the session is over. */
 export function onSession({ refreshed, signedOut }) { hooks.refreshed = refreshed; hooks.signedOut = signedOut; }
 export const isSignedIn = () => saved !== null;
 export const accessToken = () => saved?.access_token ?? null;
 export const sessionId = () => saved?.session_id ?? null;
+export const signedInUser = () => saved?.user_id ?? null;
 
-function load() {
-  try {
-    const value = JSON.parse(localStorage.getItem(TOKEN_KEY));
-    return value && value.access_token && value.refresh_token ? value : null;
-  } catch { return null; }
+function sessions() {
+  if (!database) database = openDatabase(SESSION_DB, SESSION_UPGRADES, { onVersionChange: () => { database = null; } });
+  return database;
+}
+
+async function readSaved() {
+  const db = await sessions();
+  const value = await promised(db.transaction("kv").objectStore("kv").get(SESSION_KEY));
+  return value && value.access_token && value.refresh_token && value.user_id ? value : null;
+}
+
+async function writeSaved(value) {
+  const db = await sessions();
+  const tx = db.transaction("kv", "readwrite");
+  const store = tx.objectStore("kv");
+  await promised(value ? store.put(value, SESSION_KEY) : store.delete(SESSION_KEY));
+  if (channel) channel.postMessage({ type: "session" });
+}
+
+/** Load the stored session (start-up); resolves to it, or null when signed out. */
+export async function loadSession() {
+  saved = await readSaved();
+  schedule();
+  return saved;
 }
 
 // The token's life is measured against the server's clock (its Date header), so a page whose
 // clock is off still refreshes at 80% of the life, not too late or in a loop.
-function keep(token, response) {
+async function keep(token, response) {
   const serverNow = Date.parse(response.headers.get("date") || "") || Date.now();
   const life = Math.max(0, new Date(token.expires_at).getTime() - serverNow);
   saved = { access_token: token.access_token, refresh_token: token.refresh_token, session_id: token.session_id,
-    expires_at: token.expires_at, refresh_at: Date.now() + REFRESH_AT * life };
-  localStorage.setItem(TOKEN_KEY, JSON.stringify(saved));
+    user_id: token.user.id, expires_at: token.expires_at, refresh_at: Date.now() + REFRESH_AT * life };
+  await writeSaved(saved);
   schedule();
 }
 
-// Forget the tokens here (and in every tab of this browser); no request.
-export function forget() {
+/** Forget the tokens here (and in every tab of this browser); no request. */
+export async function forget() {
   saved = null;
   clearTimeout(refreshTimer);
-  localStorage.removeItem(TOKEN_KEY);
+  await writeSaved(null);
 }
 
 function schedule(delay) {
   clearTimeout(refreshTimer);
-  if (!saved) return;
+  if (!saved || !inPage) return; // the service worker refreshes on demand only
   const wait = delay ?? Math.max(0, saved.refresh_at - Date.now());
   refreshTimer = setTimeout(() => refresh().catch(() => { /* handled in refreshOnce */ }), wait);
 }
 
-function endSession(message) {
-  forget();
+async function endSession(message) {
+  await forget();
   hooks.signedOut(message);
   return new SignedOut(message);
 }
 
-// A new access token; resolves once it is kept. Throws SignedOut if the session is over, or
-// another Error if the server could not be reached (a retry is scheduled).
+/**
+ * A new access token; resolves once it is kept. Throws SignedOut if the session is over, or
+ * another Error if the server could not be reached (a retry is scheduled).
+ */
 export function refresh() {
   if (!refreshing) refreshing = withLock(refreshOnce).finally(() => { refreshing = null; });
   return refreshing;
 }
 
 function withLock(task) {
-  return navigator.locks ? navigator.locks.request(REFRESH_LOCK, task) : task();
+  return typeof navigator !== "undefined" && navigator.locks ? navigator.locks.request(REFRESH_LOCK, task) : task();
 }
 
 async function refreshOnce() {
   const mine = saved;
   if (!mine) throw new SignedOut(SIGNED_OUT);
-  const latest = load();  // another tab may have refreshed (or signed out) while this one waited
-  if (!latest) throw endSession(SIGNED_OUT);
+  const latest = await readSaved(); // another context may have refreshed (or signed out) meanwhile
+  if (!latest) throw await endSession(SIGNED_OUT);
   if (latest.refresh_token !== mine.refresh_token) { adopt(latest); return; }
   let response;
   try {
     response = await fetch("/v1/auth/refresh", { method: "POST", headers: { "content-type": "application/json" },
       body: JSON.stringify({ refresh_token: mine.refresh_token }) });
   } catch (error) { throw retryLater(error); }
-  if (response.status === 401) throw endSession(SIGNED_OUT);
+  if (response.status === 401) throw await endSession(SIGNED_OUT);
   if (!response.ok) throw retryLater(new Error(`HTTP ${response.status}`));
   const token = await response.json();
   if (saved !== mine) return; // signed out (or in again) meanwhile: this answer is stale
   refreshFailures = 0;
-  keep(token, response);
+  await keep(token, response);
   hooks.refreshed(token);
 }
 
@@ -111,13 +142,17 @@ function adopt(latest) {
   hooks.refreshed(latest);
 }
 
-// Another tab refreshed (adopt its token) or signed out (so is this one: same session).
-window.addEventListener("storage", (event) => {
-  if (event.key !== TOKEN_KEY && event.key !== null) return;
-  const latest = load();
-  if (!latest) { if (saved) { saved = null; clearTimeout(refreshTimer); hooks.signedOut(SIGNED_OUT); } return; }
-  if (saved && latest.session_id === saved.session_id && latest.access_token !== saved.access_token) adopt(latest);
-});
+// Another context refreshed (adopt its token), signed out (so is this one: same session) or in.
+if (channel) {
+  channel.onmessage = async () => {
+    const latest = await readSaved();
+    if (!latest) {
+      if (saved) { saved = null; clearTimeout(refreshTimer); hooks.signedOut(SIGNED_OUT); }
+      return;
+    }
+    if (saved && latest.session_id === saved.session_id && latest.access_token !== saved.access_token) adopt(latest);
+  };
+}
 
 // ---- HTTP ----------------------------------------------------------------------------------
 
@@ -127,19 +162,26 @@ function request(method, path, body, token) {
   return fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
 }
 
+/** An HTTP error with the server's message, code and Retry-After. */
+export class HttpError extends Error {
+  constructor(message, status, code, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
 async function answer(response) {
   const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
   if (!response.ok) {
-    const error = new Error(data?.error?.message || `HTTP ${response.status}`);
-    error.status = response.status;
-    error.code = data?.error?.code;
-    error.retryAfter = response.headers.get("retry-after");
-    throw error;
+    throw new HttpError(data?.error?.message || `HTTP ${response.status}`, response.status, data?.error?.code,
+      response.headers.get("retry-after"));
   }
   return data;
 }
 
-// A call with the access token; on a 401 the token is refreshed (once) and the call repeated.
+/** A call with the access token; on a 401 the token is refreshed (once) and the call repeated. */
 export async function api(method, path, body) {
   const token = accessToken();
   if (!token) throw new SignedOut(SIGNED_OUT);
@@ -147,25 +189,25 @@ export async function api(method, path, body) {
   if (response.status === 401) {
     if (accessToken() === token) await refresh(); // else another call already refreshed it
     response = await request(method, path, body, accessToken());
-    if (response.status === 401) throw endSession(SIGNED_OUT);
+    if (response.status === 401) throw await endSession(SIGNED_OUT);
   }
   return answer(response);
 }
 
-// Sign in: keeps the tokens and returns the TokenView. Errors carry the server's message.
+/** Sign in: keeps the tokens and returns the TokenView. Errors carry the server's message. */
 export async function login(email, password) {
   const response = await request("POST", "/v1/auth/login", { email, password, device: deviceLabel() });
   const token = await answer(response);
-  keep(token, response);
+  await keep(token, response);
   return token;
 }
 
-// End this session on the server (best effort) and forget it here.
+/** End this session on the server (best effort: offline, it lapses unused) and forget it here. */
 export async function logout() {
-  try { if (saved) await api("POST", "/v1/auth/logout"); } catch { /* signed out either way */ } finally { forget(); }
+  try { if (saved) await api("POST", "/v1/auth/logout"); } catch { /* signed out either way */ } finally { await forget(); }
 }
 
-// "Web · Chrome on Linux": how this browser is named in "my devices".
+/** "Web · Chrome on Linux": how this browser is named in "my devices". */
 export function deviceLabel(agent = navigator.userAgent) {
   const browsers = [[/Edg\//, "Edge"], [/OPR\//, "Opera"], [/Firefox\//, "Firefox"], [/Chrom(e|ium)\//, "Chrome"],
     [/Safari\//, "Safari"]];

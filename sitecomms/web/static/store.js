@@ -1,0 +1,346 @@
+// The local store: one IndexedDB database per signed-in user ("sitecomms.user.<id>"), with a
+// versioned schema and its upgrade steps. It holds what the app shows (the user and org,
+// conversations, messages, my read positions, everyone else's, the org's users), the stream
+// cursor, and the outbox: every message typed and not yet acknowledged by the server. Every
+// write goes through one serialized writer per context and ends in one transaction; it
+// returns what it touched (`Touched`), which model.js reads back from here, in every tab.
+// The rules are the Python SDK's: a snapshot replaces the server-derived data (never the
+// outbox), changes are idempotent upserts by key, a message acknowledged by the server takes
+// its outbox entry out in the same transaction, unread is computed locally.
+
+import { committed, openDatabase, promised } from "./idb.js";
+import { ChangeType, MessageStatus } from "./protocol.js";
+
+export const databaseName = (userId) => `sitecomms.user.${userId}`;
+export const keyOf = (m) => `${m.sender_id}:${m.idempotency_key}`;
+
+/**
+ * @typedef {{all: boolean, header: boolean, conversations: Set<string>, messages: Map<string, Set<string>>}} Touched
+ */
+export function touched() {
+  return { all: false, header: false, conversations: new Set(), messages: new Map() };
+}
+function touchMessage(t, conversationId, key) {
+  if (!t.messages.has(conversationId)) t.messages.set(conversationId, new Set());
+  t.messages.get(conversationId).add(key);
+  t.conversations.add(conversationId);
+}
+
+// ---- the schema: UPGRADES[i] takes a database from version i to i + 1 ------------------------
+
+const STORES = ["meta", "conversations", "messages", "reads", "readers", "users", "outbox"];
+
+/** Version 1, the first schema: others' reads were one number per conversation. */
+function toVersion1(db) {
+  db.createObjectStore("meta"); // "me" ({user, org}), "cursor"
+  db.createObjectStore("conversations", { keyPath: "id" });
+  db.createObjectStore("messages", { keyPath: "key" }).createIndex("conversation", "conversation_id");
+  db.createObjectStore("reads", { keyPath: "conversation_id" }); // {conversation_id, mine, others}
+  const outbox = db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+  outbox.createIndex("key", "key", { unique: true }); // {seq, key, idempotency_key, ..., failed?: string}
+}
+
+/**
+ * Version 2: read positions per reader (broadcast receipts count readers, not the furthest one)
+ * and the org's users; outbox entries carry a status. The old "others" number cannot say who
+ * read, so the cursor is dropped: the next sync is a snapshot, which brings every reader
+ * back. Messages, my reads and the outbox are kept, converted.
+ */
+function toVersion2(db, tx) {
+  db.createObjectStore("readers", { keyPath: ["conversation_id", "user_id"] }).createIndex("conversation", "conversation_id");
+  db.createObjectStore("users", { keyPath: "id" });
+  const reads = tx.objectStore("reads");
+  reads.openCursor().onsuccess = (event) => {
+    const cursor = event.target.result;
+    if (!cursor) return;
+    const { conversation_id, mine } = cursor.value;
+    cursor.update({ conversation_id, mine: mine || 0, pending: false });
+    cursor.continue();
+  };
+  tx.objectStore("outbox").openCursor().onsuccess = (event) => {
+    const cursor = event.target.result;
+    if (!cursor) return;
+    const { failed, ...entry } = cursor.value;
+    cursor.update({ ...entry, status: failed ? MessageStatus.FAILED : MessageStatus.QUEUED, error: failed || null });
+    cursor.continue();
+  };
+  tx.objectStore("meta").delete("cursor");
+}
+
+export const UPGRADES = [toVersion1, toVersion2];
+export const SCHEMA_VERSION = UPGRADES.length;
+
+// ---- the store -------------------------------------------------------------------------------
+
+export class Store {
+  /** @param {IDBDatabase} db @param {string} userId */
+  constructor(db, userId) {
+    this.db = db;
+    this.userId = userId;
+    this.queue = Promise.resolve();
+    this.closed = false;
+  }
+
+  /** Open (creating or upgrading) the store of `userId`; `onClosed` runs if another context deletes it. */
+  static async open(userId, onClosed = () => {}) {
+    let store = null;
+    const db = await openDatabase(databaseName(userId), UPGRADES, {
+      onVersionChange: () => { if (store) store.closed = true; onClosed(); },
+    });
+    store = new Store(db, userId);
+    return store;
+  }
+
+  close() { this.closed = true; this.db.close(); }
+
+  /** Run `work(tx)` in one readwrite transaction, after every earlier write of this context. */
+  write(work) {
+    const run = this.queue.then(async () => {
+      const tx = this.db.transaction(STORES, "readwrite");
+      const done = committed(tx);
+      let result;
+      try { result = await work(tx); } catch (error) { try { tx.abort(); } catch { /* already over */ } await done.catch(() => {}); throw error; }
+      await done;
+      return result;
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  read(names = STORES) { return this.db.transaction(names, "readonly"); }
+
+  async getMeta(key) { return promised(this.read(["meta"]).objectStore("meta").get(key)); }
+
+  setMeta(key, value) {
+    return this.write(async (tx) => { tx.objectStore("meta").put(value, key); });
+  }
+
+  // ---- server data ---------------------------------------------------------------------------
+
+  /**
+   * Apply a batch of server changes and the cursor after them, in one transaction. With
+   * `reset` (a snapshot) the server-derived data is replaced first; the outbox stays.
+   * @returns {Promise<Touched>}
+   */
+  applyChanges(changes, cursor, { reset = false } = {}) {
+    return this.write(async (tx) => {
+      const t = touched();
+      if (reset) {
+        for (const name of ["conversations", "messages", "readers", "users"]) tx.objectStore(name).clear();
+        t.all = true;
+      }
+      const unreadCounts = [];
+      for (const change of changes) {
+        const data = change.data;
+        switch (change.type) {
+          case ChangeType.CONVERSATION_UPDATED: {
+            const conversations = tx.objectStore("conversations");
+            const current = await promised(conversations.get(data.id));
+            if (current && current.position > data.position) break;
+            const record = { ...data, unread_unheld: current ? current.unread_unheld : 0 };
+            if (data.unread_count != null) unreadCounts.push(data);
+            conversations.put(record);
+            if (data.last_read_position != null) await this.#bumpMine(tx, data.id, data.last_read_position);
+            t.conversations.add(data.id);
+            break;
+          }
+          case ChangeType.MESSAGE_CREATED:
+            await this.#putMessage(tx, data, t);
+            break;
+          case ChangeType.READ_STATUS_UPDATED:
+            if (data.user_id === this.userId) await this.#bumpMine(tx, data.conversation_id, data.last_read_position);
+            else await this.#bumpReader(tx, data);
+            t.conversations.add(data.conversation_id);
+            break;
+          case ChangeType.USER_UPDATED:
+            tx.objectStore("users").put(data);
+            if (data.id === this.userId) {
+              const me = await promised(tx.objectStore("meta").get("me"));
+              if (me) tx.objectStore("meta").put({ ...me, user: data }, "me");
+            }
+            t.header = true;
+            break;
+          default: break; // a kind this client does not know
+        }
+      }
+      // The server's unread count covers messages this store may not hold (a snapshot brings
+      // the newest 100 of each): keep the part of it that the held messages do not explain.
+      for (const data of unreadCounts) {
+        const held = await this.#heldUnread(tx, data.id, data.last_read_position || 0);
+        const record = await promised(tx.objectStore("conversations").get(data.id));
+        tx.objectStore("conversations").put({ ...record, unread_unheld: Math.max(0, data.unread_count - held) });
+      }
+      if (cursor != null) tx.objectStore("meta").put(cursor, "cursor");
+      return t;
+    });
+  }
+
+  /** A page of older messages from the HTTP API: upserted like live ones. */
+  putMessages(messages) {
+    return this.write(async (tx) => {
+      const t = touched();
+      for (const m of messages) await this.#putMessage(tx, m, t);
+      return t;
+    });
+  }
+
+  async #putMessage(tx, m, t) {
+    const key = keyOf(m);
+    tx.objectStore("messages").put({ ...m, key });
+    if (m.sender_id === this.userId) {
+      // The server has it: its outbox entry (if any) is done, in this same transaction.
+      const seq = await promised(tx.objectStore("outbox").index("key").getKey(key));
+      if (seq !== undefined) tx.objectStore("outbox").delete(seq);
+    }
+    touchMessage(t, m.conversation_id, key);
+  }
+
+  async #bumpMine(tx, conversationId, position) {
+    const reads = tx.objectStore("reads");
+    const current = (await promised(reads.get(conversationId))) || { conversation_id: conversationId, mine: 0, pending: false };
+    if (position > current.mine) reads.put({ ...current, mine: position, pending: false });
+    else if (current.pending && position >= current.mine) reads.put({ ...current, pending: false });
+  }
+
+  async #bumpReader(tx, status) {
+    const readers = tx.objectStore("readers");
+    const current = await promised(readers.get([status.conversation_id, status.user_id]));
+    if (current && current.last_read_position >= status.last_read_position) return;
+    readers.put({ conversation_id: status.conversation_id, user_id: status.user_id,
+      last_read_position: status.last_read_position, last_read_at: status.last_read_at });
+  }
+
+  async #heldUnread(tx, conversationId, readUpTo) {
+    const held = await promised(tx.objectStore("messages").index("conversation").getAll(conversationId));
+    return held.filter((m) => m.sender_id !== this.userId && m.position > readUpTo).length;
+  }
+
+  // ---- my reads ------------------------------------------------------------------------------
+
+  /** Mark read up to `position` here at once; `pending` until the server confirms it. */
+  markRead(conversationId, position) {
+    return this.write(async (tx) => {
+      const t = touched();
+      const reads = tx.objectStore("reads");
+      const current = (await promised(reads.get(conversationId))) || { conversation_id: conversationId, mine: 0, pending: false };
+      if (position <= current.mine) return t;
+      reads.put({ conversation_id: conversationId, mine: position, pending: true });
+      const conversations = tx.objectStore("conversations");
+      const record = await promised(conversations.get(conversationId));
+      if (record && record.last_message_position != null && position >= record.last_message_position) {
+        conversations.put({ ...record, unread_unheld: 0 });
+      }
+      t.conversations.add(conversationId);
+      return t;
+    });
+  }
+
+  /** The server refused a read mark for good (the conversation is gone): stop sending it. */
+  settleRead(conversationId) {
+    return this.write(async (tx) => {
+      const reads = tx.objectStore("reads");
+      const current = await promised(reads.get(conversationId));
+      if (current && current.pending) reads.put({ ...current, pending: false });
+      return touched();
+    });
+  }
+
+  /** My read marks the server does not have yet. */
+  async pendingReads() {
+    const all = await promised(this.read(["reads"]).objectStore("reads").getAll());
+    return all.filter((r) => r.pending);
+  }
+
+  // ---- the outbox ----------------------------------------------------------------------------
+
+  /** Queue a message (durable once this resolves). @returns {Promise<Touched>} */
+  enqueue({ conversation_id, content, sender_name, idempotency_key = crypto.randomUUID() }) {
+    return this.write(async (tx) => {
+      const t = touched();
+      const entry = { key: `${this.userId}:${idempotency_key}`, idempotency_key, conversation_id, content,
+        sender_id: this.userId, sender_name, created_at: new Date().toISOString(),
+        status: MessageStatus.QUEUED, error: null };
+      tx.objectStore("outbox").add(entry);
+      touchMessage(t, conversation_id, entry.key);
+      return t;
+    });
+  }
+
+  /** The oldest queued entry (delivery is strictly in order), or null. */
+  async oldestQueued() {
+    const index = this.read(["outbox"]).objectStore("outbox");
+    const entries = await promised(index.getAll());
+    return entries.find((e) => e.status === MessageStatus.QUEUED) || null;
+  }
+
+  async outbox() { return promised(this.read(["outbox"]).objectStore("outbox").getAll()); }
+
+  /** The server refused this entry for good: keep it, marked failed, with the reason. */
+  refuse(entry, reason) { return this.#updateEntry(entry.key, { status: MessageStatus.FAILED, error: reason }); }
+
+  /** A failed entry goes back in the queue (same idempotency key). */
+  retry(key) { return this.#updateEntry(key, { status: MessageStatus.QUEUED, error: null }); }
+
+  /** Delete an entry the server never accepted. */
+  discard(key) {
+    return this.write(async (tx) => {
+      const t = touched();
+      const outbox = tx.objectStore("outbox");
+      const seq = await promised(outbox.index("key").getKey(key));
+      if (seq === undefined) return t;
+      const entry = await promised(outbox.get(seq));
+      if (entry.status !== MessageStatus.FAILED) return t; // only a refused one: a queued one may be on its way
+      outbox.delete(seq);
+      touchMessage(t, entry.conversation_id, key);
+      return t;
+    });
+  }
+
+  #updateEntry(key, fields) {
+    return this.write(async (tx) => {
+      const t = touched();
+      const outbox = tx.objectStore("outbox");
+      const seq = await promised(outbox.index("key").getKey(key));
+      if (seq === undefined) return t;
+      const entry = await promised(outbox.get(seq));
+      outbox.put({ ...entry, ...fields });
+      touchMessage(t, entry.conversation_id, key);
+      return t;
+    });
+  }
+
+  // ---- reads for the model -------------------------------------------------------------------
+
+  /** Everything, for a model built from scratch. */
+  async readAll() {
+    const tx = this.read();
+    const all = (name) => promised(tx.objectStore(name).getAll());
+    const [me, cursor, conversations, messages, reads, readers, users, outbox] = await Promise.all([
+      promised(tx.objectStore("meta").get("me")), promised(tx.objectStore("meta").get("cursor")),
+      all("conversations"), all("messages"), all("reads"), all("readers"), all("users"), all("outbox")]);
+    return { me, cursor, conversations, messages, reads, readers, users, outbox };
+  }
+
+  /** What `t` touched, read back: conversations with their reads and readers, and messages by key. */
+  async readTouched(t) {
+    const tx = this.read();
+    const get = (name, key) => promised(tx.objectStore(name).get(key));
+    const me = t.header ? await get("meta", "me") : undefined;
+    const users = t.header ? await promised(tx.objectStore("users").getAll()) : undefined;
+    const conversations = [];
+    for (const id of t.conversations) {
+      conversations.push({ id, record: await get("conversations", id), read: await get("reads", id),
+        readers: await promised(tx.objectStore("readers").index("conversation").getAll(id)) });
+    }
+    const messages = [];
+    for (const [conversationId, keys] of t.messages) {
+      for (const key of keys) {
+        const seq = await promised(tx.objectStore("outbox").index("key").getKey(key));
+        const record = (await get("messages", key)) || (seq !== undefined ? await get("outbox", seq) : undefined);
+        messages.push({ conversationId, key, record });
+      }
+    }
+    const outboxCount = await promised(tx.objectStore("outbox").count());
+    return { me, users, conversations, messages, outboxCount };
+  }
+}
