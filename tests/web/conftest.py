@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Playwright, async_playwright
 
 from tests.servers import base_env, run_cli, start
 from tests.web.pages import Api, Dashboards, Site
+from tests.web.phones import Phones
 
 CHROMIUM_CANDIDATES = (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -47,17 +48,39 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         await site.stop()
 
 
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
+def chromium() -> Path:
     executable = next((path for path in CHROMIUM_CANDIDATES if path.exists()), None)
     if executable is None:  # the run must fail, never skip
         pytest.fail(f"Chromium is required for the dashboard tests; looked for {CHROMIUM_CANDIDATES}")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    return executable
+
+
+@pytest.fixture(scope="session")
+async def playwright() -> AsyncIterator[Playwright]:
+    async with async_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
+    launched = await playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS, timeout=60_000)
+    try:
+        yield launched
+    finally:
+        await launched.close()
+
+
+@pytest.fixture
+async def phones(playwright: Playwright, site: Site, tmp_path: Path) -> AsyncIterator[Phones]:
+    """Phones on persistent profiles (a restart keeps IndexedDB, the service worker, the caches)."""
+    opened = Phones(playwright, chromium(), CHROMIUM_ARGS, tmp_path, site.base_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+    for phone in opened.opened:
+        assert not phone.page_errors, f"the page threw: {phone.page_errors}"
+        assert not phone.csp_violations, f"the CSP refused something: {phone.csp_violations}"
 
 
 @pytest.fixture

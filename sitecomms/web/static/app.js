@@ -15,13 +15,12 @@ import { databaseName, Store } from "./store.js";
 import { deleteDatabase } from "./idb.js";
 import { changedLocally, clear, isMine, keyOf, load, messagesOf, model, newestKnown, refresh, subscribe, thread } from "./model.js";
 import { deliver, Delivery } from "./outbox.js";
+import { OUTBOX_SYNC_TAG } from "./background.js";
 import { olderMessages, pull, refreshMe } from "./sync.js";
 import { Realtime } from "./socket.js";
 import { packTouched, Tabs, unpackTouched } from "./tabs.js";
 import { atBottom, confirmSignOut, installViews, render, showApp, showLogin, showNotice } from "./views.js";
 import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
-
-const OUTBOX_SYNC_TAG = "sitecomms-outbox";
 
 let store = null;    // the signed-in user's Store
 let tabs = null;     // this tab among the user's tabs

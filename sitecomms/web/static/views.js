@@ -90,8 +90,13 @@ function renderThread() {
     meta.append(el("span", "sender", isMine(m) ? "You" : m.sender_name),
       el("time", "", new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
     const status = statusText(m);
-    if (status) meta.append(el("span", "status", status));
+    if (status) { const node = el("span", "status", status); node.dataset.status = m.status; meta.append(node); }
     item.append(meta, el("div", "body", m.content));
+    if (m.status === MessageStatus.FAILED) {
+      const retry = el("button", "secondary small", "Retry"); retry.type = "button"; retry.onclick = () => actions.retry(m.key);
+      const drop = el("button", "secondary small", "Delete"); drop.type = "button"; drop.onclick = () => actions.discard(m.key);
+      item.append(retry, drop);
+    }
     box.append(item);
   }
   if (atBottom) box.scrollTop = box.scrollHeight;
