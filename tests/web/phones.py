@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import BrowserContext, Locator, Page, Playwright, ViewportSize, expect
+from playwright.async_api import BrowserContext, Locator, Page, Playwright, ViewportSize, WebSocket, expect
 
 from tests.web.pages import DEMO_PASSWORD, TIMEOUT_MS, Dashboard
 
@@ -30,6 +30,8 @@ class Phone:
         self.dashboard: Dashboard | None = None
         self.page_errors: list[str] = []
         self.csp_violations: list[str] = []
+        self.sockets: list[tuple[Page, WebSocket]] = []  # every realtime socket any tab of this phone opened
+        self.init_scripts: list[str] = []  # run in every page before the app (e.g. to remove an API)
 
     @property
     def page(self) -> Page:
@@ -47,15 +49,39 @@ class Phone:
             timeout=60_000,
         )
         self.context.set_default_timeout(TIMEOUT_MS)
+        for script in self.init_scripts:
+            await self.context.add_init_script(script)
+        self.context.on("page", self._watch)
         page = self.context.pages[0] if self.context.pages else await self.context.new_page()
+        if not self.context.pages or page is self.context.pages[0]:
+            self._watch(page)
         self.dashboard = Dashboard(page, self.base_url)
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        page.on("console", self._console)
         await page.goto(self.base_url + "/")
         if signed_in:
             await expect(page.locator("#app")).to_be_visible()
         else:
             await page.wait_for_load_state("load")
+
+    def _watch(self, page: Page) -> None:
+        if getattr(page, "_phone_watched", False):
+            return
+        setattr(page, "_phone_watched", True)
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        page.on("console", self._console)
+        page.on("websocket", lambda socket: self.sockets.append((page, socket)))
+
+    async def tab(self) -> Dashboard:
+        """Another tab of the app in this browser (signed in from the shared store)."""
+        assert self.context is not None
+        page = await self.context.new_page()
+        self._watch(page)
+        await page.goto(self.base_url + "/")
+        await expect(page.locator("#app")).to_be_visible()
+        return Dashboard(page, self.base_url)
+
+    def open_sockets(self) -> list[WebSocket]:
+        """The sockets still open, in tabs still open."""
+        return [socket for page, socket in self.sockets if not socket.is_closed() and not page.is_closed()]
 
     def _console(self, message: Any) -> None:
         if message.type == "error" and "Content Security Policy" in message.text:

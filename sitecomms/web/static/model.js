@@ -157,7 +157,7 @@ export async function refresh(store, touched) {
   for (const m of read.messages) putMessage(m.conversationId, m.key, m.record);
   const ids = read.users ? [...model.conversations.keys()] : touched.conversations;
   for (const id of ids) { recount(id); restatus(id); }
-  model.outboxCount = (await store.outbox()).filter((e) => e.status === MessageStatus.QUEUED).length;
+  model.outboxCount = read.outboxCount;
   const changed = { all: false, header: true, conversations: new Set(ids), messages: touched.messages };
   notify(changed);
   return changed;

@@ -340,7 +340,8 @@ export class Store {
         messages.push({ conversationId, key, record });
       }
     }
-    const outboxCount = await promised(tx.objectStore("outbox").count());
+    const outbox = await promised(tx.objectStore("outbox").getAll());
+    const outboxCount = outbox.filter((e) => e.status === MessageStatus.QUEUED).length;
     return { me, users, conversations, messages, outboxCount };
   }
 }
