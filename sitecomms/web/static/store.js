@@ -93,10 +93,14 @@ export class Store {
 
   close() { this.closed = true; this.db.close(); }
 
-  /** Run `work(tx)` in one readwrite transaction, after every earlier write of this context. */
-  write(work) {
+  /**
+   * Run `work(tx)` in one readwrite transaction, after every earlier write of this context.
+   * `durable` writes (the outbox: what the user typed) are flushed to disk before they
+   * resolve; the rest (what the server holds anyway and can send again) are "relaxed".
+   */
+  write(work, { durable = false } = {}) {
     const run = this.queue.then(async () => {
-      const tx = this.db.transaction(STORES, "readwrite");
+      const tx = this.db.transaction(STORES, "readwrite", { durability: durable ? "strict" : "relaxed" });
       const done = committed(tx);
       let result;
       try { result = await work(tx); } catch (error) { try { tx.abort(); } catch { /* already over */ } await done.catch(() => {}); throw error; }
@@ -263,7 +267,7 @@ export class Store {
       tx.objectStore("outbox").add(entry);
       touchMessage(t, conversation_id, entry.key);
       return t;
-    });
+    }, { durable: true });
   }
 
   /** The oldest queued entry (delivery is strictly in order), or null. */
