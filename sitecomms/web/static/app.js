@@ -30,7 +30,7 @@ const state = {
   openId: null,
   cursor: null,
   socket: null,
-  socketState: Socket.OFFLINE,
+  socketState: /** @type {string} */ (Socket.OFFLINE),
   retries: 0,
   outbox: [],            // sends waiting for the socket to be live: {conversation_id, content, idempotency_key}
   lastFrameAt: 0,
@@ -129,7 +129,7 @@ function renderHeader() {
 
 function renderList() {
   const list = $("conversations");
-  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.id : null;
+  const focused = list.contains(document.activeElement) ? /** @type {HTMLElement} */ (document.activeElement).dataset.id : null;
   list.replaceChildren();
   for (const c of sortedConversations()) {
     const item = el("li");

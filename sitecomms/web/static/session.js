@@ -17,6 +17,7 @@ const SIGNED_OUT = "You were signed out. Sign in again.";
 let saved = load();  // {access_token, refresh_token, session_id, expires_at, refresh_at} or null
 let refreshing = null; // the refresh under way (single-flight)
 let refreshTimer = null, refreshFailures = 0;
+/** @type {{refreshed: (token: string) => void, signedOut: (message: string) => void}} */
 const hooks = { refreshed: () => {}, signedOut: () => {} };
 
 export class SignedOut extends Error {}
@@ -130,6 +131,7 @@ function request(method, path, body, token) {
 async function answer(response) {
   const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
   if (!response.ok) {
+    /** @type {Error & {status?: number, code?: string, retryAfter?: string | null}} */
     const error = new Error(data?.error?.message || `HTTP ${response.status}`);
     error.status = response.status;
     error.code = data?.error?.code;
@@ -167,8 +169,10 @@ export async function logout() {
 
 // "Web · Chrome on Linux": how this browser is named in "my devices".
 export function deviceLabel(agent = navigator.userAgent) {
+  /** @type {[RegExp, string][]} */
   const browsers = [[/Edg\//, "Edge"], [/OPR\//, "Opera"], [/Firefox\//, "Firefox"], [/Chrom(e|ium)\//, "Chrome"],
     [/Safari\//, "Safari"]];
+  /** @type {[RegExp, string][]} */
   const systems = [[/Android/, "Android"], [/iPhone|iPad/, "iOS"], [/Windows/, "Windows"], [/Mac OS X/, "macOS"],
     [/CrOS/, "ChromeOS"], [/Linux/, "Linux"]];
   const browser = browsers.find(([pattern]) => pattern.test(agent))?.[1] || "browser";
