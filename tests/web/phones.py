@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import BrowserContext, Playwright, Request, ViewportSize
 
@@ -125,12 +127,15 @@ class RequestLog:
             for r in self.requests
         ]
 
-    async def quiet_for(self, seconds: float) -> list[Request]:
-        """Wait `seconds` for a request, from a cleared log; returns the requests (none when quiet).
-
-        The wait is bounded and is the subject: it ends early at the first request.
+    def quiet_for(self, seconds: float) -> Coroutine[Any, Any, list[Request]]:
+        """Clear the log now; the coroutine waits up to `seconds` for a request and returns the
+        requests seen (none when it stayed quiet). It ends early, at the first request: the bounded
+        wait is the subject of an idle test, not a pause.
         """
         self.clear()
+        return self._first_within(seconds)
+
+    async def _first_within(self, seconds: float) -> list[Request]:
         with contextlib.suppress(TimeoutError):  # quiet all along: the outcome hoped for
             await asyncio.wait_for(self._first.wait(), seconds)
         return list(self.requests)
