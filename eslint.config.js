@@ -6,7 +6,7 @@ import js from "@eslint/js";
 import globals from "globals";
 
 export default [
-  { ignores: ["node_modules/", "sitecomms/web/static/vendor/", ".venv/", "build/"] },
+  { ignores: ["node_modules/", "sitecomms/web/static/vendor/", ".venv/", "build/", "htmlcov/", "test-artifacts/"] },
   {
     files: ["**/*.js"],
     ...js.configs.recommended,
