@@ -5,6 +5,8 @@
   browser download is not used).
 - `dashboards`: pages in fresh browser contexts, closed at the end of the test; the test fails
   if a page threw or the Content Security Policy refused something.
+- `phones`: Chromium on persistent profiles that survive a restart (`tests.web.phones.Phones`),
+  closed at the end of the test; the test fails if a page threw or the CSP refused something.
 - `api`: the HTTP API (`tests.web.pages.Api`).
 """
 
@@ -18,20 +20,8 @@ import pytest
 from playwright.async_api import Browser, Playwright, async_playwright
 
 from tests.servers import base_env, run_cli, start
-from tests.web.pages import Api, Dashboards, Site
+from tests.web.pages import CHROMIUM_ARGS, Api, Dashboards, Site, assert_clean, chromium
 from tests.web.phones import Phones
-
-CHROMIUM_CANDIDATES = (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -48,39 +38,20 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         await site.stop()
 
 
-def chromium() -> Path:
-    executable = next((path for path in CHROMIUM_CANDIDATES if path.exists()), None)
-    if executable is None:  # the run must fail, never skip
-        pytest.fail(f"Chromium is required for the dashboard tests; looked for {CHROMIUM_CANDIDATES}")
-    return executable
+@pytest.fixture(scope="session")
+async def playwright_driver() -> AsyncIterator[Playwright]:
+    async with async_playwright() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="session")
-async def playwright() -> AsyncIterator[Playwright]:
-    async with async_playwright() as started:
-        yield started
-
-
-@pytest.fixture(scope="session")
-async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
-    launched = await playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS, timeout=60_000)
+async def browser(playwright_driver: Playwright) -> AsyncIterator[Browser]:
+    executable = str(chromium())  # the run must fail, never skip
+    launched = await playwright_driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=60_000)
     try:
         yield launched
     finally:
         await launched.close()
-
-
-@pytest.fixture
-async def phones(playwright: Playwright, site: Site, tmp_path: Path) -> AsyncIterator[Phones]:
-    """Phones on persistent profiles (a restart keeps IndexedDB, the service worker, the caches)."""
-    opened = Phones(playwright, chromium(), CHROMIUM_ARGS, tmp_path, site.base_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-    for phone in opened.opened:
-        assert not phone.page_errors, f"the page threw: {phone.page_errors}"
-        assert not phone.csp_violations, f"the CSP refused something: {phone.csp_violations}"
 
 
 @pytest.fixture
@@ -90,9 +61,17 @@ async def dashboards(browser: Browser, site: Site) -> AsyncIterator[Dashboards]:
         yield opened
     finally:
         await opened.close()
-    for dashboard in opened.opened:
-        assert not dashboard.page_errors, f"the page threw: {dashboard.page_errors}"
-        assert not dashboard.csp_violations, f"the CSP refused something: {dashboard.csp_violations}"
+    assert_clean(opened.opened)
+
+
+@pytest.fixture
+async def phones(playwright_driver: Playwright, site: Site, tmp_path: Path) -> AsyncIterator[Phones]:
+    made = Phones(playwright_driver, site, tmp_path)
+    try:
+        yield made
+    finally:
+        await made.close()
+    assert_clean(made.opened)
 
 
 @pytest.fixture

@@ -5,18 +5,21 @@
   and comes back.
 - `Api`: the HTTP API, for setting up data and for checking what the server holds.
 - `Dashboards`: opens pages in fresh browser contexts (one signed-in user each) and closes them;
-  each `Dashboard` records uncaught page errors and Content Security Policy refusals.
+  each `Dashboard` records uncaught page errors and Content Security Policy refusals (`watched`).
+- Debian's Chromium (`chromium`, `CHROMIUM_ARGS`), for the `browser` fixture and for phones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, ViewportSize, expect
 
 from tests.servers import STOP_TIMEOUT, Served, start
@@ -27,6 +30,44 @@ TIMEOUT = TIMEOUT_MS / 1000
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
 expect.set_options(timeout=TIMEOUT_MS)
+
+STORED_SESSION = """() => new Promise((resolve, reject) => {
+  const open = indexedDB.open("sitecomms");
+  open.onerror = () => reject(open.error);
+  open.onsuccess = () => {
+    const db = open.result;
+    if (!db.objectStoreNames.contains("kv")) { db.close(); resolve(null); return; }
+    const get = db.transaction("kv").objectStore("kv").get("session");
+    get.onsuccess = () => { db.close(); resolve(get.result ?? null); };
+    get.onerror = () => reject(get.error);
+  };
+})"""
+CACHED_URLS = """async () => { const urls = [];
+  for (const name of await caches.keys()) {
+    for (const request of await (await caches.open(name)).keys()) urls.push(request.url);
+  }
+  return urls; }"""
+
+# Debian's Chromium (Playwright's own browser download is not used), and how it is started.
+CHROMIUM_CANDIDATES = (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> Path:
+    """Debian's Chromium; fails the test (never skips) when it is not installed."""
+    executable = next((path for path in CHROMIUM_CANDIDATES if path.exists()), None)
+    if executable is None:
+        pytest.fail(f"Chromium is required for the dashboard tests; looked for {CHROMIUM_CANDIDATES}")
+    return executable
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -211,6 +252,23 @@ class Dashboard:
             await expect(self.page.locator("#thread-title")).to_have_text(title)
         await expect(self.badge(conversation_id)).to_be_hidden()
 
+    async def sign_out(self) -> None:
+        await self.page.locator("#sign-out").click()
+
+    async def databases(self) -> list[str]:
+        """The names of this origin's IndexedDB databases."""
+        names = await self.page.evaluate("async () => (await indexedDB.databases()).map((d) => d.name).sort()")
+        return list(names)
+
+    async def stored_session(self) -> dict[str, Any] | None:
+        """The session the app keeps in IndexedDB ("sitecomms", store "kv", key "session")."""
+        value = await self.page.evaluate(STORED_SESSION)
+        return dict(value) if value else None
+
+    async def cached_urls(self) -> list[str]:
+        """Every URL held in this origin's Cache Storage."""
+        return list(await self.page.evaluate(CACHED_URLS))
+
     async def total(self) -> int:
         return int(await self.unread_total.inner_text())
 
@@ -240,6 +298,21 @@ class Dashboard:
         )
 
 
+def watched(page: Page, base_url: str) -> Dashboard:
+    """A `Dashboard` for `page` that records its uncaught errors and Content Security Policy refusals."""
+    dashboard = Dashboard(page, base_url)
+    page.on("pageerror", lambda error: dashboard.page_errors.append(str(error)))
+    page.on("console", dashboard._console)
+    return dashboard
+
+
+def assert_clean(opened: list[Dashboard]) -> None:
+    """Fails if any of these pages threw or had something refused by the Content Security Policy."""
+    for dashboard in opened:
+        assert not dashboard.page_errors, f"the page threw: {dashboard.page_errors}"
+        assert not dashboard.csp_violations, f"the CSP refused something: {dashboard.csp_violations}"
+
+
 class Dashboards:
     def __init__(self, browser: Browser, site: Site) -> None:
         self._browser = browser
@@ -247,8 +320,15 @@ class Dashboards:
         self._contexts: list[BrowserContext] = []
         self.opened: list[Dashboard] = []
 
-    async def new(self, *, viewport: ViewportSize | None = None, mobile: bool = False) -> Dashboard:
-        """A page at the login form, in a fresh context (its own session storage)."""
+    async def new(
+        self,
+        *,
+        viewport: ViewportSize | None = None,
+        mobile: bool = False,
+        setup: Callable[[BrowserContext], Awaitable[None]] | None = None,
+    ) -> Dashboard:
+        """A page at the login form, in a fresh context (its own session storage); `setup` runs on
+        that context before the page opens (to install Playwright's fake clock, say)."""
         context = await self._browser.new_context(
             viewport=viewport or DESKTOP,
             is_mobile=mobile,
@@ -256,10 +336,9 @@ class Dashboards:
         )
         context.set_default_timeout(TIMEOUT_MS)
         self._contexts.append(context)
-        page = await context.new_page()
-        dashboard = Dashboard(page, self._site.base_url)
-        page.on("pageerror", lambda error: dashboard.page_errors.append(str(error)))
-        page.on("console", dashboard._console)
+        if setup is not None:
+            await setup(context)
+        dashboard = watched(await context.new_page(), self._site.base_url)
         self.opened.append(dashboard)
         await dashboard.goto()
         return dashboard

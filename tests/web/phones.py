@@ -1,173 +1,170 @@
-"""Phones for the offline tests: Chromium on a persistent profile, at phone width, with touch.
+"""Phones for restart tests: Chromium on a persistent profile that outlives a close, and a request log.
 
-A `Phone` keeps its profile directory across `close()` and `launch()`, so IndexedDB, the
-service worker and its caches survive a "browser restart" as they do on a device. Its page is
-a `Dashboard` (tests.web.pages), so the same helpers work on it; it records page errors and
-Content Security Policy refusals of every launch, which the `phones` fixture asserts empty.
+- `Phone`: a 390x844 touch screen (`is_mobile`, which Chromium honours in a persistent context)
+  on its own profile directory; `launch`, `close` and `restart` (the same profile, so
+  IndexedDB, localStorage, the service worker and its caches survive). Each launch's page is a
+  `Dashboard` (`tests.web.pages.watched`): its uncaught errors and CSP refusals are recorded.
+  `tab()` opens another tab of the app; `sockets` records every realtime socket of any tab.
+- `Phones`: the fixture's factory; closes every phone at the end.
+- `RequestLog`: every HTTP request of a context, its pages' and its service workers' alike
+  (Chromium reports a service worker's requests on the context, with `request.service_worker`
+  set); `quiet_for(seconds)` waits for the first request and returns what came in that window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import BrowserContext, Locator, Page, Playwright, ViewportSize, WebSocket, expect
+from playwright.async_api import BrowserContext, Page, Playwright, Request, ViewportSize, WebSocket, expect
 
-from tests.web.pages import DEMO_PASSWORD, TIMEOUT_MS, Dashboard
+from tests.web.pages import CHROMIUM_ARGS, TIMEOUT_MS, Dashboard, Site, chromium, watched
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
+LAUNCH_TIMEOUT_MS = 60_000
 
 
+@dataclass
 class Phone:
-    def __init__(self, playwright: Playwright, executable: Path, args: list[str], profile: Path, base_url: str) -> None:
-        self._playwright = playwright
-        self._executable = executable
-        self._args = args
-        self.profile = profile
-        self.base_url = base_url
-        self.context: BrowserContext | None = None  # type: ignore[assignment]
-        self.dashboard: Dashboard | None = None
-        self.page_errors: list[str] = []
-        self.csp_violations: list[str] = []
-        self.sockets: list[tuple[Page, WebSocket]] = []  # every realtime socket any tab of this phone opened
-        self.init_scripts: list[str] = []  # run in every page before the app (e.g. to remove an API)
+    """One phone: a persistent Chromium profile, launched, closed and launched again."""
+
+    driver: Playwright
+    site: Site
+    profile: Path
+    context: BrowserContext | None = None
+    launches: list[Dashboard] = field(default_factory=list)  # one page per launch, the latest last
+    tabs: list[Dashboard] = field(default_factory=list)  # more tabs opened with `tab()`
+    init_scripts: list[str] = field(default_factory=list)  # run in every page first (e.g. to remove an API)
+    sockets: list[tuple[Page, WebSocket]] = field(default_factory=list)  # every socket of any tab
 
     @property
-    def page(self) -> Page:
-        assert self.dashboard is not None, "launch the phone first"
-        return self.dashboard.page
+    def dashboard(self) -> Dashboard:
+        assert self.launches and self.context is not None, "the phone is not running"
+        return self.launches[-1]
 
-    async def launch(self, *, signed_in: bool = True) -> None:
-        """Start the browser on the profile and open the app (signed in from the store, if `signed_in`)."""
-        self.context = await self._playwright.chromium.launch_persistent_context(
+    async def launch(self) -> Dashboard:
+        """Start Chromium on the profile and open the dashboard (not signed in: the profile decides)."""
+        assert self.context is None, "the phone is already running"
+        self.context = await self.driver.chromium.launch_persistent_context(
             str(self.profile),
-            executable_path=str(self._executable),
-            args=self._args,
+            executable_path=str(chromium()),
+            args=CHROMIUM_ARGS,
             viewport=PHONE,
+            is_mobile=True,
             has_touch=True,
-            timeout=60_000,
+            timeout=LAUNCH_TIMEOUT_MS,
         )
         self.context.set_default_timeout(TIMEOUT_MS)
         for script in self.init_scripts:
             await self.context.add_init_script(script)
-        self.context.on("page", self._watch)
         page = self.context.pages[0] if self.context.pages else await self.context.new_page()
-        if not self.context.pages or page is self.context.pages[0]:
-            self._watch(page)
-        self.dashboard = Dashboard(page, self.base_url)
-        await page.goto(self.base_url + "/")
-        if signed_in:
-            await expect(page.locator("#app")).to_be_visible()
-        else:
-            await page.wait_for_load_state("load")
+        dashboard = self._watched(page)
+        self.launches.append(dashboard)
+        await page.goto(self.site.base_url + "/")
+        return dashboard
 
-    def _watch(self, page: Page) -> None:
-        if getattr(page, "_phone_watched", False):
-            return
-        setattr(page, "_phone_watched", True)
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        page.on("console", self._console)
+    def _watched(self, page: Page) -> Dashboard:
         page.on("websocket", lambda socket: self.sockets.append((page, socket)))
+        return watched(page, self.site.base_url)
 
     async def tab(self) -> Dashboard:
-        """Another tab of the app in this browser (signed in from the shared store)."""
-        assert self.context is not None
+        """Another tab of the app in this browser, signed in from the shared store."""
+        assert self.context is not None, "the phone is not running"
         page = await self.context.new_page()
-        self._watch(page)
-        await page.goto(self.base_url + "/")
+        dashboard = self._watched(page)
+        self.tabs.append(dashboard)
+        await page.goto(self.site.base_url + "/")
         await expect(page.locator("#app")).to_be_visible()
-        return Dashboard(page, self.base_url)
+        return dashboard
 
     def open_sockets(self) -> list[WebSocket]:
         """The sockets still open, in tabs still open."""
         return [socket for page, socket in self.sockets if not socket.is_closed() and not page.is_closed()]
 
-    def _console(self, message: Any) -> None:
-        if message.type == "error" and "Content Security Policy" in message.text:
-            self.csp_violations.append(message.text)
-
     async def close(self) -> None:
+        """Quit Chromium; the profile stays on disk (Chromium flushes it on a clean close)."""
         if self.context is not None:
-            await self.context.close()
-        self.context = None
+            context, self.context = self.context, None
+            await asyncio.wait_for(context.close(), LAUNCH_TIMEOUT_MS / 1000)
 
-    async def sign_in(self, email: str, password: str = DEMO_PASSWORD) -> None:
-        assert self.dashboard is not None
-        await self.dashboard.sign_in(email, password)
-
-    async def sign_out(self) -> None:
-        await self.page.locator("#sign-out").click()
-
-    @property
-    def connection(self) -> Locator:
-        return self.page.locator("#connection")
-
-    def message(self, text: str) -> Locator:
-        assert self.dashboard is not None
-        return self.dashboard.message(text)
-
-    async def open(self, conversation_id: str) -> None:
-        assert self.dashboard is not None
-        await self.dashboard.item(conversation_id).click()
-        await expect(self.page.locator("#messages")).to_be_visible()
-
-    async def databases(self) -> list[str]:
-        """The names of this origin's IndexedDB databases."""
-        names = await self.page.evaluate("async () => (await indexedDB.databases()).map((d) => d.name).sort()")
-        return list(names)
-
-    async def stored_session(self) -> dict[str, Any] | None:
-        """The session record the app keeps in IndexedDB ("sitecomms" / "kv" / "session")."""
-        value = await self.page.evaluate(
-            """() => new Promise((resolve, reject) => {
-                 const open = indexedDB.open("sitecomms");
-                 open.onerror = () => reject(open.error);
-                 open.onsuccess = () => {
-                   const db = open.result;
-                   if (!db.objectStoreNames.contains("kv")) { db.close(); resolve(null); return; }
-                   const get = db.transaction("kv").objectStore("kv").get("session");
-                   get.onsuccess = () => { db.close(); resolve(get.result ?? null); };
-                   get.onerror = () => reject(get.error);
-                 };
-               })"""
-        )
-        return dict(value) if value else None
-
-    async def cached_urls(self, keep: Callable[[str], bool] = lambda url: True) -> list[str]:
-        """Every URL held in this origin's Cache Storage, filtered by `keep`."""
-        urls = await self.page.evaluate(
-            """async () => { const urls = [];
-                 for (const name of await caches.keys()) {
-                   for (const request of await (await caches.open(name)).keys()) urls.push(request.url);
-                 }
-                 return urls; }"""
-        )
-        return [url for url in urls if keep(url)]
+    async def restart(self) -> Dashboard:
+        await self.close()
+        return await self.launch()
 
 
 class Phones:
-    """Phones of one test, each on its own profile under the test's temporary directory."""
+    def __init__(self, driver: Playwright, site: Site, directory: Path) -> None:
+        self._driver = driver
+        self._site = site
+        self._directory = directory
+        self.phones: list[Phone] = []
 
-    def __init__(self, playwright: Playwright, executable: Path, args: list[str], root: Path, base_url: str) -> None:
-        self._playwright = playwright
-        self._executable = executable
-        self._args = args
-        self._root = root
-        self._base_url = base_url
-        self.opened: list[Phone] = []
-
-    def new(self) -> Phone:
-        phone = Phone(self._playwright, self._executable, self._args, self._root / f"phone-{len(self.opened)}", self._base_url)
-        self.opened.append(phone)
+    async def new(self, *, init_scripts: tuple[str, ...] = ()) -> Phone:
+        """A launched phone on a new, empty profile."""
+        profile = self._directory / f"phone-{len(self.phones) + 1}"
+        profile.mkdir()
+        phone = Phone(self._driver, self._site, profile, init_scripts=list(init_scripts))
+        self.phones.append(phone)
+        await phone.launch()
         return phone
 
-    async def signed_in(self, email: str, password: str = DEMO_PASSWORD) -> Phone:
-        phone = self.new()
-        await phone.launch(signed_in=False)
-        await phone.sign_in(email, password)
+    async def signed_in(self, email: str, password: str) -> Phone:
+        phone = await self.new()
+        await phone.dashboard.sign_in(email, password)
         return phone
+
+    @property
+    def opened(self) -> list[Dashboard]:
+        return [dashboard for phone in self.phones for dashboard in [*phone.launches, *phone.tabs]]
 
     async def close(self) -> None:
-        for phone in self.opened:
+        for phone in self.phones:
             await phone.close()
+
+
+class RequestLog:
+    """Every HTTP request of a context (pages and service workers) from now on.
+
+    Playwright reports a WebSocket as a "websocket" event, never as a request: frames on an open
+    socket are not logged, a reconnect's HTTP (a sync, a token refresh) is.
+    """
+
+    def __init__(self, context: BrowserContext) -> None:
+        self.requests: list[Request] = []
+        self._first = asyncio.Event()
+        self._context = context
+        context.on("request", self._record)
+
+    def _record(self, request: Request) -> None:
+        self.requests.append(request)
+        self._first.set()
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self._first.clear()
+
+    def stop(self) -> None:
+        self._context.remove_listener("request", self._record)
+
+    def described(self, base_url: str = "") -> list[str]:
+        return [
+            f"{'service worker ' if r.service_worker else ''}{r.method} {r.url.removeprefix(base_url)}"
+            for r in self.requests
+        ]
+
+    def quiet_for(self, seconds: float) -> Coroutine[Any, Any, list[Request]]:
+        """Clear the log now; the coroutine waits up to `seconds` for a request and returns the
+        requests seen (none when it stayed quiet). It ends early, at the first request: the bounded
+        wait is the subject of an idle test, not a pause.
+        """
+        self.clear()
+        return self._first_within(seconds)
+
+    async def _first_within(self, seconds: float) -> list[Request]:
+        with contextlib.suppress(TimeoutError):  # quiet all along: the outcome hoped for
+            await asyncio.wait_for(self._first.wait(), seconds)
+        return list(self.requests)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from playwright.async_api import expect
 
 from tests.web.pages import Api, Dashboards, Medic
-from tests.web.phones import Phone, Phones
+from tests.web.pages import Dashboard
+from tests.web.phones import Phones
 
 ADMIN = "admin@demo.example"
 
@@ -26,10 +27,11 @@ async def contents_on_server(api: Api, medic: Medic, tagged: str) -> list[str]:
     return [m["content"] for m in await api.thread(admin, medic.conversation_id) if tagged in m["content"]]
 
 
-async def write(phone: Phone, text: str) -> None:
-    await phone.page.fill("#compose-text", text)
-    await phone.page.click("#compose button[type=submit]")
-    await expect(phone.message(text)).to_have_count(1)
+async def write(page: Dashboard, text: str) -> None:
+    """Type a message and tap Send; returns once it is shown (queued, or further)."""
+    await page.page.fill("#compose-text", text)
+    await page.page.click("#compose button[type=submit]")
+    await expect(page.message(text)).to_have_count(1)
 
 
 async def test_three_messages_typed_offline_survive_a_browser_restart_and_go_out_once_in_order(
@@ -39,66 +41,66 @@ async def test_three_messages_typed_offline_survive_a_browser_restart_and_go_out
     admin = await dashboards.signed_in(ADMIN)
     await admin.open(medic.conversation_id, "Offline Olga")
     phone = await phones.signed_in(medic.email, medic.password)
-    await phone.open(medic.conversation_id)
+    await phone.dashboard.open(medic.conversation_id)
 
-    await phone.context.set_offline(True)
-    await expect(phone.connection).to_have_attribute("data-state", "offline")
+    await phone.dashboard.page.context.set_offline(True)
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "offline")
     texts = [f"offline note {n} olga" for n in (1, 2, 3)]
     for text in texts:
-        await write(phone, text)
-        await expect(phone.message(text).locator(".status")).to_have_attribute("data-status", "queued")
+        await write(phone.dashboard, text)
+        await expect(phone.dashboard.message(text).locator(".status")).to_have_attribute("data-status", "queued")
     assert await contents_on_server(api, medic, "olga") == []
 
     await phone.close()  # the app closed, the browser gone
-    await phone.launch()  # later, with signal
-    await expect(phone.connection).to_have_attribute("data-state", "live")
+    await phone.launch()  # later, with signal: signed in from the store
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
     for text in texts:  # the admin watching sees them arrive live
         await expect(admin.message(text)).to_have_count(1)
     assert await contents_on_server(api, medic, "olga") == texts
-    await phone.open(medic.conversation_id)
+    await phone.dashboard.open(medic.conversation_id)
     for text in texts:  # and the admin, who has the conversation open, has read them
-        await expect(phone.message(text).locator(".status")).to_have_attribute("data-status", "read")
+        await expect(phone.dashboard.message(text).locator(".status")).to_have_attribute("data-status", "read")
 
 
 async def test_a_refused_message_is_kept_failed_with_retry_and_delete(phones: Phones, api: Api) -> None:
     medic = await new_medic(api, "Refused Rita")
     phone = await phones.signed_in(medic.email, medic.password)
-    await phone.open(medic.conversation_id)
+    await phone.dashboard.open(medic.conversation_id)
     # The server refuses it for good (a control character is not content): it is kept, marked failed.
     refused = "refused \u0007 rita"
-    await write(phone, refused)
-    status = phone.message(refused).locator(".status")
+    await write(phone.dashboard, refused)
+    status = phone.dashboard.message(refused).locator(".status")
     await expect(status).to_have_attribute("data-status", "failed")
-    await phone.page.reload()
-    await phone.open(medic.conversation_id)
-    await expect(phone.message(refused).locator(".status")).to_have_attribute("data-status", "failed")
-    await phone.message(refused).get_by_role("button", name="Delete").click()
-    await expect(phone.message(refused)).to_have_count(0)
+    await phone.dashboard.page.reload()
+    await phone.dashboard.open(medic.conversation_id)
+    await expect(phone.dashboard.message(refused).locator(".status")).to_have_attribute("data-status", "failed")
+    await phone.dashboard.message(refused).get_by_role("button", name="Delete").click()
+    await expect(phone.dashboard.message(refused)).to_have_count(0)
     assert await contents_on_server(api, medic, "rita") == []
 
 
 async def test_sign_out_with_unsent_messages_warns_then_wipes_the_phone(phones: Phones, api: Api) -> None:
     medic = await new_medic(api, "Shared Sam")
     phone = await phones.signed_in(medic.email, medic.password)
-    await phone.open(medic.conversation_id)
-    await phone.context.set_offline(True)
-    await write(phone, "unsent sam")
+    await phone.dashboard.open(medic.conversation_id)
+    await phone.dashboard.page.context.set_offline(True)
+    await write(phone.dashboard, "unsent sam")
 
-    await phone.sign_out()
-    dialog = phone.page.locator("#sign-out-confirm")
+    await phone.dashboard.sign_out()
+    dialog = phone.dashboard.page.locator("#sign-out-confirm")
     await expect(dialog).to_be_visible()
     await expect(dialog).to_contain_text("1 message has not been sent")
     await dialog.get_by_role("button", name="Keep them and stay").click()
-    await expect(phone.message("unsent sam")).to_have_count(1)  # still signed in, still queued
+    await expect(phone.dashboard.message("unsent sam")).to_have_count(1)  # still signed in, still queued
 
-    await phone.context.set_offline(False)
-    await expect(phone.connection).to_have_attribute("data-state", "live")
-    await expect(phone.message("unsent sam").locator(".status")).to_have_attribute("data-status", "sent")
-    await phone.sign_out()  # nothing unsent: no warning
-    await expect(phone.page.locator("#login-email")).to_be_visible()
-    assert await phone.databases() == ["sitecomms"], "the user's store is deleted"
-    assert await phone.stored_session() is None
-    assert await phone.cached_urls(lambda url: "/v1/" in url) == []
+    await phone.dashboard.page.context.set_offline(False)
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
+    await expect(phone.dashboard.message("unsent sam").locator(".status")).to_have_attribute("data-status", "sent")
+    await phone.dashboard.sign_out()  # nothing unsent: no warning
+    await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
+    assert await phone.dashboard.databases() == ["sitecomms"], "the user's store is deleted"
+    assert await phone.dashboard.stored_session() is None
+    assert [url for url in await phone.dashboard.cached_urls() if "/v1/" in url] == []
     sessions = await api.http.get("/v1/sessions", headers=medic.account.headers)
     assert all(not s["device"].startswith("Web") for s in sessions.json()["sessions"]), "revoked on the server"
 
@@ -108,26 +110,26 @@ async def test_an_expired_session_keeps_the_outbox_for_the_same_user_only(phones
     other = await new_medic(api, "Other Otto")
     admin = await api.login(ADMIN)
     phone = await phones.signed_in(medic.email, medic.password)
-    await phone.open(medic.conversation_id)
-    await phone.context.set_offline(True)
-    await write(phone, "kept for eve")
+    await phone.dashboard.open(medic.conversation_id)
+    await phone.dashboard.page.context.set_offline(True)
+    await write(phone.dashboard, "kept for eve")
 
     # Meanwhile the admin signs her out everywhere; the phone learns it when back online.
     revoked = await api.http.delete(f"/v1/users/{medic.account.id}/sessions", headers=admin.headers)
     assert revoked.status_code == 200, revoked.text
-    await phone.context.set_offline(False)
-    await expect(phone.page.locator("#login-email")).to_be_visible()
+    await phone.dashboard.page.context.set_offline(False)
+    await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
     assert await contents_on_server(api, medic, "eve") == []
 
-    await phone.sign_in(other.email, other.password)  # a colleague on the same phone
-    await phone.open(other.conversation_id)
-    await expect(phone.page.locator("#messages")).not_to_contain_text("kept for eve")
+    await phone.dashboard.sign_in(other.email, other.password)  # a colleague on the same phone
+    await phone.dashboard.open(other.conversation_id)
+    await expect(phone.dashboard.page.locator("#messages")).not_to_contain_text("kept for eve")
     assert await contents_on_server(api, other, "eve") == []
-    await phone.sign_out()
+    await phone.dashboard.sign_out()
 
-    await phone.sign_in(medic.email, medic.password)  # she is back: her message goes out
-    await phone.open(medic.conversation_id)
-    await expect(phone.message("kept for eve").locator(".status")).to_have_attribute("data-status", "sent")
+    await phone.dashboard.sign_in(medic.email, medic.password)  # she is back: her message goes out
+    await phone.dashboard.open(medic.conversation_id)
+    await expect(phone.dashboard.message("kept for eve").locator(".status")).to_have_attribute("data-status", "sent")
     assert await contents_on_server(api, medic, "eve") == ["kept for eve"]
 
 
@@ -137,10 +139,10 @@ async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(
     medic = await new_medic(api, "Upgrade Uma")
     phone = await phones.signed_in(medic.email, medic.password)
     await phone.close()
-    await phone.launch(signed_in=False)
+    await phone.launch()
     # Replace her store with one the first version of the app wrote: a queued message, a
     # failed one, a message from the server, and the old single "others" read position.
-    await phone.page.evaluate(
+    await phone.dashboard.page.evaluate(
         """async ([userId, conversationId]) => {
           const { UPGRADES, databaseName } = await import("/static/store.js");
           const { openDatabase, deleteDatabase, committed } = await import("/static/idb.js");
@@ -160,21 +162,21 @@ async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(
         }""",
         [medic.account.id, medic.conversation_id],
     )
-    await phone.page.reload()
-    await expect(phone.connection).to_have_attribute("data-state", "live")
-    await phone.open(medic.conversation_id)
-    await expect(phone.message("written by version one uma").locator(".status")).to_have_attribute(
+    await phone.dashboard.page.reload()
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
+    await phone.dashboard.open(medic.conversation_id)
+    await expect(phone.dashboard.message("written by version one uma").locator(".status")).to_have_attribute(
         "data-status", "sent"
     )
-    failed = phone.message("refused in version one uma").locator(".status")
+    failed = phone.dashboard.message("refused in version one uma").locator(".status")
     await expect(failed).to_have_attribute("data-status", "failed")
     assert await contents_on_server(api, medic, "version one uma") == ["written by version one uma"]
-    version = await phone.page.evaluate(
+    version = await phone.dashboard.page.evaluate(
         "async (name) => (await indexedDB.databases()).find((d) => d.name === name).version",
         f"sitecomms.user.{medic.account.id}",
     )
     assert version == 2
-    cursor = await phone.page.evaluate(
+    cursor = await phone.dashboard.page.evaluate(
         """async (userId) => { const { Store } = await import("/static/store.js");
            const store = await Store.open(userId); const cursor = await store.getMeta("cursor");
            store.close(); return cursor; }""",

@@ -23,11 +23,9 @@ async def test_two_tabs_one_socket_one_delivery_the_same_state(
 ) -> None:
     admin_account = await api.login(ADMIN)
     medic = await api.create_medic(admin_account, f"Two Tabs {locks}")
-    phone = phones.new()
-    if locks == "lease":
-        phone.init_scripts.append(NO_WEB_LOCKS)
-    await phone.launch(signed_in=False)
-    await phone.sign_in(medic.email, medic.password)
+    phone = await phones.new(init_scripts=(NO_WEB_LOCKS,) if locks == "lease" else ())
+    first = phone.dashboard
+    await first.sign_in(medic.email, medic.password)
     second = await phone.tab()
     await expect(second.connection).to_have_attribute("data-state", "live")  # the leader's state
     assert len(phone.open_sockets()) == 1, "one socket for both tabs"
@@ -37,10 +35,9 @@ async def test_two_tabs_one_socket_one_delivery_the_same_state(
     # Sent from the second tab (not the leader): delivered once, "sent" in both tabs.
     text = f"from the second tab ({locks})"
     await second.open(medic.conversation_id)
-    await phone.open(medic.conversation_id)
+    await first.open(medic.conversation_id)
     await second.send(text)
-    for tab in (phone.dashboard, second):
-        assert tab is not None
+    for tab in (first, second):
         await expect(tab.message(text).locator(".status")).to_have_attribute("data-status", "sent")
     thread = await api.thread(admin_account, medic.conversation_id)
     assert [m["content"] for m in thread].count(text) == 1
@@ -48,12 +45,11 @@ async def test_two_tabs_one_socket_one_delivery_the_same_state(
     # The admin reads it: both tabs turn it "read".
     admin = await dashboards.signed_in(ADMIN)
     await admin.open(medic.conversation_id, f"Two Tabs {locks}")
-    for tab in (phone.dashboard, second):
-        assert tab is not None
+    for tab in (first, second):
         await expect(tab.message(text).locator(".status")).to_have_attribute("data-status", "read")
 
     # The leader tab closes: the other one takes the socket over and still receives live.
-    await phone.page.close()
+    await first.page.close()
     await expect(second.connection).to_have_attribute("data-state", "live")
     await api.send(admin_account, medic.conversation_id, f"after the takeover ({locks})")
     await expect(second.message(f"after the takeover ({locks})")).to_have_count(1)

@@ -1,5 +1,7 @@
 // The page's small DOM helpers: every text from the server goes in through `el` (textContent).
 
+// The page's element with this id (index.html's ids; typed `any` until the ids get a type map).
+/** @type {(id: string) => any} */
 export const $ = (id) => document.getElementById(id);
 
 export function el(tag, className, text) {

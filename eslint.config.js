@@ -1,0 +1,27 @@
+// ESLint for the web client (sitecomms/web): plain ES modules, no build step (scripts/test runs it).
+// Every file gets the recommended rules plus no-unused-vars and no-undef. The page modules see
+// browser globals; the service worker (sitecomms/web/sw.js) sees service-worker globals only;
+// docs.js is a classic script that starts the vendored Swagger UI. Vendored code is not linted.
+import js from "@eslint/js";
+import globals from "globals";
+
+export default [
+  { ignores: ["node_modules/", "sitecomms/web/static/vendor/", ".venv/", "build/", "htmlcov/", "test-artifacts/"] },
+  {
+    files: ["**/*.js"],
+    ...js.configs.recommended,
+    languageOptions: { ecmaVersion: 2022, sourceType: "module" },
+    rules: {
+      ...js.configs.recommended.rules,
+      "no-unused-vars": ["error", { args: "after-used", caughtErrors: "none", ignoreRestSiblings: true }],
+      "no-undef": "error",
+    },
+  },
+  { files: ["sitecomms/web/static/**/*.js"], languageOptions: { globals: globals.browser } },
+  { files: ["sitecomms/web/sw.js"], languageOptions: { globals: globals.serviceworker } },
+  {
+    files: ["sitecomms/web/static/docs.js"],
+    languageOptions: { sourceType: "script", globals: { ...globals.browser, SwaggerUIBundle: "readonly" } },
+  },
+  { files: ["eslint.config.js"], languageOptions: { globals: globals.node } },
+];
