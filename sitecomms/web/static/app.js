@@ -93,7 +93,9 @@ function deliverSoon() {
 
 function registerBackgroundSync() {
   if (!("serviceWorker" in navigator)) return;
-  navigator.serviceWorker.ready.then((registration) => registration.sync?.register(OUTBOX_SYNC_TAG)).catch(() => {});
+  navigator.serviceWorker.ready
+    .then((registration) => /** @type {any} */ (registration).sync?.register(OUTBOX_SYNC_TAG)) // Chromium only
+    .catch(() => {});
 }
 
 addEventListener("online", () => { if (realtime) realtime.reconnect(); deliverSoon(); });

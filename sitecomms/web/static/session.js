@@ -26,7 +26,8 @@ let saved = null;      // {access_token, refresh_token, session_id, user_id, exp
 let refreshing = null; // the refresh under way (single-flight)
 let refreshTimer = null, refreshFailures = 0;
 let database = null;
-const hooks = { refreshed: (_token) => {}, signedOut: (_message) => {} };
+/** @type {{refreshed: (token: any) => void, signedOut: (message: string) => void}} */
+const hooks = { refreshed: () => {}, signedOut: () => {} };
 const channel = typeof BroadcastChannel !== "undefined" ? new BroadcastChannel(CHANNEL) : null;
 
 export class SignedOut extends Error {}
@@ -209,8 +210,10 @@ export async function logout() {
 
 /** "Web · Chrome on Linux": how this browser is named in "my devices". */
 export function deviceLabel(agent = navigator.userAgent) {
+  /** @type {Array<[RegExp, string]>} */
   const browsers = [[/Edg\//, "Edge"], [/OPR\//, "Opera"], [/Firefox\//, "Firefox"], [/Chrom(e|ium)\//, "Chrome"],
     [/Safari\//, "Safari"]];
+  /** @type {Array<[RegExp, string]>} */
   const systems = [[/Android/, "Android"], [/iPhone|iPad/, "iOS"], [/Windows/, "Windows"], [/Mac OS X/, "macOS"],
     [/CrOS/, "ChromeOS"], [/Linux/, "Linux"]];
   const browser = browsers.find(([pattern]) => pattern.test(agent))?.[1] || "browser";

@@ -21,8 +21,14 @@ export class Realtime {
    *          onLive: () => void, onTooMany: () => void}} options
    */
   constructor({ store, touched, onState, onLive, onTooMany }) {
-    Object.assign(this, { store, touched, onState, onLive, onTooMany });
+    this.store = store;
+    this.touched = touched;
+    this.onState = onState;
+    this.onLive = onLive;
+    this.onTooMany = onTooMany;
+    /** @type {WebSocket | null} */
     this.socket = null;
+    /** @type {string} */
     this.state = Connection.OFFLINE;
     this.retries = 0;
     this.timer = null;

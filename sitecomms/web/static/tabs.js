@@ -27,6 +27,7 @@ export class Tabs {
     this.channel = new BroadcastChannel(channelName(userId));
     this.channel.onmessage = (event) => { if (!this.closed) onMessage(event.data); };
     this.onLead = onLead;
+    /** @type {(value?: any) => void} */
     this.release = () => {};
     if (navigator.locks) this.#lock();
     else this.#lease();
