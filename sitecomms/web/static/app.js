@@ -66,6 +66,7 @@ async function catchUp() {
   try {
     await refreshMe(mine, committed);
     await pull(mine, committed);
+    committed(await mine.prune());
   } catch (error) {
     if (!(error instanceof HttpError)) console.info("offline: showing what this device holds", error.message);
   }

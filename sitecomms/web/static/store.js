@@ -12,6 +12,7 @@ import { committed, openDatabase, promised } from "./idb.js";
 import { ChangeType, MessageStatus } from "./protocol.js";
 
 export const databaseName = (userId) => `sitecomms.user.${userId}`;
+export const KEEP_MESSAGES = 500; // per conversation, the newest
 export const keyOf = (m) => `${m.sender_id}:${m.idempotency_key}`;
 
 /**
@@ -217,6 +218,26 @@ export class Store {
   async #heldUnread(tx, conversationId, readUpTo) {
     const held = await promised(tx.objectStore("messages").index("conversation").getAll(conversationId));
     return held.filter((m) => m.sender_id !== this.userId && m.position > readUpTo).length;
+  }
+
+  /** Keep the newest `keep` messages of each conversation (older ones are a page away on the server). */
+  prune(keep = KEEP_MESSAGES) {
+    return this.write(async (tx) => {
+      const t = touched();
+      const messages = tx.objectStore("messages");
+      const all = await promised(messages.getAll());
+      const byConversation = new Map();
+      for (const m of all) {
+        if (!byConversation.has(m.conversation_id)) byConversation.set(m.conversation_id, []);
+        byConversation.get(m.conversation_id).push(m);
+      }
+      for (const [conversationId, held] of byConversation) {
+        if (held.length <= keep) continue;
+        held.sort((a, b) => b.position - a.position);
+        for (const m of held.slice(keep)) { messages.delete(m.key); touchMessage(t, conversationId, m.key); }
+      }
+      return t;
+    });
   }
 
   // ---- my reads ------------------------------------------------------------------------------
