@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
-from tests.web.pages import Api, Dashboards, Medic
-from tests.web.pages import Dashboard
+from tests.web.pages import Api, Dashboard, Dashboards, Medic, Site
 from tests.web.phones import Phones
 
 ADMIN = "admin@demo.example"
+RECONNECT_TIMEOUT_MS = 30_000  # the app's backoff grows while the server is down (at most 10 s, then a send's)
 
 
 async def new_medic(api: Api, name: str) -> Medic:
@@ -133,9 +133,7 @@ async def test_an_expired_session_keeps_the_outbox_for_the_same_user_only(phones
     assert await contents_on_server(api, medic, "eve") == ["kept for eve"]
 
 
-async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(
-    phones: Phones, api: Api
-) -> None:
+async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(phones: Phones, api: Api) -> None:
     medic = await new_medic(api, "Upgrade Uma")
     phone = await phones.signed_in(medic.email, medic.password)
     await phone.close()
@@ -183,3 +181,62 @@ async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(
         medic.account.id,
     )
     assert cursor not in (None, "stale-cursor"), "the upgrade dropped the old cursor; a snapshot replaced it"
+
+
+async def test_with_no_network_a_reload_opens_the_signed_in_app_with_what_it_held(
+    phones: Phones, api: Api, site: Site
+) -> None:
+    medic = await new_medic(api, "Reload Rosa")
+    admin = await api.login(ADMIN)
+    await api.send(admin, medic.conversation_id, "read an hour ago rosa")
+    phone = await phones.signed_in(medic.email, medic.password)
+    page = phone.dashboard
+    await page.open(medic.conversation_id)
+    await expect(page.message("read an hour ago rosa")).to_have_count(1)
+    await page.page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+
+    await site.stop()  # no server, no network at all
+    try:
+        await page.page.reload()
+        await expect(page.page.locator("#app")).to_be_visible()
+        await expect(page.connection).not_to_have_attribute("data-state", "live")
+        await expect(page.item(medic.conversation_id)).to_be_visible()
+        await page.item(medic.conversation_id).click()
+        await expect(page.message("read an hour ago rosa")).to_have_count(1)
+        await write(page, "written with no server rosa")
+        await expect(page.message("written with no server rosa").locator(".status")).to_have_attribute(
+            "data-status", "queued"
+        )
+    finally:
+        await site.start_again()
+    await expect(page.message("written with no server rosa").locator(".status")).to_have_attribute(
+        "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
+    )
+    assert await contents_on_server(api, medic, "no server rosa") == ["written with no server rosa"]
+
+
+async def test_the_server_down_across_a_browser_restart_then_delivered_once_it_is_back(
+    phones: Phones, api: Api, site: Site
+) -> None:
+    medic = await new_medic(api, "Restart Rhea")
+    phone = await phones.signed_in(medic.email, medic.password)
+    await phone.dashboard.open(medic.conversation_id)
+    await phone.dashboard.page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    texts = ["down one rhea", "down two rhea"]
+    await site.stop()
+    try:
+        for text in texts:
+            await write(phone.dashboard, text)
+        await phone.close()
+        await phone.launch()  # the server still down: the app opens from the device
+        await expect(phone.dashboard.page.locator("#app")).to_be_visible()
+        await phone.dashboard.item(medic.conversation_id).click()
+        for text in texts:
+            await expect(phone.dashboard.message(text).locator(".status")).to_have_attribute("data-status", "queued")
+    finally:
+        await site.start_again()
+    for text in texts:
+        await expect(phone.dashboard.message(text).locator(".status")).to_have_attribute(
+            "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
+        )
+    assert await contents_on_server(api, medic, "rhea") == texts
