@@ -1,7 +1,7 @@
 """The page's scripts name the wire only through protocol.js: no literal that `sitecomms.protocol` defines.
 
 A frame type, change type, status, role, error code or close code written out in app.js (or
-another module of the page: session.js, accounts.js, dom.js) would silently keep its old value
+another module of the page: store.js, socket.js, views.js...) would silently keep its old value
 when the protocol changes; imported from the generated protocol.js it follows the Python
 package (tests/protocol/test_js.py keeps that file current).
 """
@@ -19,24 +19,25 @@ from tests.wire import wire_strings
 
 APP = TARGET.with_name("app.js")
 MODULES = sorted(p for p in TARGET.parent.glob("*.js") if p != TARGET)
+SOCKET = TARGET.with_name("socket.js")
 # The page's own connection states are words, not frames: "live" is also a frame type's value.
-PAGE_STATES = re.compile(r"^const Socket = Object\.freeze\(.*\);$", re.MULTILINE)
+PAGE_STATES = re.compile(r"^export const Connection = Object\.freeze\(.*\);$", re.MULTILINE)
 STRING = re.compile(r"""(["'`])((?:(?!\1)[^\\\n]|\\.)*)\1""")
 
 
 def test_the_page_has_its_modules() -> None:
-    assert {p.name for p in MODULES} >= {"app.js", "session.js", "accounts.js", "dom.js"}
+    assert {p.name for p in MODULES} >= {"app.js", "session.js", "store.js", "outbox.js", "socket.js", "views.js"}
 
 
 def test_app_js_imports_the_generated_protocol_module() -> None:
     source = APP.read_text(encoding="utf-8")
-    assert re.search(r'^} from "\./protocol\.js";$', source, re.MULTILINE)
-    assert len(PAGE_STATES.findall(source)) == 1
+    assert re.search(r'^import \{[^}]*\} from "\./protocol\.js";$', source, re.MULTILINE)
+    assert len(PAGE_STATES.findall(SOCKET.read_text(encoding="utf-8"))) == 1
 
 
 def test_the_modules_find_string_literals() -> None:
     literals = {match.group(2) for match in STRING.finditer(TARGET.with_name("session.js").read_text(encoding="utf-8"))}
-    assert "sitecomms.token" in literals, "the scan finds the scripts' string literals"
+    assert "sitecomms.refresh" in literals, "the scan finds the scripts' string literals"
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)

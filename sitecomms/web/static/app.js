@@ -18,7 +18,7 @@ import { deliver, Delivery } from "./outbox.js";
 import { OUTBOX_SYNC_TAG } from "./background.js";
 import { olderMessages, pull, refreshMe } from "./sync.js";
 import { Realtime } from "./socket.js";
-import { packTouched, Tabs, unpackTouched } from "./tabs.js";
+import { packTouched, TabMessage, Tabs, unpackTouched } from "./tabs.js";
 import { atBottom, confirmSignOut, installViews, render, showApp, showLogin, showNotice } from "./views.js";
 import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
 
@@ -33,17 +33,17 @@ function committed(t) {
   if (!store) return;
   const mine = store;
   refresh(mine, t).catch((error) => console.warn("could not read the store back", error));
-  if (tabs) tabs.post({ type: "touched", touched: packTouched(t) });
+  if (tabs) tabs.post({ type: TabMessage.TOUCHED, touched: packTouched(t) });
   if (t.header) for (const user of model.users.values()) userChanged(user);
 }
 
 function onTabMessage(message) {
   switch (message.type) {
-    case "touched": if (store) refresh(store, unpackTouched(message.touched)).catch(() => {}); break;
-    case "connection": if (!tabs.leader) { model.connection = message.state; changedLocally(); } break;
-    case "hello": if (tabs.leader) tabs.post({ type: "connection", state: model.connection }); break;
-    case "deliver": if (tabs.leader) deliverSoon(); break;
-    case "wipe": leave(); break;
+    case TabMessage.TOUCHED: if (store) refresh(store, unpackTouched(message.touched)).catch(() => {}); break;
+    case TabMessage.CONNECTION: if (!tabs.leader) { model.connection = message.state; changedLocally(); } break;
+    case TabMessage.ASK_STATE: if (tabs.leader) tabs.post({ type: TabMessage.CONNECTION, state: model.connection }); break;
+    case TabMessage.DELIVER: if (tabs.leader) deliverSoon(); break;
+    case TabMessage.WIPE: leave(); break;
     default: break;
   }
 }
@@ -53,7 +53,7 @@ function onTabMessage(message) {
 function becomeLeader() {
   realtime = new Realtime({
     store, touched: committed,
-    onState: (state) => { model.connection = state; changedLocally(); tabs.post({ type: "connection", state }); },
+    onState: (state) => { model.connection = state; changedLocally(); tabs.post({ type: TabMessage.CONNECTION, state }); },
     onLive: () => deliverSoon(),
     onTooMany: () => showNotice("SiteComms is open in too many places; this page stopped receiving live updates."),
   });
@@ -76,7 +76,7 @@ async function catchUp() {
 /** Deliver the outbox now (the leader), or ask the leader to. */
 function deliverSoon() {
   if (!store) return;
-  if (!tabs.leader) { tabs.post({ type: "deliver" }); return; }
+  if (!tabs.leader) { tabs.post({ type: TabMessage.DELIVER }); return; }
   if (delivering) { deliverAgain = true; return; }
   clearTimeout(deliveryTimer);
   const mine = store;
@@ -164,7 +164,7 @@ async function signOut() {
   if (unsent && !(await confirmSignOut(unsent))) return;
   const userId = store.userId;
   await logout(); // revokes the session on the server (best effort), forgets it here and in every tab
-  tabs.post({ type: "wipe" });
+  tabs.post({ type: TabMessage.WIPE });
   await leave();
   await wipe(userId);
 }
@@ -198,7 +198,7 @@ async function enter(userId) {
   showApp(Boolean(model.me));
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   tabs = new Tabs(userId, { onLead: becomeLeader, onMessage: onTabMessage });
-  tabs.post({ type: "hello" });
+  tabs.post({ type: TabMessage.ASK_STATE });
   if (!model.me) {
     // First sign-in on this device: nothing to show until the server answers.
     try { await refreshMe(store, committed); showApp(true); } catch { /* the leader retries */ }

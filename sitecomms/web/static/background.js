@@ -6,7 +6,7 @@
 import { loadSession } from "./session.js";
 import { Store } from "./store.js";
 import { deliver, Delivery } from "./outbox.js";
-import { channelName, packTouched } from "./tabs.js";
+import { channelName, packTouched, TabMessage } from "./tabs.js";
 
 export const OUTBOX_SYNC_TAG = "sitecomms-outbox";
 
@@ -16,7 +16,7 @@ export async function deliverInBackground() {
   const store = await Store.open(session.user_id);
   const channel = new BroadcastChannel(channelName(session.user_id));
   try {
-    const result = await deliver(store, (t) => channel.postMessage({ type: "touched", touched: packTouched(t) }));
+    const result = await deliver(store, (t) => channel.postMessage({ type: TabMessage.TOUCHED, touched: packTouched(t) }));
     if (result === Delivery.RETRY) throw new Error("the server could not be reached: the browser retries the sync");
   } finally {
     store.close();

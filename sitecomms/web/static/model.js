@@ -4,7 +4,7 @@
 // shows the same state and the views re-render only that. Derived here, the same way in every
 // tab: unread counts (held messages from others after my read position, plus what the
 // server counted and this store does not hold) and my messages' status (queued, failed,
-// sent, read; in a broadcast "read" once every active medic has read it).
+// sent, read; in a broadcast, read once every active medic has read it).
 
 import { ConversationType, MessageStatus, Role } from "./protocol.js";
 import { keyOf } from "./store.js";

@@ -1,8 +1,8 @@
-// The realtime socket (held by the leader tab only): `hello` from the stored cursor, then every
+// The realtime socket (held by the leader tab only): a hello frame from the stored cursor, then every
 // change live. Frames are written to the store in batches (those that arrived together, one
 // transaction, with the cursor after them), so a resume after any drop starts exactly where
-// the store is. Close codes are the protocol's: 4401 refreshes the token (signed out if that
-// fails), 4409 pulls a snapshot first, 4429 waits for the user; any other drop reconnects
+// the store is. Close codes are the protocol's: UNAUTHENTICATED refreshes the token (signed out
+// if that fails), RESYNC_REQUIRED pulls first, TOO_MANY_SOCKETS waits for the user; any other drop reconnects
 // after the protocol's backoff. A dead server is noticed by its silence (it pings every
 // `heartbeat_seconds`); going offline closes the socket at once.
 

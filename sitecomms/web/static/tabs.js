@@ -9,6 +9,15 @@ const LEASE_TTL_MS = 6000;
 
 export const channelName = (userId) => `sitecomms.user.${userId}`;
 
+/** What tabs tell each other on the channel (`{type, ...}`). */
+export const TabMessage = Object.freeze({
+  TOUCHED: "touched",       // {touched}: a committed write of the store; read it back
+  CONNECTION: "connection", // {state}: the leader's connection state
+  ASK_STATE: "ask-state",   // a new tab asks the leader for its state
+  DELIVER: "deliver",       // a follower queued a message: the leader delivers
+  WIPE: "wipe",             // signed out here: leave, the store is being deleted
+});
+
 /** Touched (sets and maps) as structured-clone-friendly arrays, and back. */
 export const packTouched = (t) => ({ all: t.all, header: t.header, conversations: [...t.conversations],
   messages: [...t.messages].map(([id, keys]) => [id, [...keys]]) });
