@@ -76,13 +76,13 @@ async def expect_signed_out(page: Dashboard) -> None:
     await expect(page.page.locator("#login-email")).to_be_visible()
     await expect(page.page.locator("#app")).to_be_hidden()
     await expect(page.page.locator("#login-error")).to_have_text(SIGNED_OUT)
-    assert await page.page.evaluate("localStorage.getItem('sitecomms.token')") is None
+    assert await page.stored_session() is None
 
 
 async def stored_token(page: Dashboard) -> dict[str, Any]:
-    value = await page.page.evaluate("localStorage.getItem('sitecomms.token')")
+    value = await page.stored_session()
     assert value is not None
-    return dict(json.loads(value))
+    return value
 
 
 def refreshes_of(page: Dashboard) -> list[Request]:

@@ -446,7 +446,7 @@ async def test_sign_out_returns_to_login_and_forgets_the_session(dashboards: Das
     await expect(dashboard.page.locator("#login")).to_be_visible()
     await expect(dashboard.page.locator("#app")).to_be_hidden()
     await expect(dashboard.page.locator("#login-email")).to_be_focused()
-    assert await dashboard.page.evaluate("localStorage.getItem('sitecomms.token')") is None
+    assert await dashboard.stored_session() is None
     await asyncio.wait_for(closed.wait(), TIMEOUT)
 
     # The next person at this page (no reload) starts clean: nothing of the admin's session
@@ -464,7 +464,7 @@ async def test_sign_out_returns_to_login_and_forgets_the_session(dashboards: Das
     await dashboard.page.reload()
     await expect(dashboard.page.locator("#login")).to_be_visible()
     await expect(dashboard.page.locator("#app")).to_be_hidden()
-    assert await dashboard.page.evaluate("localStorage.getItem('sitecomms.token')") is None
+    assert await dashboard.stored_session() is None
 
 
 async def test_a_wrong_password_shows_an_error(dashboards: Dashboards) -> None:
@@ -474,7 +474,7 @@ async def test_a_wrong_password_shows_an_error(dashboards: Dashboards) -> None:
     await dashboard.page.click("#login-form button[type=submit]")
     await expect(dashboard.page.locator("#login-error")).to_have_text("wrong email or password")
     await expect(dashboard.page.locator("#app")).to_be_hidden()
-    assert await dashboard.page.evaluate("localStorage.getItem('sitecomms.token')") is None
+    assert await dashboard.stored_session() is None
     await dashboard.sign_in("admin@demo.example")
     await expect(dashboard.page.locator("#login-error")).to_have_text("")
 

@@ -31,15 +31,19 @@ let deliveryTimer = null, deliveryFailures = 0, delivering = null, deliverAgain 
 
 function committed(t) {
   if (!store) return;
-  const mine = store;
-  refresh(mine, t).catch((error) => console.warn("could not read the store back", error));
+  readBack(t);
   if (tabs) tabs.post({ type: TabMessage.TOUCHED, touched: packTouched(t) });
-  if (t.header) for (const user of model.users.values()) userChanged(user);
+}
+
+function readBack(t) {
+  refresh(store, t).then(() => {
+    if (t.header || t.all) for (const user of model.users.values()) userChanged(user); // the open Users view
+  }, (error) => console.warn("could not read the store back", error));
 }
 
 function onTabMessage(message) {
   switch (message.type) {
-    case TabMessage.TOUCHED: if (store) refresh(store, unpackTouched(message.touched)).catch(() => {}); break;
+    case TabMessage.TOUCHED: if (store) readBack(unpackTouched(message.touched)); break;
     case TabMessage.CONNECTION: if (!tabs.leader) { model.connection = message.state; changedLocally(); } break;
     case TabMessage.ASK_STATE: if (tabs.leader) tabs.post({ type: TabMessage.CONNECTION, state: model.connection }); break;
     case TabMessage.DELIVER: if (tabs.leader) deliverSoon(); break;
