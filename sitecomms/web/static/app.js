@@ -495,3 +495,5 @@ onSession({
 installAccounts({ me: () => state.me });
 
 if (isSignedIn()) start(); else showLogin();
+
+import { installShell } from "./shell.js"; installShell(); // the app shell (shell.js): offline start, updates
