@@ -22,11 +22,16 @@ const SHELL_URLS = new Set(Object.keys(BUILD.files));
 
 async function precache() {
   const cache = await caches.open(SHELL_CACHE);
-  await Promise.all(Object.entries(BUILD.files).map(async ([url, sha256]) => {
-    const response = await fetch(new Request(url, { cache: "reload", integrity: sha256 }));
-    if (!response.ok) throw new Error(`shell file ${url}: HTTP ${response.status}`);
-    await cache.put(url, response);
-  }));
+  try {
+    await Promise.all(Object.entries(BUILD.files).map(async ([url, sha256]) => {
+      const response = await fetch(new Request(url, { cache: "reload", integrity: sha256 }));
+      if (!response.ok) throw new Error(`shell file ${url}: HTTP ${response.status}`);
+      await cache.put(url, response);
+    }));
+  } catch (error) {
+    await caches.delete(SHELL_CACHE); // no half shell left behind; this worker becomes redundant
+    throw error;
+  }
 }
 
 async function dropOldShells() {

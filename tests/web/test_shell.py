@@ -240,3 +240,30 @@ async def test_a_new_version_waits_until_the_user_updates_then_the_page_runs_onl
     await expect(banner).to_have_count(0)
     assert await page.evaluate("async () => (await navigator.serviceWorker.getRegistration()).waiting === null")
     assert navigations == [shell_site.site.base_url + "/"], navigations  # reloaded once
+
+
+async def test_a_shell_file_changed_under_a_running_server_never_enters_the_cache(
+    shell_site: ShellSite, shell_pages: Dashboards
+) -> None:
+    """The worker checks each file against the hash the server computed: no mixed versions, no half cache."""
+    stylesheet = shell_site.web / "static" / "app.css"
+    stylesheet.write_text(stylesheet.read_text() + "/* changed after start-up */\n")
+    dashboard = await shell_pages.new()  # the page itself works, from the network
+    page = dashboard.page
+    settled = (
+        "async () => { const registration = await navigator.serviceWorker.register("
+        "'/sw.js', {type: 'module', updateViaCache: 'none'});"
+        " const worker = registration.installing ?? registration.waiting ?? registration.active;"
+        " const final = () => ['redundant', 'activated'].includes(worker.state);"
+        " if (!final()) await new Promise((done) => worker.addEventListener('statechange', () => final() && done()));"
+        " return worker.state; }"
+    )
+    assert await asyncio.wait_for(page.evaluate(settled), TIMEOUT) == "redundant"
+    await _wait_for_caches(page, [])
+    assert await page.evaluate("() => navigator.serviceWorker.controller") is None
+
+    await shell_site.site.stop()  # restarted, the server hashes the files as they are now
+    await shell_site.site.start_again()
+    await page.reload()
+    await _active_worker(page)
+    await _wait_for_caches(page, [SHELL_CACHE_PREFIX + read_shell(shell_site.web).version])
