@@ -26,6 +26,7 @@ from tests.web.conftest import CHROMIUM_ARGS, CHROMIUM_CANDIDATES
 from tests.web.pages import TIMEOUT, TIMEOUT_MS, Dashboard, Dashboards, Site
 
 SHELL_CACHE_PREFIX = "sitecomms-shell-"
+OUTBOX_TAG = "sitecomms-outbox"  # shell.js OUTBOX_SYNC_TAG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -267,3 +268,26 @@ async def test_a_shell_file_changed_under_a_running_server_never_enters_the_cach
     await page.reload()
     await _active_worker(page)
     await _wait_for_caches(page, [SHELL_CACHE_PREFIX + read_shell(shell_site.web).version])
+
+
+async def test_a_background_sync_of_the_outbox_asks_the_open_pages_to_flush(shell_pages: Dashboards) -> None:
+    """Until the lead's outbox.js runs in the worker, its sync handler posts `flush-outbox` to the pages."""
+    dashboard = await shell_pages.new()
+    page = dashboard.page
+    await _controlled(dashboard)
+    await page.evaluate(
+        "() => { window.workerMessages = [];"
+        " navigator.serviceWorker.addEventListener('message', (event) => window.workerMessages.push(event.data)); }"
+    )
+    cdp = await page.context.new_cdp_session(page)
+    registrations: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.put_nowait(event["registrations"]))
+    await cdp.send("ServiceWorker.enable")
+    registration = next(r for r in await asyncio.wait_for(registrations.get(), TIMEOUT) if not r["isDeleted"])
+    origin = dashboard.base_url
+    await cdp.send(
+        "ServiceWorker.dispatchSyncEvent",
+        {"origin": origin, "registrationId": registration["registrationId"], "tag": OUTBOX_TAG, "lastChance": False},
+    )
+    await page.wait_for_function("() => window.workerMessages.length > 0", timeout=TIMEOUT_MS)
+    assert await page.evaluate("() => window.workerMessages") == [{"type": "flush-outbox"}]
