@@ -206,6 +206,11 @@ async def test_a_new_version_waits_until_the_user_updates_then_the_page_runs_onl
     dashboard = await shell_pages.new()
     page = dashboard.page
     await _controlled(dashboard)
+    other_tab = await page.context.new_page()  # the app open twice: both must move to v2 together
+    other_tab.on("pageerror", lambda error: dashboard.page_errors.append(str(error)))
+    await other_tab.goto(dashboard.base_url + "/")
+    await expect(other_tab.locator("#login-email")).to_be_visible()
+    assert await other_tab.evaluate("() => navigator.serviceWorker.controller !== null")
     first = read_shell(shell_site.web).version
     assert await _cache_names(page) == [SHELL_CACHE_PREFIX + first]
     stylesheet = shell_site.web / "static" / "app.css"
@@ -226,16 +231,17 @@ async def test_a_new_version_waits_until_the_user_updates_then_the_page_runs_onl
     assert await _fetch(page, "/static/app.css") == f"resolved 200 {old_css}"
     assert await page.evaluate(f"() => getComputedStyle(document.documentElement).getPropertyValue('{marker}')") == ""
     assert await page.evaluate("async () => (await navigator.serviceWorker.getRegistration()).waiting !== null")
+    await expect(other_tab.locator("#shell-update")).to_be_visible()  # offered there too
 
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
-    async with page.expect_navigation():
+    async with page.expect_navigation(), other_tab.expect_navigation():  # the other tab follows
         await banner.get_by_role("button", name="Update").click()
-    await expect(page.locator("#login-email")).to_be_visible()
-    await page.wait_for_function(
-        f"() => getComputedStyle(document.documentElement).getPropertyValue('{marker}').trim() === 'v2'",
-        timeout=TIMEOUT_MS,
-    )
+    runs_v2 = f"() => getComputedStyle(document.documentElement).getPropertyValue('{marker}').trim() === 'v2'"
+    for tab in (page, other_tab):
+        await expect(tab.locator("#login-email")).to_be_visible()
+        await tab.wait_for_function(runs_v2, timeout=TIMEOUT_MS)
+        await expect(tab.locator("#shell-update")).to_have_count(0)
     assert (await _fetch(page, "/static/app.css")) == f"resolved 200 {stylesheet.read_text()}"
     await _wait_for_caches(page, [SHELL_CACHE_PREFIX + second])
     await expect(banner).to_have_count(0)

@@ -1,8 +1,8 @@
 // The page's side of the app shell: registers the service worker (/sw.js) and, when a new
 // version has installed and waits, shows "A new version is ready — Update". Update tells the
-// waiting worker to take over and reloads the page once it has, so every file the page runs
-// comes from one version. Until the user chooses, the page keeps running (and the old worker
-// keeps serving) the version it started with.
+// waiting worker to take over; every page it then controls (this tab and the app's other
+// tabs) reloads once, so every file a page runs comes from one version. Until the user
+// chooses, pages keep running (and the old worker keeps serving) the version they started with.
 // The names the page and the worker share are exported here; /sw.js imports them, so this
 // module must not touch the page (document, window) at its top level.
 
@@ -20,12 +20,13 @@ const BANNER_ID = "shell-update";
 export async function installShell() {
   if (!("serviceWorker" in navigator)) return null;
   const container = navigator.serviceWorker;
-  let updating = false;
+  let reloading = false;
   container.addEventListener("controllerchange", () => {
-    // Only a change the user asked for reloads: the very first worker to control a page does
-    // not (nothing was updated), and a second reload never happens.
-    if (!updating) return;
-    updating = false;
+    // The worker never claims pages, so a controller changes only when a waiting version takes
+    // over — asked for here or in another tab. Either way this page's files are now the old
+    // version's: it reloads, once.
+    if (reloading) return;
+    reloading = true;
     location.reload();
   });
   let registration;
@@ -35,10 +36,7 @@ export async function installShell() {
     console.warn("SiteComms: the service worker could not be registered:", error.message);
     return null;
   }
-  const offer = (worker) => showBanner(() => {
-    updating = true;
-    worker.postMessage({ type: WorkerMessage.SKIP_WAITING });
-  });
+  const offer = (worker) => showBanner(() => worker.postMessage({ type: WorkerMessage.SKIP_WAITING }));
   const offerWhenWaiting = () => {
     // A waiting worker with a controller present is an update; without one it is the first install.
     if (registration.waiting && container.controller) offer(registration.waiting);
