@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import shutil
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +120,40 @@ async def test_the_web_directory_comes_from_the_settings(tmp_path: Path) -> None
         async with httpx.AsyncClient(transport=transport, base_url="http://sitecomms.test") as copy_client:
             assert (await copy_client.get("/static/app.css")).text == "/* the copy's */\n"
             assert _build((await copy_client.get("/sw.js")).text)["version"] == read_shell(web).version
+
+
+def _pixels(path: Path) -> tuple[int, list[bytes]]:
+    """The RGBA rows of one of the committed icons (scripts/make_icons.py writes no row filter)."""
+    content = path.read_bytes()
+    width, height, depth, colour = struct.unpack(">IIBB", content[16:26])
+    assert (width, depth, colour) == (height, 8, 6)
+    data = b""
+    offset = 8
+    while offset < len(content):
+        (length,) = struct.unpack(">I", content[offset : offset + 4])
+        if content[offset + 4 : offset + 8] == b"IDAT":
+            data += content[offset + 8 : offset + 8 + length]
+        offset += length + 12
+    raw = zlib.decompress(data)
+    stride = 1 + 4 * width
+    rows = [raw[start : start + stride] for start in range(0, len(raw), stride)]
+    assert len(rows) == height and all(row[0] == 0 for row in rows)
+    return width, [row[1:] for row in rows]
+
+
+@pytest.mark.parametrize("size", [192, 512])
+def test_the_maskable_icons_are_opaque_and_draw_only_inside_the_safe_zone(size: int) -> None:
+    side, rows = _pixels(WEB / "static" / "icons" / f"maskable-{size}.png")
+    assert side == size
+    brand = bytes([0x1F, 0x6F, 0xEB, 0xFF])
+    centre, safe = size / 2, 0.4 * size
+    drawn_inside = 0
+    for y, row in enumerate(rows):
+        for x in range(size):
+            pixel = row[4 * x : 4 * x + 4]
+            assert pixel[3] == 0xFF, (x, y)  # a mask may show any part of the square
+            if math.hypot(x + 0.5 - centre, y + 0.5 - centre) > safe:
+                assert pixel == brand, (x, y)
+            elif pixel != brand:
+                drawn_inside += 1
+    assert drawn_inside > 0.1 * size * size  # the glyph is there, not just the background
