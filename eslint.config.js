@@ -18,7 +18,8 @@ export default [
     },
   },
   { files: ["sitecomms/web/static/**/*.js"], languageOptions: { globals: globals.browser } },
-  { files: ["sitecomms/web/sw.js"], languageOptions: { globals: globals.serviceworker } },
+  // __SHELL_BUILD__ is the placeholder the server fills in (server/dashboard.py).
+  { files: ["sitecomms/web/sw.js"], languageOptions: { globals: { ...globals.serviceworker, __SHELL_BUILD__: "readonly" } } },
   {
     files: ["sitecomms/web/static/docs.js"],
     languageOptions: { sourceType: "script", globals: { ...globals.browser, SwaggerUIBundle: "readonly" } },

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Comma-separated proxy addresses (or *) whose X-Forwarded-For/-Proto are trusted",
     )
+    web_dir: Path = Field(
+        Path(__file__).resolve().parent / "web",
+        description="The web client's files (index.html, sw.js, static/); default: the installed package's",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

@@ -253,7 +253,7 @@ def create_app(settings: Settings) -> FastAPI:
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
-    dashboard.install(app)
+    dashboard.install(app, settings.web_dir)
     docs.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     security_headers.install(app, hsts_seconds=settings.hsts_seconds)

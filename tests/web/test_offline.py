@@ -7,12 +7,16 @@ server is asked what it holds: every message typed offline reaches it exactly on
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from playwright.async_api import expect
 
-from tests.web.pages import Api, Dashboard, Dashboards, Medic, Site
+from tests.web.pages import TIMEOUT, Api, Dashboard, Dashboards, Medic, Site
 from tests.web.phones import Phones
 
 ADMIN = "admin@demo.example"
+OUTBOX_SYNC_TAG = "sitecomms-outbox"  # shell.js
 RECONNECT_TIMEOUT_MS = 30_000  # the app's backoff grows while the server is down (at most 10 s, then a send's)
 
 
@@ -193,7 +197,7 @@ async def test_with_no_network_a_reload_opens_the_signed_in_app_with_what_it_hel
     page = phone.dashboard
     await page.open(medic.conversation_id)
     await expect(page.message("read an hour ago rosa")).to_have_count(1)
-    await page.page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    await page.page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
 
     await site.stop()  # no server, no network at all
     try:
@@ -221,7 +225,7 @@ async def test_the_server_down_across_a_browser_restart_then_delivered_once_it_i
     medic = await new_medic(api, "Restart Rhea")
     phone = await phones.signed_in(medic.email, medic.password)
     await phone.dashboard.open(medic.conversation_id)
-    await phone.dashboard.page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    await phone.dashboard.page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
     texts = ["down one rhea", "down two rhea"]
     await site.stop()
     try:
@@ -240,3 +244,34 @@ async def test_the_server_down_across_a_browser_restart_then_delivered_once_it_i
             "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
         )
     assert await contents_on_server(api, medic, "rhea") == texts
+
+
+async def test_with_the_app_closed_background_sync_delivers_the_outbox(phones: Phones, api: Api) -> None:
+    medic = await new_medic(api, "Background Bea")
+    phone = await phones.signed_in(medic.email, medic.password)
+    page = phone.dashboard.page
+    await phone.dashboard.open(medic.conversation_id)
+    await page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
+    await page.context.set_offline(True)
+    await write(phone.dashboard, "sent by the worker bea")
+    assert phone.context is not None
+    blank = await phone.context.new_page()  # the browser stays; the app's last tab closes
+    await page.close()
+    await phone.context.set_offline(False)  # Chromium may fire the sync itself now; CDP fires it surely
+
+    cdp = await phone.context.new_cdp_session(blank)
+    registrations: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.put_nowait(event["registrations"]))
+    await cdp.send("ServiceWorker.enable")
+    registration = next(r for r in await asyncio.wait_for(registrations.get(), TIMEOUT) if not r["isDeleted"])
+    sync = {"registrationId": registration["registrationId"], "tag": OUTBOX_SYNC_TAG, "lastChance": False}
+    await cdp.send("ServiceWorker.dispatchSyncEvent", {"origin": phone.site.base_url, **sync})
+    for _ in range(int(TIMEOUT / 0.1)):  # no app page is open: only the server can tell
+        if await contents_on_server(api, medic, "bea"):
+            break
+        await asyncio.sleep(0.1)
+    assert await contents_on_server(api, medic, "bea") == ["sent by the worker bea"]
+    reopened = await phone.tab()
+    await reopened.open(medic.conversation_id)
+    await expect(reopened.message("sent by the worker bea").locator(".status")).to_have_attribute("data-status", "sent")
+    assert await contents_on_server(api, medic, "bea") == ["sent by the worker bea"]

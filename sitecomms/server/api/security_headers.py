@@ -6,8 +6,10 @@ Every response gets `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-refe
 API's answers (`/v1/...`: tokens, messages, the audit log) `Cache-Control: no-store`, so no
 browser or proxy cache keeps them (RFC 6749 §5.1 asks it of token answers). The
 policy is the API's — `default-src 'none'`: a JSON answer loads nothing — except on the two HTML
-pages: the dashboard (`/`: its own script, styles and connections to this origin) and the API
-docs (`/docs`: the vendored Swagger UI and this origin's schema). `install` wraps the whole
+pages: the dashboard (`/`: its own script, styles, connections, service worker and manifest,
+all of this origin) and the API docs (`/docs`: the vendored Swagger UI and this origin's schema),
+and on the service worker's script (`/sw.js`: a worker's policy is its own response's, and it
+imports this origin's modules and fetches the app shell from it). `install` wraps the whole
 middleware stack, Starlette's error middleware included, so even an unhandled error's 500 is
 covered; the lists are built once and appended to `http.response.start`. The server's own
 answers before the app (414, 431, 408 in `head_limits`) carry `API_HEADERS`.
@@ -25,13 +27,19 @@ Headers = list[tuple[bytes, bytes]]
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 DASHBOARD_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "connect-src 'self'; worker-src 'self'; manifest-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
+WORKER_POLICY = "default-src 'none'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 DOCS_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
-PAGE_POLICIES = {"/": DASHBOARD_POLICY, "/docs": DOCS_POLICY}  # by exact path; any other: API_POLICY
+PAGE_POLICIES = {
+    "/": DASHBOARD_POLICY,
+    "/docs": DOCS_POLICY,
+    "/sw.js": WORKER_POLICY,
+}  # by exact path; any other: API_POLICY
 
 _COMMON: Headers = [
     (b"x-content-type-options", b"nosniff"),

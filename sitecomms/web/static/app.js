@@ -15,12 +15,12 @@ import { databaseName, Store } from "./store.js";
 import { deleteDatabase } from "./idb.js";
 import { changedLocally, clear, isMine, keyOf, load, messagesOf, model, newestKnown, refresh, subscribe, thread } from "./model.js";
 import { deliver, Delivery } from "./outbox.js";
-import { OUTBOX_SYNC_TAG } from "./background.js";
 import { olderMessages, pull, refreshMe } from "./sync.js";
 import { Realtime } from "./socket.js";
 import { packTouched, TabMessage, Tabs, unpackTouched } from "./tabs.js";
 import { atBottom, confirmSignOut, installViews, render, showApp, showLogin, showNotice } from "./views.js";
 import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
+import { installShell, OUTBOX_SYNC_TAG } from "./shell.js";
 
 let store = null;    // the signed-in user's Store
 let tabs = null;     // this tab among the user's tabs
@@ -55,6 +55,7 @@ function onTabMessage(message) {
 // ---- the leader's work ------------------------------------------------------------------------
 
 function becomeLeader() {
+  if (!store || !tabs || !tabs.leader) return; // left (signed out) before the lock was granted
   realtime = new Realtime({
     store, touched: committed,
     onState: (state) => { model.connection = state; changedLocally(); tabs.post({ type: TabMessage.CONNECTION, state }); },
@@ -224,6 +225,7 @@ subscribe(render);
 subscribe((changed) => { if (model.openId && changed.messages.has(model.openId) && atBottom()) markRead(model.openId); });
 installViews({ open, back, send, retry, discard, loadOlder, markRead, signOut, reconnect, signIn, isMine });
 installAccounts({ me: () => model.me });
+installShell();
 
 (async () => {
   const session = await loadSession().catch(() => null);

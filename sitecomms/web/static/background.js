@@ -8,8 +8,6 @@ import { Store } from "./store.js";
 import { deliver, Delivery } from "./outbox.js";
 import { channelName, packTouched, TabMessage } from "./tabs.js";
 
-export const OUTBOX_SYNC_TAG = "sitecomms-outbox";
-
 export async function deliverInBackground() {
   const session = await loadSession();
   if (!session) return;

@@ -1,8 +1,9 @@
 """Every HTTP response carries the security headers, with the policy of what it is.
 
 JSON answers and errors (4xx from a handler, 413 from the body limit, even an unhandled 500),
-the schema and static files get the API's `default-src 'none'`; the dashboard and the docs page
-their own policies; `Strict-Transport-Security` only when `hsts_seconds` says HTTPS.
+the schema, static files and the web manifest get the API's `default-src 'none'`; the dashboard,
+the docs page and the service worker's script their own policies; `Strict-Transport-Security`
+only when `hsts_seconds` says HTTPS.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sitecomms.server.api.security_headers import API_POLICY, DASHBOARD_POLICY, DOCS_POLICY
+from sitecomms.server.api.security_headers import API_POLICY, DASHBOARD_POLICY, DOCS_POLICY, WORKER_POLICY
 from sitecomms.server.app import create_app
 from tests.support import fast_settings
 
@@ -59,6 +60,8 @@ def _assert_secured(response: httpx.Response, policy: str) -> None:
         ("POST", "/v1/auth/login", 422),
         ("GET", "/static/app.js", 200),
         ("GET", "/static/vendor/swagger-ui/swagger-ui.css", 200),
+        ("GET", "/static/icons/icon-192.png", 200),
+        ("GET", "/manifest.webmanifest", 200),
         ("GET", "/boom", 500),
     ],
 )
@@ -94,6 +97,24 @@ async def test_the_dashboard_gets_its_own_policy_once(client: httpx.AsyncClient)
     assert response.headers["cache-control"] == "no-cache"
 
 
+async def test_the_dashboard_may_register_its_worker_and_read_its_manifest_from_this_origin_only() -> None:
+    directives = dict(part.strip().split(" ", 1) for part in DASHBOARD_POLICY.split(";"))
+    assert directives["worker-src"] == "'self'" and directives["manifest-src"] == "'self'"
+    assert directives["default-src"] == "'none'" and "unsafe" not in DASHBOARD_POLICY
+
+
+async def test_the_service_worker_script_gets_a_policy_that_lets_it_run_and_fetch_the_shell(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/sw.js")
+    assert response.status_code == 200
+    _assert_secured(response, WORKER_POLICY)
+    directives = dict(part.strip().split(" ", 1) for part in WORKER_POLICY.split(";"))
+    assert directives["script-src"] == "'self'" and directives["connect-src"] == "'self'"
+    assert directives["default-src"] == "'none'" and "unsafe" not in WORKER_POLICY
+    assert response.headers.get_list("cache-control") == ["no-cache"]
+
+
 async def test_the_docs_page_gets_a_policy_of_this_origin_only(client: httpx.AsyncClient) -> None:
     response = await client.get("/docs")
     assert response.status_code == 200
@@ -103,6 +124,6 @@ async def test_the_docs_page_gets_a_policy_of_this_origin_only(client: httpx.Asy
 
 async def test_hsts_is_sent_only_when_configured(tmp_path: Path) -> None:
     async for secured in _client(tmp_path / "sitecomms.db", hsts_seconds=31_536_000):
-        for path in ("/healthz", "/", "/docs"):
+        for path in ("/healthz", "/", "/docs", "/sw.js"):
             response = await secured.get(path)
             assert response.headers.get_list("strict-transport-security") == ["max-age=31536000"], path
