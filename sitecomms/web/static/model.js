@@ -15,7 +15,7 @@ export const model = {
   readers: new Map(),       // conversation id -> Map(user id -> last_read_position) of everyone else
   users: new Map(),         // user id -> UserView
   openId: null,
-  connection: "offline",    // "live" | "connecting" | "reconnecting" | "offline"
+  connection: "offline",    // the page's connection state: live, connecting, reconnecting or offline
   outboxCount: 0,
 };
 

@@ -9,7 +9,7 @@
 // back from a thread to the list, and the phone's Enter (a new line; the Send button sends).
 // Every user text goes in with textContent.
 
-import { MessageStatus, Role } from "./protocol.js";
+import { ConversationType, MessageStatus, Role } from "./protocol.js";
 import {
   canWrite, isMine, keyOf, lastMessage, model, newestKnown, sortedConversations, sortedMessages, unreadTotal,
 } from "./model.js";
@@ -19,7 +19,6 @@ import { $, button, el } from "./dom.js";
 const APP_NAME = "SiteComms";
 const AT_BOTTOM_PX = 24;
 const coarse = matchMedia("(pointer: coarse)"); // a touch screen: Enter is a new line there
-const STATUS_TEXT = { [MessageStatus.QUEUED]: "queued", [MessageStatus.SENT]: "sent", [MessageStatus.READ]: "read" };
 
 let actions = null;
 const listNodes = new Map();   // conversation id -> <li>
@@ -150,11 +149,11 @@ function updateMessage(item, m, conversation) {
   status.hidden = !mine || !m.status;
   if (mine && m.status) {
     status.dataset.status = m.status;
-    setText(status, m.status === MessageStatus.FAILED ? `not sent: ${m.error || "refused"}` : STATUS_TEXT[m.status] || m.status);
+    setText(status, m.status === MessageStatus.FAILED ? `not sent: ${m.error || "refused"}` : m.status);
   }
   item.querySelector(".failed-actions").hidden = !(mine && m.status === MessageStatus.FAILED);
   const receipt = item.querySelector(".receipt");
-  const adminBroadcast = conversation.type !== "direct" && m.sender_role === Role.ADMIN && m.position != null;
+  const adminBroadcast = conversation.type === ConversationType.BROADCAST && m.sender_role === Role.ADMIN && m.position != null;
   const receiptText = adminBroadcast && actions.receiptText ? actions.receiptText(m) || "" : "";
   setText(receipt, receiptText);
   receipt.hidden = !receiptText;
