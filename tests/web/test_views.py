@@ -17,7 +17,7 @@ import uuid
 
 from playwright.async_api import Route, expect
 
-from tests.web.pages import Api, Dashboards
+from tests.web.pages import TIMEOUT_MS, Api, Dashboards
 
 PHONE = {"width": 390, "height": 844}
 MUTATIONS = """() => {
@@ -38,6 +38,12 @@ SELECT_BODY = """(text) => {
   selection.removeAllRanges();
   selection.addRange(range);
   return selection.toString();
+}"""
+DAY_BEFORE = """(t) => {
+  const li = [...document.querySelectorAll('#messages li.message')].find((m) => m.textContent.includes(t));
+  let p = li.previousElementSibling;
+  while (p && !p.classList.contains('day')) p = p.previousElementSibling;
+  return p && p.textContent;
 }"""
 
 
@@ -130,15 +136,12 @@ async def test_days_full_dates_and_links(dashboards: Dashboards, api: Api) -> No
     await expect(message).to_have_count(1)
 
     # Today's messages come after a "Today" separator; the time carries the full date.
-    assert await page.evaluate(
-        "(t) => { const li = [...document.querySelectorAll('#messages li.message')].find((m) => m.textContent.includes(t));"
-        " let p = li.previousElementSibling; while (p && !p.classList.contains('day')) p = p.previousElementSibling;"
-        " return p && p.textContent; }",
-        t,
-    ) == "Today"
+    separator = await page.evaluate(DAY_BEFORE, t)
+    assert separator == "Today"
     time = message.locator("time")
     created = await time.get_attribute("datetime")
-    assert created and created.startswith(str((await api.thread(medic.account, medic.conversation_id))[-1]["created_at"])[:10])
+    stored = await api.thread(medic.account, medic.conversation_id)
+    assert created and created[:10] == str(stored[-1]["created_at"])[:10]
     full = await time.get_attribute("title")
     assert full and created[:4] in full
     stamp = message.locator(".stamp")
@@ -229,3 +232,43 @@ async def test_a_refused_message_can_be_retried_or_deleted(dashboards: Dashboard
     stored = [m["content"] for m in await api.thread(medic.account, medic.conversation_id)]
     assert stored.count(f"Retry me {t}") == 1
     assert f"Delete me {t}" not in stored
+
+
+NOTIFICATIONS_STUB = """(() => {
+  window.__asked = 0; window.__shown = []; window.__hidden = false;
+  class StubNotification { constructor(title, options) { window.__shown.push([title, options.body]); } }
+  StubNotification.permission = 'default';
+  StubNotification.requestPermission = async () => {
+    window.__asked += 1; StubNotification.permission = 'granted'; return 'granted';
+  };
+  window.Notification = StubNotification;
+  navigator.setAppBadge = async (count) => { window.__badge = count; };
+  navigator.clearAppBadge = async () => { window.__badge = 0; };
+  Object.defineProperty(document, 'visibilityState', {get: () => (window.__hidden ? 'hidden' : 'visible')});
+})()"""
+
+
+async def test_notifications_are_asked_for_from_the_menu_and_shown_while_hidden_with_the_app_badge(
+    dashboards: Dashboards, api: Api
+) -> None:
+    t = tag()
+    admin_account = await api.login("admin@demo.example")
+    medic = await api.create_medic(admin_account, f"Notify Medic {t}")
+    admin = await dashboards.new()
+    page = admin.page
+    await page.add_init_script(script=NOTIFICATIONS_STUB)
+    await admin.goto()
+    await admin.sign_in("admin@demo.example")
+    assert await page.evaluate("window.__asked") == 0  # never on load
+    await admin.choose("#notifications-on")
+    await page.wait_for_function("window.__asked === 1", timeout=TIMEOUT_MS)
+    await expect(page.locator("#notifications-on")).to_be_hidden()
+
+    await api.send(medic.account, medic.conversation_id, f"While visible {t}")
+    await expect(admin.badge(medic.conversation_id)).to_have_text("1")
+    await page.evaluate("window.__hidden = true")
+    await api.send(medic.account, medic.conversation_id, f"While hidden {t}")
+    await expect(admin.badge(medic.conversation_id)).to_have_text("2")
+    assert await page.evaluate("window.__badge") == await admin.total()  # the app badge too
+    shown = await page.evaluate("window.__shown")
+    assert shown == [[f"Notify Medic {t} · SiteComms", f"While hidden {t}"]]

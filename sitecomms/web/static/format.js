@@ -1,4 +1,4 @@
-// Formats for the views: relative times in the list, a message's clock time and full date,
+// Formats for the views (dom.js has the list's relative times): a message's clock time and full date,
 // the thread's day separators ("Today", "Yesterday", a weekday within the last week, else the
 // full date), and message text with its http(s) links as DOM nodes (text nodes and <a>, built
 // with textContent; any other scheme, javascript: included, stays plain text).
@@ -28,15 +28,6 @@ export function clockTime(iso) {
 
 export function fullDateTime(iso) {
   return new Date(iso).toLocaleString(undefined, { dateStyle: "full", timeStyle: "short" });
-}
-
-export function relativeTime(iso) {
-  if (!iso) return "";
-  const then = new Date(iso), seconds = (Date.now() - then.getTime()) / 1000;
-  if (seconds < 60) return "now";
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h`;
-  return then.toLocaleDateString();
 }
 
 const CANDIDATE = /\bhttps?:\/\/[^\s<>"']+/gi;

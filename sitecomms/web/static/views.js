@@ -13,8 +13,8 @@ import { ConversationType, MessageStatus, Role } from "./protocol.js";
 import {
   canWrite, isMine, keyOf, lastMessage, model, newestKnown, sortedConversations, sortedMessages, unreadTotal,
 } from "./model.js";
-import { clockTime, dayKey, dayLabel, fullDateTime, linkified, relativeTime } from "./format.js";
-import { $, button, el } from "./dom.js";
+import { clockTime, dayKey, dayLabel, fullDateTime, linkified } from "./format.js";
+import { $, button, el, relativeTime } from "./dom.js";
 
 const APP_NAME = "SiteComms";
 const AT_BOTTOM_PX = 24;
@@ -239,7 +239,8 @@ function announceNew(changed) {
       if (!m || m.position == null || m.position <= seen) continue;
       newest = Math.max(newest, m.position);
       if (isMine(m)) continue;
-      setText($("announcer"), `New message from ${m.sender_name}`);
+      // A new text node each time: the same words again are announced again.
+      $("announcer").replaceChildren(document.createTextNode(`New message from ${m.sender_name}`));
       if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {
         try { new Notification(`${m.sender_name} · ${APP_NAME}`, { body: m.content, tag: key }); } catch { /* not allowed here */ }
       }
