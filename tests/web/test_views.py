@@ -60,7 +60,8 @@ async def test_a_phone_sends_with_the_button_and_goes_back_with_the_browser(dash
     assert await page.evaluate("matchMedia('(pointer: coarse)').matches")
     await phone.open(medic.conversation_id, "Admin")
     await expect(page.locator("#compose-text")).to_be_visible()
-    assert await page.evaluate("document.activeElement.id") != "compose-text"  # no keyboard popping up
+    # No keyboard popping up: the focus goes to the thread's title, not to the compose box.
+    assert await page.evaluate("document.activeElement.id") == "thread-title"
 
     # Enter is a new line; the Send button sends.
     await page.tap("#compose-text")
@@ -89,6 +90,7 @@ async def test_a_phone_sends_with_the_button_and_goes_back_with_the_browser(dash
     await page.go_back()
     await expect(page.locator("#thread-pane")).to_be_hidden()
     await expect(phone.item(medic.conversation_id)).to_be_visible()
+    await expect(phone.item(medic.conversation_id).locator("button")).to_be_focused()
     item = await phone.item(medic.conversation_id).locator("button").bounding_box()
     assert item and item["height"] >= 44
     await page.click("#menu-button")
@@ -96,6 +98,11 @@ async def test_a_phone_sends_with_the_button_and_goes_back_with_the_browser(dash
     for selector in ("#account-open", "#sign-out"):
         box = await page.locator(selector).bounding_box()
         assert box and box["width"] >= 44 and box["height"] >= 44, (selector, box)
+
+    # On the list, the browser's Back leaves the app as usual (no extra history entries).
+    await page.keyboard.press("Escape")
+    await page.go_back()
+    await page.wait_for_url("about:blank")
 
 
 async def test_an_incoming_message_adds_one_node_and_keeps_the_selection(dashboards: Dashboards, api: Api) -> None:

@@ -26,7 +26,7 @@ const threadNodes = new Map(); // message key or `day:<date>` -> <li>
 let shownId = null;            // the conversation #messages shows
 let signedIn = false;          // the views have shown a signed-in page (focus goes to the list once)
 let stickToBottom = false;     // my own send: show the bottom after the next render
-let focusCompose = false;      // a thread was opened from the list (not on a touch screen)
+let focusCompose = null;       // a thread was opened from the list: whether to focus the compose box
 const newestSeen = new Map();  // conversation id -> newest position already seen (announced or known)
 
 const setText = (node, text) => { if (node.textContent !== text) node.textContent = text; };
@@ -173,8 +173,20 @@ function renderThread(changed, openChanged) {
   $("compose").hidden = !writable;
   $("read-only").hidden = !conversation || writable;
   setText($("thread-title"), conversation ? conversation.name : "Choose a conversation");
-  if (!conversation) { box.replaceChildren(); threadNodes.clear(); shownId = null; return; }
-  if (focusCompose) { focusCompose = false; if (writable) $("compose-text").focus(); }
+  if (!conversation) {
+    // Back at the list: focus returns to the conversation that was open (if the thread had it).
+    const lost = document.activeElement === document.body || $("thread-pane").contains(document.activeElement);
+    if (openChanged && shownId && lost) listNodes.get(shownId)?.querySelector("button").focus();
+    box.replaceChildren(); threadNodes.clear(); shownId = null;
+    return;
+  }
+  if (focusCompose !== null) {
+    // A thread opened from the list: the compose box on a desktop; on a touch screen the title
+    // (focusing the box would pop the keyboard up over the thread).
+    if (focusCompose && writable) $("compose-text").focus();
+    else if (coarse.matches) $("thread-title").focus({ preventScroll: true });
+    focusCompose = null;
+  }
   const fresh = shownId !== conversation.id;
   const touched = changed.messages.get(conversation.id);
   if (!fresh && !changed.all && !touched && !openChanged) return;
