@@ -51,7 +51,10 @@ async function openConversation(id) {
   markRead(id);
 }
 
-function back() { model.openId = null; changed.all(); }
+function back() {
+  if (model.openId) changed.conversation(model.openId);
+  model.openId = null;
+}
 
 async function loadOlder(id, first = false) {
   const t = thread(id);

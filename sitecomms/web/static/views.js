@@ -286,7 +286,7 @@ export function render(changed) {
   if (first || changed.all || changed.header || changed.conversations.size) renderHeader();
   renderList(first ? { ...changed, all: true } : changed, openChanged);
   renderThread(first ? { ...changed, all: true } : changed, openChanged);
-  if (first || changed.all) rememberAllSeen(); else announceNew(changed);
+  if (first) rememberAllSeen(); else announceNew(changed); // a resync announces what is newer too
   if (first) {
     signedIn = true;
     $("conversations").querySelector("button")?.focus();
