@@ -239,11 +239,17 @@ class Dashboard:
 
     @property
     def messages(self) -> Locator:
-        return self.page.locator("#messages li")
+        return self.page.locator("#messages li.message")
 
     def message(self, text: str) -> Locator:
         """The thread's message(s) whose body contains `text`."""
         return self.messages.filter(has=self.page.locator(".body", has_text=text))
+
+    async def choose(self, item: str) -> None:
+        """Open the header's menu and click one of its items (e.g. "#sign-out")."""
+        if await self.page.locator("#menu").is_hidden():
+            await self.page.click("#menu-button")
+        await self.page.click(item)
 
     async def open(self, conversation_id: str, title: str | None = None) -> None:
         """Open a conversation from the list; returns once it is shown and marked read here."""

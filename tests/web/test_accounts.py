@@ -61,13 +61,13 @@ def user_action(page: Dashboard, user_id: str, action: str) -> Locator:
 
 
 async def open_users(admin: Dashboard) -> None:
-    await admin.page.click("#users-open")
+    await admin.choose("#users-open")
     await expect(admin.page.locator("#users")).to_be_visible()
     await expect(admin.page.locator("#users-list li").first).to_be_visible()
 
 
 async def open_account(page: Dashboard) -> None:
-    await page.page.click("#account-open")
+    await page.choose("#account-open")
     await expect(page.page.locator("#account")).to_be_visible()
     await expect(page.page.locator("#my-devices-list li").first).to_be_visible()
 
@@ -256,7 +256,7 @@ async def test_my_devices_lists_my_sessions_and_signs_them_out(dashboards: Dashb
     # Sign out ends this session on the server too.
     token = (await stored_token(here))["access_token"]
     async with here.page.expect_response(lambda r: r.url.endswith("/v1/auth/logout")) as logout:
-        await here.page.click("#sign-out")
+        await here.choose("#sign-out")
     assert (await logout.value).status == 204
     await expect(here.page.locator("#login-email")).to_be_visible()
     response = await api.http.get("/v1/me", headers={"authorization": f"Bearer {token}"})
@@ -316,6 +316,8 @@ async def test_a_promoted_medic_refreshes_once_and_goes_on_as_admin(dashboards: 
     page.page.on("websocket", opened)
     refreshes = refreshes_of(page)
     await page.sign_in(medic.email, medic.password)
+    await page.page.click("#menu-button")
+    await expect(page.page.locator("#account-open")).to_be_visible()
     await expect(page.page.locator("#users-open")).to_be_hidden()
 
     # The role change ends the socket's access (4401) and the token's claims no longer match:
@@ -323,7 +325,7 @@ async def test_a_promoted_medic_refreshes_once_and_goes_on_as_admin(dashboards: 
     admin = await api.login("admin@demo.example")
     response = await api.http.put(f"/v1/users/{medic.account.id}/role", json={"role": "admin"}, headers=admin.headers)
     assert response.status_code == 200, response.text
-    await expect(page.page.locator("#users-open")).to_be_visible()
+    await expect(page.page.locator("#users-open")).to_be_visible()  # the menu is still open
     await asyncio.wait_for(reconnected.wait(), TIMEOUT)
     await expect(page.connection).to_have_attribute("data-state", "live")
     assert sockets[0].is_closed()

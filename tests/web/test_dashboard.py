@@ -26,6 +26,7 @@ LIVE_WITHIN = 1.0  # seconds from Enter on one page to the message on the other 
 IDLE_SECONDS = 30.0
 RECONNECT_TIMEOUT_MS = 30_000  # the page's backoff grows while the server is down (at most 10 s)
 
+MINE = re.compile(r"\bmine\b")  # the class of my own messages
 BODY_IS = "(text) => [...document.querySelectorAll('#messages li .body')].some((b) => b.textContent === text)"
 TWO_FRAMES = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
 SCROLL_TO_TOP = "() => { document.getElementById('messages').scrollTop = 0; }"
@@ -72,7 +73,10 @@ async def test_messages_reach_the_other_side_live_both_ways(dashboards: Dashboar
     medic = await dashboards.signed_in("medic1@demo.example")
     await admin.open(maya_id, "Maya Lindqvist")
     await medic.open(maya_id, "Admin")  # a medic's direct conversation is "Admin" to them
+    await medic.page.click("#menu-button")
+    await expect(medic.page.locator("#account-open")).to_be_visible()
     await expect(medic.page.locator("#add-user-open")).to_be_hidden()
+    await medic.page.keyboard.press("Escape")
     admin_total = await admin.total()
     tomas_unread = await admin.badge_count(tomas_id)
 
@@ -81,14 +85,14 @@ async def test_messages_reach_the_other_side_live_both_ways(dashboards: Dashboar
     latency = await send_and_time(medic, admin, text)
     assert latency < LIVE_WITHIN, f"the admin saw the medic's message after {latency:.3f} s"
     await expect(admin.message(text).locator(".sender")).to_have_text("Maya Lindqvist")
-    await expect(admin.message(text)).not_to_have_class("mine")
+    await expect(admin.message(text)).not_to_have_class(MINE)
     await expect(admin.items.first).to_have_attribute("data-id", maya_id)
     await expect(admin.item(maya_id).locator(".preview")).to_have_text(text)
     await expect(admin.badge(maya_id)).to_be_hidden()  # open and at the bottom: read at once
     await expect(admin.unread_total).to_have_text(str(admin_total))
     # The medic's own copy: one item (the optimistic one, reconciled), read by the admin.
     await expect(medic.message(text)).to_have_count(1)
-    await expect(medic.message(text)).to_have_class("mine")
+    await expect(medic.message(text)).to_have_class(MINE)
     await expect(medic.message(text).locator(".sender")).to_have_text("You")
     await expect(medic.message(text).locator(".status")).to_have_text("read")
     assert (await api.conversation(admin_account, maya_id))["unread_count"] == 0
@@ -390,8 +394,8 @@ async def test_reconnects_after_a_server_restart_and_delivers_the_queued_message
     await expect(page.connection).to_have_attribute("data-state", re.compile(r"^(reconnecting|offline)$"))
     queued = f"Typed while the server was down ({t})"
     await page.send(queued)
-    await expect(page.message(queued)).to_have_class("mine")
-    await expect(page.message(queued).locator(".status")).to_have_text("sending")
+    await expect(page.message(queued)).to_have_class(MINE)
+    await expect(page.message(queued).locator(".status")).to_have_text("queued")
     await expect(page.connection).to_contain_text("1 queued")
 
     # Others write meanwhile, through another server on the same database (the page cannot
@@ -442,7 +446,7 @@ async def test_sign_out_returns_to_login_and_forgets_the_session(dashboards: Das
     closed = asyncio.Event()
     sockets[0].on("close", lambda _: closed.set())
 
-    await dashboard.page.click("#sign-out")
+    await dashboard.choose("#sign-out")
     await expect(dashboard.page.locator("#login")).to_be_visible()
     await expect(dashboard.page.locator("#app")).to_be_hidden()
     await expect(dashboard.page.locator("#login-email")).to_be_focused()
@@ -459,7 +463,7 @@ async def test_sign_out_returns_to_login_and_forgets_the_session(dashboards: Das
     await expect(dashboard.message(mine).locator(".status")).to_have_text("sent")
 
     # Signed out, a reload does not sign anyone back in.
-    await dashboard.page.click("#sign-out")
+    await dashboard.choose("#sign-out")
     await expect(dashboard.page.locator("#login")).to_be_visible()
     await dashboard.page.reload()
     await expect(dashboard.page.locator("#login")).to_be_visible()
@@ -535,7 +539,7 @@ async def test_admin_adds_a_medic_who_appears_in_the_list_live(dashboards: Dashb
     admin = await dashboards.signed_in("admin@demo.example")
     other_admin = await dashboards.signed_in("admin2@demo.example")
     dialog = admin.page.locator("#add-user")
-    await admin.page.click("#add-user-open")
+    await admin.choose("#add-user-open")
     await expect(dialog).to_be_visible()
     await expect(admin.page.locator("#new-name")).to_be_focused()
     await admin.page.fill("#new-name", name)
@@ -564,18 +568,18 @@ async def test_keyboard_reaches_the_list_and_opens_a_conversation(dashboards: Da
     page = dashboard.page
     for _ in range(10):
         await page.keyboard.press("Tab")
-        if await page.evaluate("document.activeElement.matches('#conversations li')"):
+        if await page.evaluate("document.activeElement.matches('#conversations li > button')"):
             break
     else:
         raise AssertionError("Tab never reached the conversation list")
-    focused = await page.evaluate("document.activeElement.dataset.id")
+    focused = await page.evaluate("document.activeElement.closest('li').dataset.id")
     assert focused != newcomer.conversation_id
     name = await dashboard.item(focused).locator(".name").inner_text()
 
     # A message elsewhere re-sorts the list; the keyboard user keeps their place.
     await api.send(newcomer.account, newcomer.conversation_id, f"Hello from {t}")
     await expect(dashboard.items.first).to_have_attribute("data-id", newcomer.conversation_id)
-    assert await page.evaluate("document.activeElement.dataset.id") == focused
+    assert await page.evaluate("document.activeElement.closest('li').dataset.id") == focused
 
     await page.keyboard.press("Enter")
     await expect(page.locator("#thread-title")).to_have_text(name)
@@ -611,7 +615,7 @@ async def test_a_send_that_fails_while_the_socket_stays_live_is_retried(dashboar
     text = f"Sent over a bad connection ({t})"
     await dashboard.send(text)
     await asyncio.wait_for(failed.wait(), TIMEOUT)
-    await expect(dashboard.message(text).locator(".status")).to_have_text("sending")
+    await expect(dashboard.message(text).locator(".status")).to_have_text("queued")
     await expect(dashboard.connection).to_have_attribute("data-state", "live")
     # No reconnect happens (the socket is fine): the page must retry by itself.
     await expect(dashboard.message(text).locator(".status")).to_have_text("sent")

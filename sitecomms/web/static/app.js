@@ -13,12 +13,13 @@ import { Backoff, backoffDelay, THREAD_PAGE_DEFAULT } from "./protocol.js";
 import { HttpError, isSignedIn, loadSession, login, logout, onSession, signedInUser } from "./session.js";
 import { databaseName, Store } from "./store.js";
 import { deleteDatabase } from "./idb.js";
-import { changedLocally, clear, isMine, keyOf, load, messagesOf, model, newestKnown, refresh, subscribe, thread } from "./model.js";
+import { changedLocally, clear, keyOf, load, messagesOf, model, newestKnown, refresh, subscribe, thread } from "./model.js";
 import { deliver, Delivery } from "./outbox.js";
 import { olderMessages, pull, refreshMe } from "./sync.js";
 import { Realtime } from "./socket.js";
 import { packTouched, TabMessage, Tabs, unpackTouched } from "./tabs.js";
-import { atBottom, confirmSignOut, installViews, render, showApp, showLogin, showNotice } from "./views.js";
+import { installViews, render } from "./views.js";
+import { confirmSignOut, installScreens, showApp, showLogin, showNotice } from "./screens.js";
 import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
 import { installShell, OUTBOX_SYNC_TAG } from "./shell.js";
 
@@ -199,14 +200,14 @@ function reconnect() { if (realtime) realtime.reconnect(); }
 
 async function enter(userId) {
   store = await Store.open(userId, () => { if (store && store.userId === userId) leave(); });
+  showApp();
   await load(store);
-  showApp(Boolean(model.me));
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   tabs = new Tabs(userId, { onLead: becomeLeader, onMessage: onTabMessage });
   tabs.post({ type: TabMessage.ASK_STATE });
   if (!model.me) {
     // First sign-in on this device: nothing to show until the server answers.
-    try { await refreshMe(store, committed); showApp(true); } catch { /* the leader retries */ }
+    try { await refreshMe(store, committed); } catch { /* the leader retries */ }
   }
 }
 
@@ -221,9 +222,8 @@ onSession({
 });
 
 subscribe(render);
-// A message arriving in the open conversation, shown to a reader at the bottom, is read.
-subscribe((changed) => { if (model.openId && changed.messages.has(model.openId) && atBottom()) markRead(model.openId); });
-installViews({ open, back, send, retry, discard, loadOlder, markRead, signOut, reconnect, signIn, isMine });
+installViews({ open, back, send, retry, discard, loadOlder, markRead, signOut, reconnect });
+installScreens({ signIn });
 installAccounts({ me: () => model.me });
 installShell();
 

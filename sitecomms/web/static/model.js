@@ -64,6 +64,14 @@ export function unreadTotal() {
   return total;
 }
 
+/** The conversation's newest message, if this tab holds it. */
+export function lastMessage(id) {
+  const conversation = model.conversations.get(id);
+  if (!conversation || conversation.last_message_position == null) return null;
+  for (const m of messagesOf(id).values()) if (m.position === conversation.last_message_position) return m;
+  return null;
+}
+
 /** The newest message position this tab holds of a conversation. */
 export function newestKnown(id) {
   let newest = model.conversations.get(id)?.last_message_position || 0;
@@ -96,9 +104,16 @@ function statusOf(m, conversation) {
   return furthest >= m.position ? MessageStatus.READ : MessageStatus.SENT;
 }
 
-function restatus(id) {
+// Recompute my messages' status; the keys whose status changed go into `changed`.
+function restatus(id, changed) {
   const conversation = model.conversations.get(id);
-  for (const m of messagesOf(id).values()) m.status = statusOf(m, conversation);
+  for (const m of messagesOf(id).values()) {
+    const status = statusOf(m, conversation);
+    if (status === m.status) continue;
+    m.status = status;
+    if (!changed.messages.has(id)) changed.messages.set(id, new Set());
+    changed.messages.get(id).add(m.key);
+  }
 }
 
 function recount(id) {
@@ -140,9 +155,9 @@ export async function load(store) {
   for (const u of all.users) model.users.set(u.id, u);
   for (const m of all.messages) putMessage(m.conversation_id, m.key, m);
   for (const e of all.outbox) putMessage(e.conversation_id, e.key, e);
-  for (const id of model.messages.keys()) { recount(id); restatus(id); }
-  model.outboxCount = all.outbox.filter((e) => e.status === MessageStatus.QUEUED).length;
   const changed = { all: true, header: true, conversations: new Set(model.conversations.keys()), messages: new Map() };
+  for (const id of model.messages.keys()) { recount(id); restatus(id, changed); }
+  model.outboxCount = all.outbox.filter((e) => e.status === MessageStatus.QUEUED).length;
   notify(changed);
   return changed;
 }
@@ -156,9 +171,9 @@ export async function refresh(store, touched) {
   for (const c of read.conversations) putConversation(c.id, c.record, c.read, c.readers);
   for (const m of read.messages) putMessage(m.conversationId, m.key, m.record);
   const ids = read.users ? [...model.conversations.keys()] : touched.conversations;
-  for (const id of ids) { recount(id); restatus(id); }
+  const changed = { all: false, header: true, conversations: new Set(ids), messages: new Map(touched.messages) };
+  for (const id of ids) { recount(id); restatus(id, changed); }
   model.outboxCount = read.outboxCount;
-  const changed = { all: false, header: true, conversations: new Set(ids), messages: touched.messages };
   notify(changed);
   return changed;
 }
