@@ -259,7 +259,7 @@ class Dashboard:
         await expect(self.badge(conversation_id)).to_be_hidden()
 
     async def sign_out(self) -> None:
-        await self.page.locator("#sign-out").click()
+        await self.choose("#sign-out")
 
     async def databases(self) -> list[str]:
         """The names of this origin's IndexedDB databases."""

@@ -34,7 +34,7 @@ async def contents_on_server(api: Api, medic: Medic, tagged: str) -> list[str]:
 async def write(page: Dashboard, text: str) -> None:
     """Type a message and tap Send; returns once it is shown (queued, or further)."""
     await page.page.fill("#compose-text", text)
-    await page.page.click("#compose button[type=submit]")
+    await page.page.click("#send")
     await expect(page.message(text)).to_have_count(1)
 
 

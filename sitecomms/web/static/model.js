@@ -122,7 +122,8 @@ function recount(id) {
   const upTo = model.readUpTo.get(id) || 0;
   let held = 0;
   for (const m of messagesOf(id).values()) if (!isMine(m) && m.position != null && m.position > upTo) held += 1;
-  const caughtUp = conversation.last_message_position != null && upTo >= conversation.last_message_position;
+  // Read up to the newest message known (held, or named by the conversation): nothing is unread.
+  const caughtUp = upTo > 0 && upTo >= newestKnown(id);
   conversation.unread = caughtUp ? 0 : held + (conversation.unread_unheld || 0);
 }
 

@@ -24,7 +24,8 @@ let actions = null;
 const listNodes = new Map();   // conversation id -> <li>
 const threadNodes = new Map(); // message key or `day:<date>` -> <li>
 let shownId = null;            // the conversation #messages shows
-let signedIn = false;          // the views have shown a signed-in page (focus goes to the list once)
+let signedIn = false;          // the views have shown a signed-in page
+let focusList = false;         // focus goes to the list's first conversation when it appears
 let stickToBottom = false;     // my own send: show the bottom after the next render
 let focusCompose = null;       // a thread was opened from the list: whether to focus the compose box
 const newestSeen = new Map();  // conversation id -> newest position already seen (announced or known)
@@ -287,9 +288,13 @@ export function render(changed) {
   renderList(first ? { ...changed, all: true } : changed, openChanged);
   renderThread(first ? { ...changed, all: true } : changed, openChanged);
   if (first) rememberAllSeen(); else announceNew(changed); // a resync announces what is newer too
-  if (first) {
-    signedIn = true;
-    $("conversations").querySelector("button")?.focus();
+  if (first) { signedIn = true; focusList = true; }
+  // After signing in, focus goes to the first conversation once there is one (a first sign-in
+  // on this device waits for the server), unless the user has put it somewhere already.
+  const firstItem = $("conversations").querySelector("button");
+  if (focusList && firstItem) {
+    focusList = false;
+    if (document.activeElement === document.body || document.activeElement === null) firstItem.focus();
   }
 }
 
