@@ -79,9 +79,12 @@ class ReadStatusView:
 
 @dataclass(frozen=True, slots=True)
 class ReaderView:
-    """One recipient of a message, in its receipts: named as the asking viewer sees them."""
+    """One recipient of a message, in its receipts: named as the asking viewer sees them.
 
-    user_id: str
+    To a medic the admins are one team: one reader "Admin" with no `user_id`, who has read as
+    far as the admin who read furthest (a medic never learns who the org's admins are)."""
+
+    user_id: str | None
     display_name: str
     last_read_position: int  # 0: has read nothing of the conversation
     last_read_at: datetime | None
@@ -94,7 +97,8 @@ class ReceiptsView:
     The recipients are the other side of the conversation, active, never the sender: for a
     broadcast, the org's medics; in a direct conversation, the medic for an admin's message
     and the org's admins for the medic's. A recipient has read the message once their read
-    position reaches its position. Each list is ordered by name."""
+    position reaches its position (for a medic, the admins count as one). Each list is ordered
+    by name."""
 
     message_id: str
     conversation_id: str

@@ -204,9 +204,10 @@ class Model:
                 return "read"
         return "sent"
 
-    def receipts(self, viewer: Member, message: Sent) -> tuple[set[str], set[str]] | None:
+    def receipts(self, viewer: Member, message: Sent) -> tuple[set[str | None], set[str | None]] | None:
         """Who of the message's recipients (the other side) has read it, and who not; None when
-        refused: a broadcast's receipts are the admins' alone."""
+        refused: a broadcast's receipts are the admins' alone. To a medic the admins are one
+        reader without an id (None), who has read it once any admin has."""
         medic = self.conversation_medic[message.conversation_id]
         if medic is None and viewer.role is Role.MEDIC:
             return None
@@ -219,7 +220,9 @@ class Model:
             side = {medic}
         side.discard(message.sender_id)
         read = {u for u in side if self.read_upto.get((message.conversation_id, u), 0) >= message.position}
-        return read, side - read
+        if viewer.role is Role.MEDIC and side & {a.id for a in world.admins}:
+            return ({None}, set()) if read else (set(), {None})
+        return set(read), set(side - read)
 
     def unread_count(self, viewer: Member, conversation_id: str) -> int:
         upto = self.read_upto.get((conversation_id, viewer.id), 0)
@@ -538,7 +541,8 @@ async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor:
     world = next(w for w in model.worlds if w.org_id == member.org_id)
     allowed_people = {u.id for u in world.members} if member.role is Role.ADMIN else {a.id for a in world.admins}
     allowed_people.add(member.id)
-    assert set(_walk(trees, "user_id")) | set(_walk(trees, "sender_id")) <= allowed_people
+    people = set(_walk(trees, "user_id")) - {None}  # None: in a medic's receipts, the admins as one
+    assert people | set(_walk(trees, "sender_id")) <= allowed_people
     secrets = model.secrets_for(member)
     for text in reader.bodies:
         leaked = sorted(s for s in secrets if s in text)
@@ -557,7 +561,8 @@ async def _check_receipts(reader: Reader, model: Model, sent: Sent) -> None:
     assert ({r["user_id"] for r in got["read"]}, {r["user_id"] for r in got["unread"]}) == (read, unread)
     assert (got["read_count"], got["recipient_count"]) == (len(read), len(read) + len(unread))
     for person in got["read"] + got["unread"]:
-        assert person["display_name"] == model.sender_name(reader.member, person["user_id"])
+        name = "Admin" if person["user_id"] is None else model.sender_name(reader.member, person["user_id"])
+        assert person["display_name"] == name
 
 
 async def _run_example(stack: Stack, plan: Plan) -> None:

@@ -112,7 +112,8 @@ REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
         "POST /v1/users/{user_id}/password": [{403}, {404}],
         "DELETE /v1/users/{user_id}/sessions": [{200}, {404}],  # their own devices; nobody else's
         "GET /v1/audit": [{403}],
-        "GET /v1/conversations/{conversation_id}/messages/{message_id}/receipts": [{403}],  # the broadcast's
+        # Their own direct conversation's (200) or the broadcast's (403), whichever comes up.
+        "GET /v1/conversations/{conversation_id}/messages/{message_id}/receipts": [{200, 403}],
     },
 }
 
