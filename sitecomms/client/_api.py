@@ -1,7 +1,7 @@
 """The server's HTTP API as the SDK uses it: protocol requests out, protocol dataclasses back.
 
 Every answer is decoded at this boundary into the `sitecomms.protocol` dataclass the server
-renders (`TokenView`, `MessageView`, `ReadStatusView`, `SyncPage`), strictly: an answer that is
+renders (`TokenView`, `MessageView`, `ReadStatusView`, `SyncPage`, `ReceiptsView`), strictly: an answer that is
 not that shape raises `ServerUnavailable` naming the field (the same as an answer that is not
 JSON: the server or something in front of it is not speaking the protocol; retrying may work).
 Every failure is mapped into the SDK's errors. Each call names the access token it is made
@@ -25,7 +25,7 @@ import httpx
 from sitecomms.client._errors import AuthenticationError, NotFound, RequestRejected, ServerUnavailable
 from sitecomms.protocol.decoding import WireError, decode
 from sitecomms.protocol.limits import SYNC_PAGE_DEFAULT
-from sitecomms.protocol.models import ErrorBody, MessageView, ReadStatusView, SyncPage, TokenView
+from sitecomms.protocol.models import ErrorBody, MessageView, ReadStatusView, ReceiptsView, SyncPage, TokenView
 from sitecomms.protocol.requests import LoginRequest, MarkReadRequest, RefreshRequest, SendMessageRequest, body
 
 DEFAULT_TIMEOUT = 15.0
@@ -111,6 +111,10 @@ class Api:
         if cursor:
             params["cursor"] = cursor
         return await self.request(SyncPage, "GET", "/v1/sync", token=token, params=params)
+
+    async def receipts(self, conversation_id: str, message_id: str, *, token: str) -> ReceiptsView:
+        path = f"/v1/conversations/{conversation_id}/messages/{message_id}/receipts"
+        return await self.request(ReceiptsView, "GET", path, token=token)
 
     def realtime_url(self) -> str:
         scheme, rest = self.base_url.split("://", 1)

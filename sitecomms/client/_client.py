@@ -53,7 +53,7 @@ from sitecomms.protocol.decoding import CHANGE_TYPES, WireError, decode
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.frames import ClientFrame, CloseCode, ServerFrame
 from sitecomms.protocol.limits import MAX_CONTENT_CHARS
-from sitecomms.protocol.models import ChangeFrame
+from sitecomms.protocol.models import ChangeFrame, ReceiptsView
 
 log = logging.getLogger("sitecomms.client")
 
@@ -248,6 +248,14 @@ class Client:
 
     async def unread_total(self) -> int:
         return await self._store.run(self._store.core.unread_total)
+
+    async def receipts(self, conversation_id: str, message_id: str) -> ReceiptsView:
+        """Who of a sent message's recipients has read it, asked of the server (online only).
+
+        The broadcast's are an admin's to ask (`RequestRejected` 403 for a medic); in a direct
+        conversation either side may ask. Raises `ServerUnavailable` when the server cannot be
+        reached and `NotFound` for a message the user may not see."""
+        return await self._session.call(functools.partial(self._api.receipts, conversation_id, message_id))
 
     async def outbox_size(self) -> int:
         return await self._store.run(self._store.core.outbox_size)

@@ -77,6 +77,38 @@ class ReadStatusView:
     position: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReaderView:
+    """One recipient of a message, in its receipts: named as the asking viewer sees them.
+
+    To a medic the admins are one team: one reader "Admin" with no `user_id`, who has read as
+    far as the admin who read furthest (a medic never learns who the org's admins are)."""
+
+    user_id: str | None
+    display_name: str
+    last_read_position: int  # 0: has read nothing of the conversation
+    last_read_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptsView:
+    """Who has read one message: "read by `read_count` of `recipient_count`", and who.
+
+    The recipients are the other side of the conversation, active, never the sender: for a
+    broadcast, the org's medics; in a direct conversation, the medic for an admin's message
+    and the org's admins for the medic's. A recipient has read the message once their read
+    position reaches its position (for a medic, the admins count as one). Each list is ordered
+    by name."""
+
+    message_id: str
+    conversation_id: str
+    position: int  # the message's
+    recipient_count: int
+    read_count: int
+    read: list[ReaderView]
+    unread: list[ReaderView]
+
+
 ChangeData = MessageView | ConversationView | ReadStatusView | UserView
 
 

@@ -1,4 +1,4 @@
-"""Conversations: the list, a thread's pages, and marking read."""
+"""Conversations: the list, a thread's pages, marking read, and a message's receipts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from sitecomms.protocol import limits
 from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.errors import ErrorCode
-from sitecomms.protocol.models import ConversationList, MessagePage, ReadStatusView
+from sitecomms.protocol.models import ConversationList, MessagePage, ReadStatusView, ReceiptsView
 from sitecomms.server.api.auth import Authenticator
 from sitecomms.server.api.responses import JSON, responses
 from sitecomms.server.api.schemas import MarkReadRequest
@@ -60,3 +60,15 @@ def install(api: APIRouter, messaging: Messaging, authenticate: Authenticator) -
         """Move the caller's read position forward (never back); no body: up to the newest message."""
         position = body.position if body is not None else None
         return JSON(await messaging.mark_read(viewer, str(conversation_id), position))
+
+    @api.get(
+        "/v1/conversations/{conversation_id}/messages/{message_id}/receipts",
+        tags=tags,
+        response_model=ReceiptsView,
+        responses=responses(403, 404),
+    )
+    async def message_receipts(
+        conversation_id: uuid.UUID, message_id: uuid.UUID, viewer: Viewer = Depends(authenticate)
+    ) -> JSON:
+        """Who of the message's recipients has read it. A broadcast's: admins only (403 for a medic)."""
+        return JSON(await messaging.receipts(viewer, str(conversation_id), str(message_id)))

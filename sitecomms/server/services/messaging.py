@@ -1,4 +1,4 @@
-"""Sending messages, conversation lists, threads and read positions.
+"""Sending messages, conversation lists, threads, read positions and receipts (`receipts.py`).
 
 A send is durable before it is acknowledged, and idempotent: the key a client makes up for a
 message is a database constraint (unique per sender), so the same key again returns the same
@@ -15,8 +15,8 @@ from sitecomms.protocol import rules
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.limits import PREVIEW_CHARS
-from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView
-from sitecomms.server.services import views, visibility
+from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView, ReceiptsView
+from sitecomms.server.services import receipts, views, visibility
 from sitecomms.server.services.errors import Conflict, Unauthenticated, obey
 from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
@@ -82,6 +82,10 @@ class Messaging:
                 self._local.committed(viewer.org_id, read_moved(*moved))
             await self._publisher.publish(viewer.org_id, status.position)
         return status
+
+    async def receipts(self, viewer: Viewer, conversation_id: str, message_id: str) -> ReceiptsView:
+        """Who of the message's recipients has read it (see `receipts.py`)."""
+        return await self._db.read("message_receipts", receipts.receipts_txn, viewer, conversation_id, message_id)
 
 
 def _existing(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow | None:

@@ -8,7 +8,10 @@ The rules (design §3):
   their direct conversation;
 - read statuses follow their conversation, except that in a broadcast a medic sees only their
   own (other medics stay invisible to each other);
-- an admin sees every user of the org; a medic sees only themself.
+- an admin sees every user of the org; a medic sees only themself;
+- who has read a message (its receipts) is shown to whoever may see every recipient's read
+  status: in a broadcast admins only (a medic learns no other medic's read state, not even as
+  a count); in a direct conversation either side.
 Anything not visible is reported as not found, never as forbidden, so existence does not leak;
 a visible conversation the viewer may not write is forbidden.
 
@@ -84,6 +87,45 @@ def can_see_read_status(viewer: Viewer, conversation: ConversationRow, status: R
     if not can_see_conversation(viewer, conversation):
         return False
     return viewer.is_admin or conversation.type == ConversationType.DIRECT or status.user_id == viewer.user_id
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+
+def can_see_receipts(viewer: Viewer, conversation: ConversationRow) -> bool:
+    if not can_see_conversation(viewer, conversation):
+        return False
+    return viewer.is_admin or conversation.type == ConversationType.DIRECT
+
+
+def require_receipts_visible(viewer: Viewer, conversation: ConversationRow | None) -> ConversationRow:
+    conversation = require_visible(viewer, conversation)
+    if not can_see_receipts(viewer, conversation):
+        raise Forbidden("only admins see who has read a broadcast")
+    return conversation
+
+
+def message_recipients(conversation: ConversationRow, sender_id: str, org_users: list[UserRow]) -> list[UserRow]:
+    """The recipients of a message: the other side of its conversation, active, never the sender.
+
+    Broadcast: the org's medics. Direct: the medic for an admin's message, the org's admins for
+    the medic's. (The same definition as `web/static/receipts.js` counts with.)"""
+    return [
+        user
+        for user in org_users
+        if user.org_id == conversation.org_id
+        and user.active
+        and user.id != sender_id
+        and _on_the_other_side(conversation, sender_id, user)
+    ]
+
+
+def _on_the_other_side(conversation: ConversationRow, sender_id: str, user: UserRow) -> bool:
+    if conversation.type == ConversationType.BROADCAST:
+        return user.role == Role.MEDIC
+    if sender_id == conversation.medic_id:
+        return user.role == Role.ADMIN
+    return user.id == conversation.medic_id
 
 
 # --- users ---------------------------------------------------------------------------------

@@ -204,6 +204,26 @@ class Model:
                 return "read"
         return "sent"
 
+    def receipts(self, viewer: Member, message: Sent) -> tuple[set[str | None], set[str | None]] | None:
+        """Who of the message's recipients (the other side) has read it, and who not; None when
+        refused: a broadcast's receipts are the admins' alone. To a medic the admins are one
+        reader without an id (None), who has read it once any admin has."""
+        medic = self.conversation_medic[message.conversation_id]
+        if medic is None and viewer.role is Role.MEDIC:
+            return None
+        world = next(w for w in self.worlds if w.org_id == self.conversation_org[message.conversation_id])
+        if medic is None:
+            side = {m.id for m in world.medics}
+        elif message.sender_id == medic:
+            side = {a.id for a in world.admins}
+        else:
+            side = {medic}
+        side.discard(message.sender_id)
+        read = {u for u in side if self.read_upto.get((message.conversation_id, u), 0) >= message.position}
+        if viewer.role is Role.MEDIC and side & {a.id for a in world.admins}:
+            return ({None}, set()) if read else (set(), {None})
+        return set(read), set(side - read)
+
     def unread_count(self, viewer: Member, conversation_id: str) -> int:
         upto = self.read_upto.get((conversation_id, viewer.id), 0)
         return sum(
@@ -463,6 +483,10 @@ async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor:
             response = await stack.client.get(path, headers=member.headers, params={"limit": THREAD_LIMIT})
             _not_found(response, "conversation")
             invisible_bodies.add(response.text)
+            for sent in model.messages_in(cid).values():
+                receipts = await stack.client.get(f"{path}/{sent.id}/receipts", headers=member.headers)
+                _not_found(receipts, "conversation")
+                invisible_bodies.add(receipts.text)
             continue
         page = await reader.get(path, limit=THREAD_LIMIT)
         assert page["has_more"] is False
@@ -477,6 +501,7 @@ async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor:
             )
             assert message["sender_name"] == model.sender_name(member, sent.sender_id)
             assert message["status"] == model.status_of(member, sent)
+            await _check_receipts(reader, model, sent)
     nowhere = await stack.client.get(f"/v1/conversations/{uuid.uuid4()}/messages", headers=member.headers)
     _not_found(nowhere, "conversation")
     assert invisible_bodies <= {nowhere.text}, "an invisible conversation must look exactly like a missing one"
@@ -516,11 +541,28 @@ async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor:
     world = next(w for w in model.worlds if w.org_id == member.org_id)
     allowed_people = {u.id for u in world.members} if member.role is Role.ADMIN else {a.id for a in world.admins}
     allowed_people.add(member.id)
-    assert set(_walk(trees, "user_id")) | set(_walk(trees, "sender_id")) <= allowed_people
+    people = set(_walk(trees, "user_id")) - {None}  # None: in a medic's receipts, the admins as one
+    assert people | set(_walk(trees, "sender_id")) <= allowed_people
     secrets = model.secrets_for(member)
     for text in reader.bodies:
         leaked = sorted(s for s in secrets if s in text)
         assert not leaked, f"{member.role} {member.id} was sent {leaked}"
+
+
+async def _check_receipts(reader: Reader, model: Model, sent: Sent) -> None:
+    path = f"/v1/conversations/{sent.conversation_id}/messages/{sent.id}/receipts"
+    want = model.receipts(reader.member, sent)
+    if want is None:
+        refused = await reader.get(path, expect=403)
+        assert refused["error"]["code"] == "forbidden"
+        return
+    got = await reader.get(path)
+    read, unread = want
+    assert ({r["user_id"] for r in got["read"]}, {r["user_id"] for r in got["unread"]}) == (read, unread)
+    assert (got["read_count"], got["recipient_count"]) == (len(read), len(read) + len(unread))
+    for person in got["read"] + got["unread"]:
+        name = "Admin" if person["user_id"] is None else model.sender_name(reader.member, person["user_id"])
+        assert person["display_name"] == name
 
 
 async def _run_example(stack: Stack, plan: Plan) -> None:

@@ -92,6 +92,7 @@ REACHED: dict[str, list[set[int]]] = {
     "DELETE /v1/sessions/{session_id}": [{204}, {404}],  # a session of mine / of someone I may not manage
     "GET /v1/users/{user_id}/sessions": [{200}, {404}],  # (a medic: their own)
     "POST /v1/me/password": [{204}, {403}],  # the current password right / wrong
+    "GET /v1/conversations/{conversation_id}/messages/{message_id}/receipts": [{404}],
 }
 REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
     "admin": {
@@ -111,6 +112,8 @@ REACHED_AS: dict[str, dict[str, list[set[int]]]] = {
         "POST /v1/users/{user_id}/password": [{403}, {404}],
         "DELETE /v1/users/{user_id}/sessions": [{200}, {404}],  # their own devices; nobody else's
         "GET /v1/audit": [{403}],
+        # Their own direct conversation's (200) or the broadcast's (403), whichever comes up.
+        "GET /v1/conversations/{conversation_id}/messages/{message_id}/receipts": [{200, 403}],
     },
 }
 
@@ -121,6 +124,7 @@ class Values:
 
     user_id: str
     conversations: list[str]
+    messages: list[str]
     users: list[str]
     sessions: list[str]
     refresh_tokens: list[str]
@@ -151,7 +155,11 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str], dict[
         listing = (await messaging.conversations(Viewer(boss.id, other.id, Role.ADMIN))).conversations
         far_direct = next(c.id for c in listing if c.medic_id == far.id)
         far_broadcast = next(c.id for c in listing if c.medic_id is None)
-        await messaging.send(Viewer(far.id, other.id, Role.MEDIC), far_direct, "not for the demo org", "other-1")
+        far_message = await messaging.send(Viewer(far.id, other.id, Role.MEDIC), far_direct, "far away", "other-1")
+        alex = Viewer(members["admin@demo.example"].id, demo.org_id, Role.ADMIN)
+        written = {"medic1@demo.example", "medic2@demo.example"}  # the demo wrote in their conversations
+        with_messages = [demo.broadcast_id, *(x.conversation_id for x in demo.logins if x.email in written)]
+        newest = {cid: (await messaging.thread(alex, cid, None, 1)).messages[0].id for cid in with_messages if cid}
         # Live sessions the demo org may not end: another org's, and (to a medic) another medic's.
         boss_in, far_in, medic2_in = [
             await signin.mint_token(email)
@@ -166,6 +174,7 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str], dict[
         "admin": Values(
             admin,
             conversations=[demo.broadcast_id, own, another, far_direct, far_broadcast],
+            messages=[newest[demo.broadcast_id], newest[own], newest[another], far_message.message.id],
             users=[admin, medic, medic2, far.id],
             sessions=[SPARE_OWN_SESSION, SPARE_COLLEAGUE_SESSION, boss_in.session_id, far_in.session_id],
             refresh_tokens=[SPARE_REFRESH_TOKEN, SPARE_REFRESH_TOKEN, boss_in.refresh_token],
@@ -173,6 +182,7 @@ async def seed(url: str) -> tuple[dict[str, Values], list[str], list[str], dict[
         "medic": Values(
             medic,
             conversations=[own, own, own, demo.broadcast_id, demo.broadcast_id, another, far_direct],
+            messages=[newest[own], newest[own], newest[demo.broadcast_id], newest[another], far_message.message.id],
             users=[medic, medic, medic, medic2, admin, far.id],
             sessions=[
                 SPARE_OWN_SESSION,
@@ -219,6 +229,7 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
             "checks": CHECKS,
             "dictionaries": {
                 "conversations": {"values": values.conversations},
+                "messages": {"values": values.messages},
                 "users": {"values": values.users},
                 "sessions": {"values": values.sessions},
                 "refresh_tokens": {"values": values.refresh_tokens},
@@ -229,6 +240,7 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
             },
             "parameters": {
                 "path.conversation_id": bound("conversations"),
+                "path.message_id": bound("messages"),
                 "path.user_id": bound("users"),
                 "path.session_id": bound("sessions"),
                 "body.conversation_id": bound("conversations"),

@@ -373,3 +373,46 @@ def test_a_medic_reads_with_a_scope_of_their_own() -> None:
     assert visibility.viewer_scope(MEDIC) == Scope(ORG, medic_id=MEDIC.user_id)
     assert not visibility.viewer_scope(MEDIC).whole_org
     assert visibility.viewer_scope(STRANGER).org_id == "org-2"
+
+
+# --- receipts: shown only to whoever may see every recipient's read status -----------------
+
+
+@st.composite
+def _org_users(draw: st.DrawFn) -> list[UserRow]:
+    people = draw(st.lists(st.tuples(_IDS, st.sampled_from(["admin", "medic"]), st.booleans(), _ORGS), max_size=6))
+    return [UserRow(i, org, f"{i}@x.test", i, role, "hash", NOW, 1, active, None) for i, role, active, org in people]
+
+
+@settings(max_examples=300, deadline=None)
+@given(viewer=_viewers(), conversation=_conversations(), sender=_IDS, org_users=_org_users())
+def test_receipts_never_show_a_read_status_the_viewer_may_not_see(
+    viewer: Viewer, conversation: ConversationRow, sender: str, org_users: list[UserRow]
+) -> None:
+    recipients = visibility.message_recipients(conversation, sender, org_users)
+    for user in recipients:
+        assert user.active and user.id != sender and user.org_id == conversation.org_id
+        if conversation.type == ConversationType.BROADCAST:
+            assert user.role == Role.MEDIC
+        elif sender == conversation.medic_id:
+            assert user.role == Role.ADMIN
+        else:
+            assert user.id == conversation.medic_id
+    if visibility.can_see_receipts(viewer, conversation):
+        for user in recipients:
+            status = ReadStatusRow(conversation.id, user.id, conversation.org_id, 1, NOW, 2)
+            assert visibility.can_see_read_status(viewer, conversation, status), (viewer, user)
+    else:
+        assert not viewer.is_admin or not visibility.can_see_conversation(viewer, conversation)
+
+
+def test_receipts_of_the_broadcast_are_the_admins_and_a_direct_conversations_both_sides() -> None:
+    assert visibility.can_see_receipts(ADMIN, BROADCAST)
+    assert not visibility.can_see_receipts(MEDIC, BROADCAST)
+    assert visibility.can_see_receipts(MEDIC, DIRECT) and visibility.can_see_receipts(ADMIN, DIRECT)
+    assert not visibility.can_see_receipts(STRANGER, BROADCAST)
+    with pytest.raises(Forbidden):
+        visibility.require_receipts_visible(MEDIC, BROADCAST)
+    with pytest.raises(NotFound):
+        visibility.require_receipts_visible(STRANGER, DIRECT)
+    assert visibility.require_receipts_visible(MEDIC, DIRECT) is DIRECT
