@@ -30,6 +30,12 @@ async def open_first_thread(dashboard: Dashboard) -> None:
     await expect(dashboard.messages.first).to_be_visible()
 
 
+async def open_readers(dashboard: Dashboard) -> None:
+    await dashboard.items.filter(has_text="Broadcast").first.click()
+    await dashboard.page.locator("#messages .receipt").first.click()
+    await expect(dashboard.page.locator("#readers-summary")).not_to_be_empty()
+
+
 async def open_menu(dashboard: Dashboard) -> None:
     await dashboard.page.click("#menu-button")
     await expect(dashboard.page.locator("#menu")).to_be_visible()
@@ -55,6 +61,7 @@ SIGNED_IN_VIEWS: dict[str, Callable[[Dashboard], Awaitable[None]]] = {
     "conversation list": list_shown,
     "open thread": open_first_thread,
     "menu open": open_menu,
+    "who read a broadcast": open_readers,
     "my account": open_account,
     "users": open_users,
 }

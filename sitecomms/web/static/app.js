@@ -10,7 +10,7 @@
 // delivers it with the app closed. No polling: an idle page makes no request.
 
 import { Backoff, backoffDelay, THREAD_PAGE_DEFAULT } from "./protocol.js";
-import { HttpError, isSignedIn, loadSession, login, logout, onSession, signedInUser } from "./session.js";
+import { api, HttpError, isSignedIn, loadSession, login, logout, onSession, signedInUser } from "./session.js";
 import { databaseName, Store } from "./store.js";
 import { deleteDatabase } from "./idb.js";
 import { changedLocally, clear, keyOf, load, messagesOf, model, newestKnown, refresh, subscribe, thread } from "./model.js";
@@ -19,7 +19,8 @@ import { olderMessages, pull, refreshMe } from "./sync.js";
 import { Realtime } from "./socket.js";
 import { packTouched, TabMessage, Tabs, unpackTouched } from "./tabs.js";
 import { installViews, render } from "./views.js";
-import { confirmSignOut, installScreens, showApp, showLogin, showNotice } from "./screens.js";
+import { confirmSignOut, installScreens, showApp, showLogin, showNotice, showReaders } from "./screens.js";
+import { fetchReaders } from "./receipts.js";
 import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
 import { installShell, OUTBOX_SYNC_TAG } from "./shell.js";
 
@@ -194,6 +195,11 @@ async function leave(message) {
   showLogin(message || "");
 }
 
+function showReadersOf(key) {
+  const id = model.openId, m = id ? messagesOf(id).get(key) : null;
+  if (m && m.id) showReaders(() => fetchReaders(api, id, m.id));
+}
+
 function reconnect() { if (realtime) realtime.reconnect(); }
 
 // ---- start-up and sign-in -------------------------------------------------------------------
@@ -222,7 +228,7 @@ onSession({
 });
 
 subscribe(render);
-installViews({ open, back, send, retry, discard, loadOlder, markRead, signOut, reconnect });
+installViews({ open, back, send, retry, discard, loadOlder, markRead, signOut, reconnect, showReaders: showReadersOf });
 installScreens({ signIn });
 installAccounts({ me: () => model.me });
 installShell();

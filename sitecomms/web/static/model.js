@@ -4,10 +4,12 @@
 // shows the same state and the views re-render only that. Derived here, the same way in every
 // tab: unread counts (held messages from others after my read position, plus what the
 // server counted and this store does not hold) and my messages' status (queued, failed,
-// sent, read; in a broadcast, read once every active medic has read it).
+// sent, read; in a broadcast, read once every active medic has read it), and for admins the
+// read count of each broadcast message ("read by 3 of 5", receipts.js).
 
 import { ConversationType, MessageStatus, Role } from "./protocol.js";
 import { keyOf } from "./store.js";
+import { readCount, readCountText } from "./receipts.js";
 
 export { keyOf };
 
@@ -79,38 +81,30 @@ export function newestKnown(id) {
   return newest;
 }
 
-/** Active medics who read a broadcast at `position` or past it, of all active medics. */
-export function broadcastReaders(conversationId, position) {
-  const readers = model.readers.get(conversationId) || new Map();
-  let of = 0, read = 0;
-  for (const user of model.users.values()) {
-    if (user.role !== Role.MEDIC || !user.active) continue;
-    of += 1;
-    if ((readers.get(user.id) || 0) >= position) read += 1;
-  }
-  return { read, of };
-}
-
 function statusOf(m, conversation) {
   if (!isMine(m)) return undefined;
   if (m.status === MessageStatus.QUEUED || m.status === MessageStatus.FAILED) return m.status;
   if (m.position == null) return MessageStatus.QUEUED;
   if (conversation && conversation.type === ConversationType.BROADCAST) {
-    const { read, of } = broadcastReaders(conversation.id, m.position);
-    return of > 0 && read === of ? MessageStatus.READ : MessageStatus.SENT;
+    const count = readCount(model, conversation.id, m.position, m.sender_id);
+    return count && count.of > 0 && count.read === count.of ? MessageStatus.READ : MessageStatus.SENT;
   }
   let furthest = 0;
   for (const position of (model.readers.get(m.conversation_id) || new Map()).values()) furthest = Math.max(furthest, position);
   return furthest >= m.position ? MessageStatus.READ : MessageStatus.SENT;
 }
 
-// Recompute my messages' status; the keys whose status changed go into `changed`.
+// Recompute my messages' status and (admins, broadcast) the read count of each message; the
+// keys where either changed go into `changed`.
 function restatus(id, changed) {
   const conversation = model.conversations.get(id);
   for (const m of messagesOf(id).values()) {
     const status = statusOf(m, conversation);
-    if (status === m.status) continue;
+    const count = readCount(model, id, m.position, m.sender_id);
+    const receipt = count ? readCountText(count) : null;
+    if (status === m.status && receipt === m.receipt) continue;
     m.status = status;
+    m.receipt = receipt;
     if (!changed.messages.has(id)) changed.messages.set(id, new Set());
     changed.messages.get(id).add(m.key);
   }

@@ -1,11 +1,11 @@
 // The page's screens and dialogs outside the main views: the sign-in screen, the switch to the
 // signed-in app, the notice bar, the warning before signing out with unsent messages, and the
-// admins' Add user dialog. The form fields take the protocol's limits (the server enforces
+// admins' Add user dialog, and who has read a broadcast message. The form fields take the protocol's limits (the server enforces
 // the same). Every text from the server goes in with textContent.
 
 import { MAX_CONTENT_CHARS, MAX_DISPLAY_NAME_CHARS, MIN_PASSWORD_CHARS, Role } from "./protocol.js";
 import { api } from "./session.js";
-import { $ } from "./dom.js";
+import { $, el, relativeTime } from "./dom.js";
 
 const UNREACHABLE = "Cannot reach the server. Check the connection and try again.";
 
@@ -43,6 +43,28 @@ export function confirmSignOut(count) {
   });
 }
 
+/** Who has read a message: `load()` resolves to the server's ReceiptsView. */
+export async function showReaders(load) {
+  for (const id of ["readers-summary", "readers-error"]) $(id).textContent = "";
+  $("readers-read").replaceChildren();
+  $("readers-unread").replaceChildren();
+  if (!$("readers").open) $("readers").showModal();
+  try {
+    const receipts = await load();
+    $("readers-summary").textContent = `${receipts.read_count} of ${receipts.recipient_count} have read it.`;
+    const row = (reader, when) => {
+      const item = el("li");
+      item.append(el("span", "name", reader.display_name));
+      if (when) item.append(el("span", "muted", ` · ${relativeTime(when)}`));
+      return item;
+    };
+    $("readers-read").append(...receipts.read.map((r) => row(r, r.last_read_at)));
+    $("readers-unread").append(...receipts.unread.map((r) => row(r, null)));
+  } catch (error) {
+    $("readers-error").textContent = error instanceof TypeError ? UNREACHABLE : error.message;
+  }
+}
+
 /** The sign-in form (`signIn(email, password)` rejects with the server's message) and Add user. */
 export function installScreens({ signIn }) {
   $("login-form").addEventListener("submit", async (event) => {
@@ -56,6 +78,7 @@ export function installScreens({ signIn }) {
       $("login-error").textContent = error.retryAfter ? `${message} (try again in ${error.retryAfter} s)` : message;
     }
   });
+  $("readers-close").addEventListener("click", () => $("readers").close());
   $("add-user-open").addEventListener("click", () => { $("add-user-error").textContent = ""; $("add-user").showModal(); });
   $("add-user-cancel").addEventListener("click", () => $("add-user").close());
   $("add-user-form").addEventListener("submit", async (event) => {

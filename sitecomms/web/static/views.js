@@ -9,7 +9,7 @@
 // back from a thread to the list, and the phone's Enter (a new line; the Send button sends).
 // Every user text goes in with textContent.
 
-import { ConversationType, MessageStatus, Role } from "./protocol.js";
+import { MessageStatus, Role } from "./protocol.js";
 import {
   canWrite, isMine, keyOf, lastMessage, model, newestKnown, sortedConversations, sortedMessages, unreadTotal,
 } from "./model.js";
@@ -127,7 +127,7 @@ function messageItem(m) {
   item.dataset.key = keyOf(m);
   const meta = el("div", "meta");
   const time = el("time");
-  meta.append(el("span", "sender"), time, el("span", "status"), el("span", "receipt"));
+  meta.append(el("span", "sender"), time, el("span", "status"), button("", "receipt link", () => actions.showReaders(m.key)));
   const body = el("div", "body");
   body.append(...linkified(m.content));
   const failed = el("div", "failed-actions");
@@ -137,7 +137,7 @@ function messageItem(m) {
   return item;
 }
 
-function updateMessage(item, m, conversation) {
+function updateMessage(item, m) {
   const mine = isMine(m);
   item.classList.toggle("mine", mine);
   setText(item.querySelector(".sender"), mine ? "You" : m.sender_name);
@@ -154,10 +154,8 @@ function updateMessage(item, m, conversation) {
   }
   item.querySelector(".failed-actions").hidden = !(mine && m.status === MessageStatus.FAILED);
   const receipt = item.querySelector(".receipt");
-  const adminBroadcast = conversation.type === ConversationType.BROADCAST && m.sender_role === Role.ADMIN && m.position != null;
-  const receiptText = adminBroadcast && actions.receiptText ? actions.receiptText(m) || "" : "";
-  setText(receipt, receiptText);
-  receipt.hidden = !receiptText;
+  setText(receipt, m.receipt || "");
+  receipt.hidden = !m.receipt; // admins, broadcast: "read by 3 of 5"; tap for who
 }
 
 function daySeparator(iso) {
@@ -210,7 +208,7 @@ function renderThread(changed, openChanged) {
     let item = threadNodes.get(key);
     const created = !item;
     if (created) { item = messageItem(m); threadNodes.set(key, item); }
-    if (created || changed.all || touched?.has(key)) updateMessage(item, m, conversation);
+    if (created || changed.all || touched?.has(key)) updateMessage(item, m);
     wanted.push(item); keep.add(key);
   }
   for (const key of threadNodes.keys()) if (!keep.has(key)) threadNodes.delete(key);
