@@ -243,7 +243,10 @@ async def test_a_refused_message_can_be_retried_or_deleted(dashboards: Dashboard
 
 NOTIFICATIONS_STUB = """(() => {
   window.__asked = 0; window.__shown = []; window.__hidden = false;
-  class StubNotification { constructor(title, options) { window.__shown.push([title, options.body]); } }
+  class StubNotification {
+    constructor(title, options) { window.__shown.push([title, options.body]); window.__last = this; }
+    close() { this.closed = true; }
+  }
   StubNotification.permission = 'default';
   StubNotification.requestPermission = async () => {
     window.__asked += 1; StubNotification.permission = 'granted'; return 'granted';
@@ -279,3 +282,7 @@ async def test_notifications_are_asked_for_from_the_menu_and_shown_while_hidden_
     assert await page.evaluate("window.__badge") == await admin.total()  # the app badge too
     shown = await page.evaluate("window.__shown")
     assert shown == [[f"Notify Medic {t} · SiteComms", f"While hidden {t}"]]
+    # Clicking the notification opens its conversation (and closes the notification).
+    await page.evaluate("window.__hidden = false; window.__last.onclick()")
+    await expect(page.locator("#thread-title")).to_have_text(f"Notify Medic {t}")
+    assert await page.evaluate("window.__last.closed") is True

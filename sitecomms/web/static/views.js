@@ -253,7 +253,10 @@ function announceNew(changed) {
       // A new text node each time: the same words again are announced again.
       $("announcer").replaceChildren(document.createTextNode(`New message from ${m.sender_name}`));
       if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {
-        try { new Notification(`${m.sender_name} · ${APP_NAME}`, { body: m.content, tag: key }); } catch { /* not allowed here */ }
+        try {
+          const notification = new Notification(`${m.sender_name} · ${APP_NAME}`, { body: m.content, tag: key });
+          notification.onclick = () => { window.focus(); openThread(id); notification.close(); }; // to its conversation
+        } catch { /* not allowed here */ }
       }
     }
     newestSeen.set(id, newest);
