@@ -41,26 +41,33 @@ async def write(page: Dashboard, text: str) -> None:
 async def test_three_messages_typed_offline_survive_a_browser_restart_and_go_out_once_in_order(
     phones: Phones, dashboards: Dashboards, api: Api
 ) -> None:
+    """The issue's "done when": installed, signal lost, the last messages read, three written, the
+    app closed, opened again later with signal: the three go out once, in order, seen live."""
     medic = await new_medic(api, "Offline Olga")
     admin = await dashboards.signed_in(ADMIN)
     await admin.open(medic.conversation_id, "Offline Olga")
+    await api.send(await api.login(ADMIN), medic.conversation_id, "the last word before the tunnel olga")
     phone = await phones.signed_in(medic.email, medic.password)
     await phone.dashboard.open(medic.conversation_id)
+    await phone.dashboard.page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")  # installed
 
     await phone.dashboard.page.context.set_offline(True)
     await expect(phone.dashboard.connection).to_have_attribute("data-state", "offline")
+    await phone.dashboard.page.reload()  # no signal: the app and what it held open from the phone
+    await phone.dashboard.item(medic.conversation_id).click()
+    await expect(phone.dashboard.message("the last word before the tunnel olga")).to_have_count(1)
     texts = [f"offline note {n} olga" for n in (1, 2, 3)]
     for text in texts:
         await write(phone.dashboard, text)
         await expect(phone.dashboard.message(text).locator(".status")).to_have_attribute("data-status", "queued")
-    assert await contents_on_server(api, medic, "olga") == []
+    assert await contents_on_server(api, medic, "offline note") == []
 
     await phone.close()  # the app closed, the browser gone
     await phone.launch()  # later, with signal: signed in from the store
     await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
     for text in texts:  # the admin watching sees them arrive live
         await expect(admin.message(text)).to_have_count(1)
-    assert await contents_on_server(api, medic, "olga") == texts
+    assert await contents_on_server(api, medic, "offline note") == texts
     await phone.dashboard.open(medic.conversation_id)
     for text in texts:  # and the admin, who has the conversation open, has read them
         await expect(phone.dashboard.message(text).locator(".status")).to_have_attribute("data-status", "read")
