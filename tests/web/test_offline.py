@@ -282,3 +282,18 @@ async def test_with_the_app_closed_background_sync_delivers_the_outbox(phones: P
     await reopened.open(medic.conversation_id)
     await expect(reopened.message("sent by the worker bea").locator(".status")).to_have_attribute("data-status", "sent")
     assert await contents_on_server(api, medic, "bea") == ["sent by the worker bea"]
+
+
+async def test_a_session_kept_by_the_previous_version_moves_to_indexeddb(phones: Phones, api: Api) -> None:
+    medic = await new_medic(api, "Legacy Lena")
+    signed_in = await api.http.post("/v1/auth/login", json={"email": medic.email, "password": medic.password})
+    token = signed_in.json()
+    phone = await phones.new()
+    page = phone.dashboard.page
+    legacy = {key: token[key] for key in ("access_token", "refresh_token", "session_id", "expires_at")}
+    await page.evaluate("(value) => localStorage.setItem('sitecomms.token', JSON.stringify(value))", legacy)
+    await page.reload()
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")  # no sign-in asked
+    assert await page.evaluate("() => localStorage.getItem('sitecomms.token')") is None
+    stored = await phone.dashboard.stored_session()
+    assert stored is not None and stored["user_id"] == medic.account.id

@@ -60,9 +60,27 @@ async function writeSaved(value) {
 
 /** Load the stored session (start-up); resolves to it, or null when signed out. */
 export async function loadSession() {
-  saved = await readSaved();
+  saved = (await readSaved()) || (await adoptLegacySession());
   schedule();
   return saved;
+}
+
+// The app before IndexedDB kept the session in localStorage ("sitecomms.token"): move it over
+// once, so an update does not sign anyone out. Its user is the access token's subject.
+const LEGACY_KEY = "sitecomms.token";
+async function adoptLegacySession() {
+  if (typeof localStorage === "undefined") return null;
+  try {
+    const legacy = JSON.parse(localStorage.getItem(LEGACY_KEY) || "null");
+    localStorage.removeItem(LEGACY_KEY);
+    if (!legacy || !legacy.access_token || !legacy.refresh_token) return null;
+    const payload = legacy.access_token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const userId = JSON.parse(atob(payload)).sub;
+    if (typeof userId !== "string") return null;
+    const adopted = { ...legacy, user_id: userId };
+    await writeSaved(adopted);
+    return adopted;
+  } catch { return null; } // unreadable: sign in again
 }
 
 // The token's life is measured against the server's clock (its Date header), so a page whose
