@@ -194,6 +194,46 @@ async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(pho
     assert cursor not in (None, "stale-cursor"), "the upgrade dropped the old cursor; a snapshot replaced it"
 
 
+async def test_a_store_written_by_a_newer_version_starts_over_keeping_the_outbox(phones: Phones, api: Api) -> None:
+    """A rollback: the phone's store has a newer schema than this code. The app still opens, and
+    what the server does not have (the outbox) is kept and delivered once; the rest is synced."""
+    medic = await new_medic(api, "Rollback Rob")
+    admin = await api.login(ADMIN)
+    await api.send(admin, medic.conversation_id, "from the admin rob")
+    phone = await phones.signed_in(medic.email, medic.password)
+    await phone.dashboard.page.evaluate(
+        """async ([userId, conversationId]) => {
+          const { UPGRADES, databaseName } = await import("/static/store.js");
+          const { openDatabase, deleteDatabase, committed } = await import("/static/idb.js");
+          await deleteDatabase(databaseName(userId));
+          const future = (db) => db.createObjectStore("something-new");
+          const db = await openDatabase(databaseName(userId), [...UPGRADES, future]);
+          const tx = db.transaction(["outbox", "something-new"], "readwrite");
+          for (const [key, content, status] of [["n-queued", "queued by a newer version rob", "queued"],
+                                                ["n-failed", "refused by a newer version rob", "failed"]]) {
+            tx.objectStore("outbox").add({ key: `${userId}:${key}`, idempotency_key: key,
+              conversation_id: conversationId, content, sender_id: userId, sender_name: "Rollback Rob",
+              created_at: new Date().toISOString(), status, error: status === "failed" ? "Not allowed" : null,
+              field_of_the_future: 1 });
+          }
+          tx.objectStore("something-new").put(1, "x");
+          await committed(tx);
+          db.close();
+        }""",
+        [medic.account.id, medic.conversation_id],
+    )
+    await phone.dashboard.page.reload()
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
+    await phone.dashboard.open(medic.conversation_id)
+    await expect(phone.dashboard.message("from the admin rob")).to_have_count(1)
+    await expect(phone.dashboard.message("queued by a newer version rob").locator(".status")).to_have_attribute(
+        "data-status", "sent"
+    )
+    failed = phone.dashboard.message("refused by a newer version rob").locator(".status")
+    await expect(failed).to_have_attribute("data-status", "failed")
+    assert await contents_on_server(api, medic, "newer version rob") == ["queued by a newer version rob"]
+
+
 async def test_with_no_network_a_reload_opens_the_signed_in_app_with_what_it_held(
     phones: Phones, api: Api, site: Site
 ) -> None:
