@@ -144,6 +144,47 @@ async def test_an_expired_session_keeps_the_outbox_for_the_same_user_only(phones
     assert await contents_on_server(api, medic, "eve") == ["kept for eve"]
 
 
+STORE_SESSION_UNANNOUNCED = """async ([email, password]) => {
+  const response = await fetch("/v1/auth/login", { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email, password, device: "Web · another tab" }) });
+  const token = await response.json();
+  const request = indexedDB.open("sitecomms");
+  const db = await new Promise((ok, fail) => { request.onsuccess = () => ok(request.result); request.onerror = fail; });
+  const tx = db.transaction("kv", "readwrite");
+  tx.objectStore("kv").put({ access_token: token.access_token, refresh_token: token.refresh_token,
+    session_id: token.session_id, user_id: token.user.id, expires_at: token.expires_at,
+    refresh_at: Date.now() + 600000 }, "session");
+  await new Promise((ok) => { tx.oncomplete = ok; });
+  db.close();
+}"""
+
+OUTBOX_OF = """async (userId) => { const { Store } = await import("/static/store.js");
+  const store = await Store.open(userId); const entries = await store.outbox(); store.close();
+  return entries.map((e) => [e.content, e.status]); }"""
+
+
+async def test_a_tab_that_missed_another_users_sign_in_never_sends_as_them(dashboards: Dashboards, api: Api) -> None:
+    """A phone's tab asleep while its user was signed out and a colleague signed in (it missed the
+    broadcast): when its session turns out to be over, it must not take up the colleague's."""
+    mia = await new_medic(api, "Missed Mia")
+    ned = await new_medic(api, "Next Ned")
+    admin = await api.login(ADMIN)
+    page = await dashboards.signed_in(mia.email, mia.password)
+    await page.open(mia.conversation_id)
+    await page.page.evaluate(STORE_SESSION_UNANNOUNCED, [ned.email, ned.password])
+    await page.page.context.set_offline(True)
+    await write(page, "only ever as mia")
+    revoked = await api.http.delete(f"/v1/users/{mia.account.id}/sessions", headers=admin.headers)
+    assert revoked.status_code == 200, revoked.text
+
+    await page.page.context.set_offline(False)  # her session is over: the tab leaves, nothing sent as Ned
+    await expect(page.page.locator("#login-email")).to_be_visible()
+    assert await page.page.evaluate(OUTBOX_OF, mia.account.id) == [["only ever as mia", "queued"]]
+    stored = await page.stored_session()
+    assert stored is not None and stored["user_id"] == ned.account.id, "the colleague's session is his to end"
+    assert await contents_on_server(api, mia, "mia") == []
+
+
 async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(phones: Phones, api: Api) -> None:
     medic = await new_medic(api, "Upgrade Uma")
     phone = await phones.signed_in(medic.email, medic.password)

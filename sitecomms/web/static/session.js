@@ -114,6 +114,7 @@ async function refreshOnce() {
   if (!mine) throw new SignedOut(SIGNED_OUT);
   const latest = await readSaved(); // another context may have refreshed (or signed out) meanwhile
   if (!latest) throw await endSession(SIGNED_OUT);
+  if (latest.user_id !== mine.user_id) throw leftForAnother(); // another user signed in meanwhile: not ours to use
   if (latest.refresh_token !== mine.refresh_token) { adopt(latest); return; }
   let response;
   try {
@@ -137,6 +138,15 @@ function retryLater(error) {
   return error;
 }
 
+// Another user's session is stored now (signed in in another tab while this one slept): this
+// context's session is over, but the stored one is theirs, so it is left alone.
+function leftForAnother() {
+  saved = null;
+  clearTimeout(refreshTimer);
+  hooks.signedOut(SIGNED_OUT);
+  return new SignedOut(SIGNED_OUT);
+}
+
 function adopt(latest) {
   saved = latest;
   schedule();
@@ -147,8 +157,8 @@ function adopt(latest) {
 if (channel) {
   channel.onmessage = async () => {
     const latest = await readSaved();
-    if (!latest) {
-      if (saved) { saved = null; clearTimeout(refreshTimer); hooks.signedOut(SIGNED_OUT); }
+    if (!latest || (saved && latest.user_id !== saved.user_id)) {
+      if (saved) leftForAnother();
       return;
     }
     if (saved && latest.session_id === saved.session_id && latest.access_token !== saved.access_token) adopt(latest);
@@ -184,11 +194,12 @@ async function answer(response) {
 
 /** A call with the access token; on a 401 the token is refreshed (once) and the call repeated. */
 export async function api(method, path, body) {
-  const token = accessToken();
+  const token = accessToken(), user = signedInUser();
   if (!token) throw new SignedOut(SIGNED_OUT);
   let response = await request(method, path, body, token);
   if (response.status === 401) {
     if (accessToken() === token) await refresh(); // else another call already refreshed it
+    if (!accessToken() || signedInUser() !== user) throw new SignedOut(SIGNED_OUT); // never repeated as someone else
     response = await request(method, path, body, accessToken());
     if (response.status === 401) throw await endSession(SIGNED_OUT);
   }
