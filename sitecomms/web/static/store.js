@@ -77,7 +77,18 @@ export const SCHEMA_VERSION = UPGRADES.length;
  * have (the outbox entries it can read, in order, same idempotency keys: still sent exactly
  * once). The rest comes back with a snapshot (no cursor).
  */
-async function startOverFromNewer(name, options) {
+function startOverFromNewer(name, options) {
+  // One context at a time (tabs reloaded together by an update), and only if no other did it first.
+  const once = async () => {
+    try { return await openDatabase(name, UPGRADES, options); } catch (error) {
+      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
+    }
+    return keepOutboxAndStartOver(name, options);
+  };
+  return typeof navigator !== "undefined" && navigator.locks ? navigator.locks.request(`sitecomms.start-over.${name}`, once) : once();
+}
+
+async function keepOutboxAndStartOver(name, options) {
   const newer = await promised(indexedDB.open(name));
   let kept = [];
   try {
