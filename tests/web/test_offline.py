@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from tests.web.pages import TIMEOUT, Api, Dashboard, Dashboards, Medic, Site
 from tests.web.phones import Phones
@@ -363,3 +363,34 @@ async def test_with_the_app_closed_background_sync_delivers_the_outbox(phones: P
     await reopened.open(medic.conversation_id)
     await expect(reopened.message("sent by the worker bea").locator(".status")).to_have_attribute("data-status", "sent")
     assert await contents_on_server(api, medic, "bea") == ["sent by the worker bea"]
+
+
+async def test_a_send_whose_answer_is_lost_is_sent_again_and_stored_once_in_order(phones: Phones, api: Api) -> None:
+    """The server got the first of three sends but its answer was lost: retried with the same
+    idempotency key, each message is on the server once, in the order typed."""
+    medic = await new_medic(api, "Lost Lena")
+    phone = await phones.signed_in(medic.email, medic.password)
+    page = phone.dashboard
+    await page.open(medic.conversation_id)
+    await page.page.context.set_offline(True)
+    texts = [f"lost answer {n} lena" for n in (1, 2, 3)]
+    for text in texts:
+        await write(page, text)
+    lost = asyncio.Event()
+
+    async def lose_the_first_answer(route: Route) -> None:
+        if lost.is_set():
+            await route.continue_()
+            return
+        await route.fetch()  # the server stores it...
+        lost.set()
+        await route.abort("connectionreset")  # ...and its answer never arrives
+
+    await page.page.route("**/v1/messages", lose_the_first_answer)
+    await page.page.context.set_offline(False)
+    await asyncio.wait_for(lost.wait(), TIMEOUT)
+    for text in texts:
+        await expect(page.message(text).locator(".status")).to_have_attribute(
+            "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
+        )
+    assert await contents_on_server(api, medic, "lost answer") == texts
