@@ -118,7 +118,13 @@ document.addEventListener("visibilitychange", () => {
 async function send(text) {
   const conversation = model.conversations.get(model.openId);
   if (!store || !conversation || !text.trim()) return false;
-  committed(await store.enqueue({ conversation_id: conversation.id, content: text, sender_name: model.me.user.display_name }));
+  try {
+    committed(await store.enqueue({ conversation_id: conversation.id, content: text, sender_name: model.me.user.display_name }));
+  } catch (error) { // not kept (the device's storage is full?): the text stays in the box, and the user is told
+    console.warn("could not queue the message", error);
+    showNotice(`This message could not be saved on this device, so it was not sent (${error?.name || error}). Free some space and send it again.`);
+    return false;
+  }
   registerBackgroundSync();
   deliverSoon();
   return true;
