@@ -131,6 +131,13 @@ async def test_an_expired_session_keeps_the_outbox_for_the_same_user_only(phones
     await phone.dashboard.page.context.set_offline(False)
     await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
     assert await contents_on_server(api, medic, "eve") == []
+    # Revoked (a lost phone?): what the server holds leaves the phone; only the unsent stays.
+    held = await phone.dashboard.page.evaluate(WHAT_THE_STORE_HOLDS, medic.account.id)
+    assert held == {"me": False, "cursor": False, "conversations": 0, "messages": 0, "users": 0, "outbox": 1}
+    await phone.close()
+    await phone.launch()  # and so it stays after a restart
+    await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
+    assert await phone.dashboard.page.evaluate(OUTBOX_OF, medic.account.id) == [["kept for eve", "queued"]]
 
     await phone.dashboard.sign_in(other.email, other.password)  # a colleague on the same phone
     await phone.dashboard.open(other.conversation_id)
@@ -161,6 +168,12 @@ STORE_SESSION_UNANNOUNCED = """async ([email, password]) => {
 OUTBOX_OF = """async (userId) => { const { Store } = await import("/static/store.js");
   const store = await Store.open(userId); const entries = await store.outbox(); store.close();
   return entries.map((e) => [e.content, e.status]); }"""
+
+
+WHAT_THE_STORE_HOLDS = """async (userId) => { const { Store } = await import("/static/store.js");
+  const store = await Store.open(userId); const all = await store.readAll(); store.close();
+  return { me: Boolean(all.me), cursor: Boolean(all.cursor), conversations: all.conversations.length,
+    messages: all.messages.length, users: all.users.length, outbox: all.outbox.length }; }"""
 
 
 async def test_a_tab_that_missed_another_users_sign_in_never_sends_as_them(dashboards: Dashboards, api: Api) -> None:

@@ -287,6 +287,19 @@ export class Store {
     });
   }
 
+  /**
+   * The session is over (expired, revoked: perhaps a lost phone): what the server holds leaves
+   * this device, and only what it does not (the outbox) stays, for the same user's next sign-in.
+   */
+  forgetServerData() {
+    return this.write(async (tx) => {
+      for (const name of ["conversations", "messages", "reads", "readers", "users", "meta"]) tx.objectStore(name).clear();
+      const t = touched();
+      t.all = true;
+      return t;
+    }, { durable: true });
+  }
+
   // ---- my reads ------------------------------------------------------------------------------
 
   /** Mark read up to `position` here at once; `pending` until the server confirms it. */
