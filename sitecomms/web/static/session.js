@@ -7,8 +7,8 @@
 // refreshed at 80% of its life and after a 401; a refresh is single-flight: one at a time in
 // this context (one promise) and across contexts (a Web Lock, and the stored token re-read
 // under it), because a refresh token used twice ends the session. A 401 from the refresh
-// itself means signed out for good: `signedOut` is told; the user's local store is kept (the
-// outbox goes out when the same user signs in again). Runs in pages and in the service worker.
+// itself means signed out for good: `signedOut` is told; the user's outbox is kept (it goes
+// out when the same user signs in again). A stored session of another user is never taken up. Runs in pages and in the service worker.
 
 import { Backoff, backoffDelay } from "./protocol.js";
 import { openDatabase, promised } from "./idb.js";
