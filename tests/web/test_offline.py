@@ -288,6 +288,26 @@ async def test_a_store_written_by_a_newer_version_starts_over_keeping_the_outbox
     assert await contents_on_server(api, medic, "newer version rob") == ["queued by a newer version rob"]
 
 
+NEWER_SESSION_STORE = """() => new Promise((ok, fail) => {
+  const request = indexedDB.open("sitecomms", 7);
+  request.onupgradeneeded = () => request.result.createObjectStore("of-the-future");
+  request.onsuccess = () => { request.result.close(); ok(true); };
+  request.onerror = () => fail(request.error);
+})"""
+
+
+async def test_a_session_store_written_by_a_newer_version_still_lets_the_user_sign_in(phones: Phones, api: Api) -> None:
+    medic = await new_medic(api, "Rollback Rhoda")
+    phone = await phones.signed_in(medic.email, medic.password)
+    await phone.dashboard.page.evaluate(NEWER_SESSION_STORE)
+    await phone.dashboard.page.reload()
+    await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
+    await phone.dashboard.sign_in(medic.email, medic.password)
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
+    stored = await phone.dashboard.stored_session()
+    assert stored is not None and stored["user_id"] == medic.account.id
+
+
 async def test_with_no_network_a_reload_opens_the_signed_in_app_with_what_it_held(
     phones: Phones, api: Api, site: Site
 ) -> None:

@@ -11,7 +11,7 @@
 // out when the same user signs in again). A stored session of another user is never taken up. Runs in pages and in the service worker.
 
 import { Backoff, backoffDelay } from "./protocol.js";
-import { openDatabase, promised } from "./idb.js";
+import { deleteDatabase, openDatabase, promised } from "./idb.js";
 
 const SESSION_DB = "sitecomms";
 const SESSION_UPGRADES = [(db) => db.createObjectStore("kv")];
@@ -40,7 +40,16 @@ export const sessionId = () => saved?.session_id ?? null;
 export const signedInUser = () => saved?.user_id ?? null;
 
 function sessions() {
-  if (!database) database = openDatabase(SESSION_DB, SESSION_UPGRADES, { onVersionChange: () => { database = null; } });
+  const open = () => openDatabase(SESSION_DB, SESSION_UPGRADES, { onVersionChange: () => { database = null; } });
+  // Written by a newer version (a rollback): it holds only the sign-in, so start over (sign in again).
+  if (!database) {
+    database = open().catch(async (error) => {
+      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
+      await deleteDatabase(SESSION_DB);
+      return open();
+    });
+    database.catch(() => { database = null; }); // a failed open is tried again next time
+  }
   return database;
 }
 
