@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from tests.web.pages import TIMEOUT, Api, Dashboard, Dashboards, Medic, Site
 from tests.web.phones import Phones
@@ -131,6 +131,13 @@ async def test_an_expired_session_keeps_the_outbox_for_the_same_user_only(phones
     await phone.dashboard.page.context.set_offline(False)
     await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
     assert await contents_on_server(api, medic, "eve") == []
+    # Revoked (a lost phone?): what the server holds leaves the phone; only the unsent stays.
+    held = await phone.dashboard.page.evaluate(WHAT_THE_STORE_HOLDS, medic.account.id)
+    assert held == {"me": False, "cursor": False, "conversations": 0, "messages": 0, "users": 0, "outbox": 1}
+    await phone.close()
+    await phone.launch()  # and so it stays after a restart
+    await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
+    assert await phone.dashboard.page.evaluate(OUTBOX_OF, medic.account.id) == [["kept for eve", "queued"]]
 
     await phone.dashboard.sign_in(other.email, other.password)  # a colleague on the same phone
     await phone.dashboard.open(other.conversation_id)
@@ -142,6 +149,53 @@ async def test_an_expired_session_keeps_the_outbox_for_the_same_user_only(phones
     await phone.dashboard.open(medic.conversation_id)
     await expect(phone.dashboard.message("kept for eve").locator(".status")).to_have_attribute("data-status", "sent")
     assert await contents_on_server(api, medic, "eve") == ["kept for eve"]
+
+
+STORE_SESSION_UNANNOUNCED = """async ([email, password]) => {
+  const response = await fetch("/v1/auth/login", { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email, password, device: "Web · another tab" }) });
+  const token = await response.json();
+  const request = indexedDB.open("sitecomms");
+  const db = await new Promise((ok, fail) => { request.onsuccess = () => ok(request.result); request.onerror = fail; });
+  const tx = db.transaction("kv", "readwrite");
+  tx.objectStore("kv").put({ access_token: token.access_token, refresh_token: token.refresh_token,
+    session_id: token.session_id, user_id: token.user.id, expires_at: token.expires_at,
+    refresh_at: Date.now() + 600000 }, "session");
+  await new Promise((ok) => { tx.oncomplete = ok; });
+  db.close();
+}"""
+
+OUTBOX_OF = """async (userId) => { const { Store } = await import("/static/store.js");
+  const store = await Store.open(userId); const entries = await store.outbox(); store.close();
+  return entries.map((e) => [e.content, e.status]); }"""
+
+
+WHAT_THE_STORE_HOLDS = """async (userId) => { const { Store } = await import("/static/store.js");
+  const store = await Store.open(userId); const all = await store.readAll(); store.close();
+  return { me: Boolean(all.me), cursor: Boolean(all.cursor), conversations: all.conversations.length,
+    messages: all.messages.length, users: all.users.length, outbox: all.outbox.length }; }"""
+
+
+async def test_a_tab_that_missed_another_users_sign_in_never_sends_as_them(dashboards: Dashboards, api: Api) -> None:
+    """A phone's tab asleep while its user was signed out and a colleague signed in (it missed the
+    broadcast): when its session turns out to be over, it must not take up the colleague's."""
+    mia = await new_medic(api, "Missed Mia")
+    ned = await new_medic(api, "Next Ned")
+    admin = await api.login(ADMIN)
+    page = await dashboards.signed_in(mia.email, mia.password)
+    await page.open(mia.conversation_id)
+    await page.page.evaluate(STORE_SESSION_UNANNOUNCED, [ned.email, ned.password])
+    await page.page.context.set_offline(True)
+    await write(page, "only ever as mia")
+    revoked = await api.http.delete(f"/v1/users/{mia.account.id}/sessions", headers=admin.headers)
+    assert revoked.status_code == 200, revoked.text
+
+    await page.page.context.set_offline(False)  # her session is over: the tab leaves, nothing sent as Ned
+    await expect(page.page.locator("#login-email")).to_be_visible()
+    assert await page.page.evaluate(OUTBOX_OF, mia.account.id) == [["only ever as mia", "queued"]]
+    stored = await page.stored_session()
+    assert stored is not None and stored["user_id"] == ned.account.id, "the colleague's session is his to end"
+    assert await contents_on_server(api, mia, "mia") == []
 
 
 async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(phones: Phones, api: Api) -> None:
@@ -192,6 +246,66 @@ async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(pho
         medic.account.id,
     )
     assert cursor not in (None, "stale-cursor"), "the upgrade dropped the old cursor; a snapshot replaced it"
+
+
+async def test_a_store_written_by_a_newer_version_starts_over_keeping_the_outbox(phones: Phones, api: Api) -> None:
+    """A rollback: the phone's store has a newer schema than this code. The app still opens, and
+    what the server does not have (the outbox) is kept and delivered once; the rest is synced."""
+    medic = await new_medic(api, "Rollback Rob")
+    admin = await api.login(ADMIN)
+    await api.send(admin, medic.conversation_id, "from the admin rob")
+    phone = await phones.signed_in(medic.email, medic.password)
+    await phone.dashboard.page.evaluate(
+        """async ([userId, conversationId]) => {
+          const { UPGRADES, databaseName } = await import("/static/store.js");
+          const { openDatabase, deleteDatabase, committed } = await import("/static/idb.js");
+          await deleteDatabase(databaseName(userId));
+          const future = (db) => db.createObjectStore("something-new");
+          const db = await openDatabase(databaseName(userId), [...UPGRADES, future]);
+          const tx = db.transaction(["outbox", "something-new"], "readwrite");
+          for (const [key, content, status] of [["n-queued", "queued by a newer version rob", "queued"],
+                                                ["n-failed", "refused by a newer version rob", "failed"]]) {
+            tx.objectStore("outbox").add({ key: `${userId}:${key}`, idempotency_key: key,
+              conversation_id: conversationId, content, sender_id: userId, sender_name: "Rollback Rob",
+              created_at: new Date().toISOString(), status, error: status === "failed" ? "Not allowed" : null,
+              field_of_the_future: 1 });
+          }
+          tx.objectStore("something-new").put(1, "x");
+          await committed(tx);
+          db.close();
+        }""",
+        [medic.account.id, medic.conversation_id],
+    )
+    await phone.dashboard.page.reload()
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
+    await phone.dashboard.open(medic.conversation_id)
+    await expect(phone.dashboard.message("from the admin rob")).to_have_count(1)
+    await expect(phone.dashboard.message("queued by a newer version rob").locator(".status")).to_have_attribute(
+        "data-status", "sent"
+    )
+    failed = phone.dashboard.message("refused by a newer version rob").locator(".status")
+    await expect(failed).to_have_attribute("data-status", "failed")
+    assert await contents_on_server(api, medic, "newer version rob") == ["queued by a newer version rob"]
+
+
+NEWER_SESSION_STORE = """() => new Promise((ok, fail) => {
+  const request = indexedDB.open("sitecomms", 7);
+  request.onupgradeneeded = () => request.result.createObjectStore("of-the-future");
+  request.onsuccess = () => { request.result.close(); ok(true); };
+  request.onerror = () => fail(request.error);
+})"""
+
+
+async def test_a_session_store_written_by_a_newer_version_still_lets_the_user_sign_in(phones: Phones, api: Api) -> None:
+    medic = await new_medic(api, "Rollback Rhoda")
+    phone = await phones.signed_in(medic.email, medic.password)
+    await phone.dashboard.page.evaluate(NEWER_SESSION_STORE)
+    await phone.dashboard.page.reload()
+    await expect(phone.dashboard.page.locator("#login-email")).to_be_visible()
+    await phone.dashboard.sign_in(medic.email, medic.password)
+    await expect(phone.dashboard.connection).to_have_attribute("data-state", "live")
+    stored = await phone.dashboard.stored_session()
+    assert stored is not None and stored["user_id"] == medic.account.id
 
 
 async def test_with_no_network_a_reload_opens_the_signed_in_app_with_what_it_held(
@@ -297,3 +411,34 @@ async def test_a_session_kept_by_the_previous_version_moves_to_indexeddb(phones:
     assert await page.evaluate("() => localStorage.getItem('sitecomms.token')") is None
     stored = await phone.dashboard.stored_session()
     assert stored is not None and stored["user_id"] == medic.account.id
+
+
+async def test_a_send_whose_answer_is_lost_is_sent_again_and_stored_once_in_order(phones: Phones, api: Api) -> None:
+    """The server got the first of three sends but its answer was lost: retried with the same
+    idempotency key, each message is on the server once, in the order typed."""
+    medic = await new_medic(api, "Lost Lena")
+    phone = await phones.signed_in(medic.email, medic.password)
+    page = phone.dashboard
+    await page.open(medic.conversation_id)
+    await page.page.context.set_offline(True)
+    texts = [f"lost answer {n} lena" for n in (1, 2, 3)]
+    for text in texts:
+        await write(page, text)
+    lost = asyncio.Event()
+
+    async def lose_the_first_answer(route: Route) -> None:
+        if lost.is_set():
+            await route.continue_()
+            return
+        await route.fetch()  # the server stores it...
+        lost.set()
+        await route.abort("connectionreset")  # ...and its answer never arrives
+
+    await page.page.route("**/v1/messages", lose_the_first_answer)
+    await page.page.context.set_offline(False)
+    await asyncio.wait_for(lost.wait(), TIMEOUT)
+    for text in texts:
+        await expect(page.message(text).locator(".status")).to_have_attribute(
+            "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
+        )
+    assert await contents_on_server(api, medic, "lost answer") == texts

@@ -241,6 +241,39 @@ async def test_a_refused_message_can_be_retried_or_deleted(dashboards: Dashboard
     assert f"Delete me {t}" not in stored
 
 
+FULL_OUTBOX = """(on) => {
+  if (!window.__add) window.__add = IDBObjectStore.prototype.add;
+  IDBObjectStore.prototype.add = on
+    ? function (...args) {
+        if (this.name === "outbox") throw new DOMException("the quota was exceeded", "QuotaExceededError");
+        return window.__add.apply(this, args);
+      }
+    : window.__add;
+}"""
+
+
+async def test_a_message_the_device_cannot_store_stays_in_the_box(dashboards: Dashboards, api: Api) -> None:
+    t = tag()
+    admin_account = await api.login("admin@demo.example")
+    medic = await api.create_medic(admin_account, f"Full Phone {t}")
+    dashboard = await dashboards.signed_in(medic.email, medic.password)
+    page = dashboard.page
+    await dashboard.open(medic.conversation_id, "Admin")
+    text = f"Typed on a full phone {t}"
+    await page.evaluate(FULL_OUTBOX, True)
+    await page.fill("#compose-text", text)
+    await page.click("#send")
+    await expect(page.locator("#notice")).to_be_visible()
+    await expect(page.locator("#notice-text")).to_contain_text("could not be saved on this device")
+    await expect(page.locator("#compose-text")).to_have_value(text)  # nothing typed is lost
+    await expect(dashboard.message(text)).to_have_count(0)
+
+    await page.evaluate(FULL_OUTBOX, False)  # space freed: the same text goes out
+    await page.click("#send")
+    await expect(dashboard.message(text).locator(".status")).to_have_text("sent")
+    await expect(page.locator("#compose-text")).to_have_value("")
+
+
 NOTIFICATIONS_STUB = """(() => {
   window.__asked = 0; window.__shown = []; window.__hidden = false;
   class StubNotification {

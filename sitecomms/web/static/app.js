@@ -118,7 +118,13 @@ document.addEventListener("visibilitychange", () => {
 async function send(text) {
   const conversation = model.conversations.get(model.openId);
   if (!store || !conversation || !text.trim()) return false;
-  committed(await store.enqueue({ conversation_id: conversation.id, content: text, sender_name: model.me.user.display_name }));
+  try {
+    committed(await store.enqueue({ conversation_id: conversation.id, content: text, sender_name: model.me.user.display_name }));
+  } catch (error) { // not kept (the device's storage is full?): the text stays in the box, and the user is told
+    console.warn("could not queue the message", error);
+    showNotice(`This message could not be saved on this device, so it was not sent (${error?.name || error}). Free some space and send it again.`);
+    return false;
+  }
   registerBackgroundSync();
   deliverSoon();
   return true;
@@ -184,6 +190,20 @@ async function wipe(userId) {
   }
 }
 
+// Signed out with no tab open (the service worker learnt it, or the page closed first): no
+// store of this device keeps more than its outbox once nobody is signed in.
+async function forgetSignedOutStores() {
+  const prefix = databaseName("");
+  for (const { name } of (await indexedDB.databases?.().catch(() => [])) || []) {
+    if (!name || !name.startsWith(prefix) || isSignedIn()) continue;
+    try {
+      const held = await Store.open(name.slice(prefix.length));
+      await held.forgetServerData();
+      held.close();
+    } catch (error) { console.warn(`could not forget the server's data in ${name}`, error); }
+  }
+}
+
 // Leave the signed-in app (signed out, or the store was deleted by another tab): keep the store.
 async function leave(message) {
   clearTimeout(deliveryTimer);
@@ -224,7 +244,12 @@ async function signIn(email, password) {
 
 onSession({
   refreshed: (token) => { if (realtime) realtime.authenticate(token.access_token); },
-  signedOut: (message) => { leave(message); },
+  signedOut: (message) => {
+    const mine = store;
+    if (!mine) { leave(message); return; }
+    mine.forgetServerData().catch((error) => console.warn("could not forget the server's data", error))
+      .finally(() => { if (store === mine) leave(message); });
+  },
 });
 
 subscribe(render);
@@ -236,6 +261,6 @@ installShell();
 (async () => {
   const session = await loadSession().catch(() => null);
   if (session && isSignedIn()) await enter(signedInUser());
-  else showLogin("");
+  else { showLogin(""); await forgetSignedOutStores(); }
 })();
 

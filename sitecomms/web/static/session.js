@@ -7,11 +7,11 @@
 // refreshed at 80% of its life and after a 401; a refresh is single-flight: one at a time in
 // this context (one promise) and across contexts (a Web Lock, and the stored token re-read
 // under it), because a refresh token used twice ends the session. A 401 from the refresh
-// itself means signed out for good: `signedOut` is told; the user's local store is kept (the
-// outbox goes out when the same user signs in again). Runs in pages and in the service worker.
+// itself means signed out for good: `signedOut` is told; the user's outbox is kept (it goes
+// out when the same user signs in again). A stored session of another user is never taken up. Runs in pages and in the service worker.
 
 import { Backoff, backoffDelay } from "./protocol.js";
-import { openDatabase, promised } from "./idb.js";
+import { deleteDatabase, openDatabase, promised } from "./idb.js";
 
 const SESSION_DB = "sitecomms";
 const SESSION_UPGRADES = [(db) => db.createObjectStore("kv")];
@@ -40,7 +40,16 @@ export const sessionId = () => saved?.session_id ?? null;
 export const signedInUser = () => saved?.user_id ?? null;
 
 function sessions() {
-  if (!database) database = openDatabase(SESSION_DB, SESSION_UPGRADES, { onVersionChange: () => { database = null; } });
+  const open = () => openDatabase(SESSION_DB, SESSION_UPGRADES, { onVersionChange: () => { database = null; } });
+  // Written by a newer version (a rollback): it holds only the sign-in, so start over (sign in again).
+  if (!database) {
+    database = open().catch(async (error) => {
+      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
+      await deleteDatabase(SESSION_DB);
+      return open();
+    });
+    database.catch(() => { database = null; }); // a failed open is tried again next time
+  }
   return database;
 }
 
@@ -132,6 +141,7 @@ async function refreshOnce() {
   if (!mine) throw new SignedOut(SIGNED_OUT);
   const latest = await readSaved(); // another context may have refreshed (or signed out) meanwhile
   if (!latest) throw await endSession(SIGNED_OUT);
+  if (latest.user_id !== mine.user_id) throw leftForAnother(); // another user signed in meanwhile: not ours to use
   if (latest.refresh_token !== mine.refresh_token) { adopt(latest); return; }
   let response;
   try {
@@ -155,6 +165,15 @@ function retryLater(error) {
   return error;
 }
 
+// Another user's session is stored now (signed in in another tab while this one slept): this
+// context's session is over, but the stored one is theirs, so it is left alone.
+function leftForAnother() {
+  saved = null;
+  clearTimeout(refreshTimer);
+  hooks.signedOut(SIGNED_OUT);
+  return new SignedOut(SIGNED_OUT);
+}
+
 function adopt(latest) {
   saved = latest;
   schedule();
@@ -165,8 +184,8 @@ function adopt(latest) {
 if (channel) {
   channel.onmessage = async () => {
     const latest = await readSaved();
-    if (!latest) {
-      if (saved) { saved = null; clearTimeout(refreshTimer); hooks.signedOut(SIGNED_OUT); }
+    if (!latest || (saved && latest.user_id !== saved.user_id)) {
+      if (saved) leftForAnother();
       return;
     }
     if (saved && latest.session_id === saved.session_id && latest.access_token !== saved.access_token) adopt(latest);
@@ -202,11 +221,12 @@ async function answer(response) {
 
 /** A call with the access token; on a 401 the token is refreshed (once) and the call repeated. */
 export async function api(method, path, body) {
-  const token = accessToken();
+  const token = accessToken(), user = signedInUser();
   if (!token) throw new SignedOut(SIGNED_OUT);
   let response = await request(method, path, body, token);
   if (response.status === 401) {
     if (accessToken() === token) await refresh(); // else another call already refreshed it
+    if (!accessToken() || signedInUser() !== user) throw new SignedOut(SIGNED_OUT); // never repeated as someone else
     response = await request(method, path, body, accessToken());
     if (response.status === 401) throw await endSession(SIGNED_OUT);
   }

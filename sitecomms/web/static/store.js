@@ -8,7 +8,7 @@
 // outbox), changes are idempotent upserts by key, a message acknowledged by the server takes
 // its outbox entry out in the same transaction, unread is computed locally.
 
-import { committed, openDatabase, promised } from "./idb.js";
+import { committed, deleteDatabase, openDatabase, promised } from "./idb.js";
 import { ChangeType, MessageStatus } from "./protocol.js";
 
 export const databaseName = (userId) => `sitecomms.user.${userId}`;
@@ -71,6 +71,48 @@ function toVersion2(db, tx) {
 export const UPGRADES = [toVersion1, toVersion2];
 export const SCHEMA_VERSION = UPGRADES.length;
 
+/**
+ * A store written by a newer version of the app than this one (a rollback): this code cannot
+ * read its schema, so it starts over at its own version, keeping only what the server does not
+ * have (the outbox entries it can read, in order, same idempotency keys: still sent exactly
+ * once). The rest comes back with a snapshot (no cursor).
+ */
+function startOverFromNewer(name, options) {
+  // One context at a time (tabs reloaded together by an update), and only if no other did it first.
+  const once = async () => {
+    try { return await openDatabase(name, UPGRADES, options); } catch (error) {
+      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
+    }
+    return keepOutboxAndStartOver(name, options);
+  };
+  return typeof navigator !== "undefined" && navigator.locks ? navigator.locks.request(`sitecomms.start-over.${name}`, once) : once();
+}
+
+async function keepOutboxAndStartOver(name, options) {
+  const newer = await promised(indexedDB.open(name));
+  let kept = [];
+  try {
+    if (newer.objectStoreNames.contains("outbox")) kept = await promised(newer.transaction("outbox").objectStore("outbox").getAll());
+  } catch (error) { console.warn("could not read the outbox of a newer store", error); }
+  newer.close();
+  console.warn(`${name} was written by a newer version (${newer.version}): starting over at ${SCHEMA_VERSION}`);
+  await deleteDatabase(name);
+  const db = await openDatabase(name, UPGRADES, options);
+  const entries = kept.filter((e) => e && typeof e.key === "string" && typeof e.idempotency_key === "string"
+    && typeof e.conversation_id === "string" && typeof e.content === "string");
+  if (entries.length) {
+    const tx = db.transaction(["outbox"], "readwrite", { durability: "strict" });
+    for (const entry of entries) {
+      delete entry.seq; // numbered again, in the same order
+      const failed = entry.status === MessageStatus.FAILED;
+      tx.objectStore("outbox").put({ ...entry, status: failed ? MessageStatus.FAILED : MessageStatus.QUEUED,
+        error: failed ? String(entry.error || "") : null });
+    }
+    await committed(tx);
+  }
+  return db;
+}
+
 // ---- the store -------------------------------------------------------------------------------
 
 export class Store {
@@ -85,9 +127,14 @@ export class Store {
   /** Open (creating or upgrading) the store of `userId`; `onClosed` runs if another context deletes it. */
   static async open(userId, onClosed = () => {}) {
     let store = null;
-    const db = await openDatabase(databaseName(userId), UPGRADES, {
-      onVersionChange: () => { if (store) store.closed = true; onClosed(); },
-    });
+    const options = { onVersionChange: () => { if (store) store.closed = true; onClosed(); } };
+    let db;
+    try {
+      db = await openDatabase(databaseName(userId), UPGRADES, options);
+    } catch (error) {
+      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
+      db = await startOverFromNewer(databaseName(userId), options);
+    }
     store = new Store(db, userId);
     return store;
   }
@@ -238,6 +285,19 @@ export class Store {
       }
       return t;
     });
+  }
+
+  /**
+   * The session is over (expired, revoked: perhaps a lost phone): what the server holds leaves
+   * this device, and only what it does not (the outbox) stays, for the same user's next sign-in.
+   */
+  forgetServerData() {
+    return this.write(async (tx) => {
+      for (const name of ["conversations", "messages", "reads", "readers", "users", "meta"]) tx.objectStore(name).clear();
+      const t = touched();
+      t.all = true;
+      return t;
+    }, { durable: true });
   }
 
   // ---- my reads ------------------------------------------------------------------------------

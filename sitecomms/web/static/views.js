@@ -305,8 +305,8 @@ async function submit() {
   const box = $("compose-text"), text = box.value;
   if (!text.trim() || !model.openId) return;
   stickToBottom = true;
-  await actions.send(text);
-  if (box.value === text) box.value = "";
+  const queued = await actions.send(text);
+  if (queued && box.value === text) box.value = ""; // not queued: the text stays, nothing typed is lost
 }
 
 export function installViews(given) {
