@@ -207,7 +207,7 @@ async def test_a_store_written_by_the_first_schema_is_upgraded_with_its_data(pho
     # failed one, a message from the server, and the old single "others" read position.
     await phone.dashboard.page.evaluate(
         """async ([userId, conversationId]) => {
-          const { UPGRADES, databaseName } = await import("/static/store.js");
+          const { UPGRADES, databaseName } = await import("/static/schema.js");
           const { openDatabase, deleteDatabase, committed } = await import("/static/idb.js");
           await deleteDatabase(databaseName(userId));
           const db = await openDatabase(databaseName(userId), UPGRADES, { version: 1 });
@@ -257,7 +257,7 @@ async def test_a_store_written_by_a_newer_version_starts_over_keeping_the_outbox
     phone = await phones.signed_in(medic.email, medic.password)
     await phone.dashboard.page.evaluate(
         """async ([userId, conversationId]) => {
-          const { UPGRADES, databaseName } = await import("/static/store.js");
+          const { UPGRADES, databaseName } = await import("/static/schema.js");
           const { openDatabase, deleteDatabase, committed } = await import("/static/idb.js");
           await deleteDatabase(databaseName(userId));
           const future = (db) => db.createObjectStore("something-new");

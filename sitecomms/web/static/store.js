@@ -1,5 +1,5 @@
-// The local store: one IndexedDB database per signed-in user ("sitecomms.user.<id>"), with a
-// versioned schema and its upgrade steps. It holds what the app shows (the user and org,
+// The local store: one IndexedDB database per signed-in user ("sitecomms.user.<id>", its
+// schema and upgrade steps in schema.js). It holds what the app shows (the user and org,
 // conversations, messages, my read positions, everyone else's, the org's users), the stream
 // cursor, and the outbox: every message typed and not yet acknowledged by the server. Every
 // write goes through one serialized writer per context and ends in one transaction; it
@@ -8,10 +8,11 @@
 // outbox), changes are idempotent upserts by key, a message acknowledged by the server takes
 // its outbox entry out in the same transaction, unread is computed locally.
 
-import { committed, deleteDatabase, openDatabase, promised } from "./idb.js";
+import { committed, promised } from "./idb.js";
 import { ChangeType, MessageStatus } from "./protocol.js";
+import { openUserDatabase, STORES } from "./schema.js";
 
-export const databaseName = (userId) => `sitecomms.user.${userId}`;
+export { databaseName } from "./schema.js";
 export const KEEP_MESSAGES = 500; // per conversation, the newest
 export const keyOf = (m) => `${m.sender_id}:${m.idempotency_key}`;
 
@@ -25,92 +26,6 @@ function touchMessage(t, conversationId, key) {
   if (!t.messages.has(conversationId)) t.messages.set(conversationId, new Set());
   t.messages.get(conversationId).add(key);
   t.conversations.add(conversationId);
-}
-
-// ---- the schema: UPGRADES[i] takes a database from version i to i + 1 ------------------------
-
-const STORES = ["meta", "conversations", "messages", "reads", "readers", "users", "outbox"];
-
-/** Version 1, the first schema: others' reads were one number per conversation. */
-function toVersion1(db) {
-  db.createObjectStore("meta"); // "me" ({user, org}), "cursor"
-  db.createObjectStore("conversations", { keyPath: "id" });
-  db.createObjectStore("messages", { keyPath: "key" }).createIndex("conversation", "conversation_id");
-  db.createObjectStore("reads", { keyPath: "conversation_id" }); // {conversation_id, mine, others}
-  const outbox = db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
-  outbox.createIndex("key", "key", { unique: true }); // {seq, key, idempotency_key, ..., failed?: string}
-}
-
-/**
- * Version 2: read positions per reader (broadcast receipts count readers, not the furthest one)
- * and the org's users; outbox entries carry a status. The old "others" number cannot say who
- * read, so the cursor is dropped: the next sync is a snapshot, which brings every reader
- * back. Messages, my reads and the outbox are kept, converted.
- */
-function toVersion2(db, tx) {
-  db.createObjectStore("readers", { keyPath: ["conversation_id", "user_id"] }).createIndex("conversation", "conversation_id");
-  db.createObjectStore("users", { keyPath: "id" });
-  const reads = tx.objectStore("reads");
-  reads.openCursor().onsuccess = (event) => {
-    const cursor = event.target.result;
-    if (!cursor) return;
-    const { conversation_id, mine } = cursor.value;
-    cursor.update({ conversation_id, mine: mine || 0, pending: false });
-    cursor.continue();
-  };
-  tx.objectStore("outbox").openCursor().onsuccess = (event) => {
-    const cursor = event.target.result;
-    if (!cursor) return;
-    const { failed, ...entry } = cursor.value;
-    cursor.update({ ...entry, status: failed ? MessageStatus.FAILED : MessageStatus.QUEUED, error: failed || null });
-    cursor.continue();
-  };
-  tx.objectStore("meta").delete("cursor");
-}
-
-export const UPGRADES = [toVersion1, toVersion2];
-export const SCHEMA_VERSION = UPGRADES.length;
-
-/**
- * A store written by a newer version of the app than this one (a rollback): this code cannot
- * read its schema, so it starts over at its own version, keeping only what the server does not
- * have (the outbox entries it can read, in order, same idempotency keys: still sent exactly
- * once). The rest comes back with a snapshot (no cursor).
- */
-function startOverFromNewer(name, options) {
-  // One context at a time (tabs reloaded together by an update), and only if no other did it first.
-  const once = async () => {
-    try { return await openDatabase(name, UPGRADES, options); } catch (error) {
-      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
-    }
-    return keepOutboxAndStartOver(name, options);
-  };
-  return typeof navigator !== "undefined" && navigator.locks ? navigator.locks.request(`sitecomms.start-over.${name}`, once) : once();
-}
-
-async function keepOutboxAndStartOver(name, options) {
-  const newer = await promised(indexedDB.open(name));
-  let kept = [];
-  try {
-    if (newer.objectStoreNames.contains("outbox")) kept = await promised(newer.transaction("outbox").objectStore("outbox").getAll());
-  } catch (error) { console.warn("could not read the outbox of a newer store", error); }
-  newer.close();
-  console.warn(`${name} was written by a newer version (${newer.version}): starting over at ${SCHEMA_VERSION}`);
-  await deleteDatabase(name);
-  const db = await openDatabase(name, UPGRADES, options);
-  const entries = kept.filter((e) => e && typeof e.key === "string" && typeof e.idempotency_key === "string"
-    && typeof e.conversation_id === "string" && typeof e.content === "string");
-  if (entries.length) {
-    const tx = db.transaction(["outbox"], "readwrite", { durability: "strict" });
-    for (const entry of entries) {
-      delete entry.seq; // numbered again, in the same order
-      const failed = entry.status === MessageStatus.FAILED;
-      tx.objectStore("outbox").put({ ...entry, status: failed ? MessageStatus.FAILED : MessageStatus.QUEUED,
-        error: failed ? String(entry.error || "") : null });
-    }
-    await committed(tx);
-  }
-  return db;
 }
 
 // ---- the store -------------------------------------------------------------------------------
@@ -128,13 +43,7 @@ export class Store {
   static async open(userId, onClosed = () => {}) {
     let store = null;
     const options = { onVersionChange: () => { if (store) store.closed = true; onClosed(); } };
-    let db;
-    try {
-      db = await openDatabase(databaseName(userId), UPGRADES, options);
-    } catch (error) {
-      if (!(error instanceof DOMException && error.name === "VersionError")) throw error;
-      db = await startOverFromNewer(databaseName(userId), options);
-    }
+    const db = await openUserDatabase(userId, options);
     store = new Store(db, userId);
     return store;
   }
@@ -366,30 +275,28 @@ export class Store {
   /** A failed entry goes back in the queue (same idempotency key). */
   retry(key) { return this.#updateEntry(key, { status: MessageStatus.QUEUED, error: null }); }
 
-  /** Delete an entry the server never accepted. */
+  /** Delete an entry the server never accepted (a failed one: a queued one may be on its way). */
   discard(key) {
-    return this.write(async (tx) => {
-      const t = touched();
-      const outbox = tx.objectStore("outbox");
-      const seq = await promised(outbox.index("key").getKey(key));
-      if (seq === undefined) return t;
-      const entry = await promised(outbox.get(seq));
-      if (entry.status !== MessageStatus.FAILED) return t; // only a refused one: a queued one may be on its way
+    return this.#changeEntry(key, (outbox, seq, entry) => {
+      if (entry.status !== MessageStatus.FAILED) return false;
       outbox.delete(seq);
-      touchMessage(t, entry.conversation_id, key);
-      return t;
+      return true;
     });
   }
 
   #updateEntry(key, fields) {
+    return this.#changeEntry(key, (outbox, seq, entry) => { outbox.put({ ...entry, ...fields }); return true; });
+  }
+
+  // `change(outbox, seq, entry)` on the entry with this key, if any; it says whether it changed it.
+  #changeEntry(key, change) {
     return this.write(async (tx) => {
       const t = touched();
       const outbox = tx.objectStore("outbox");
       const seq = await promised(outbox.index("key").getKey(key));
       if (seq === undefined) return t;
       const entry = await promised(outbox.get(seq));
-      outbox.put({ ...entry, ...fields });
-      touchMessage(t, entry.conversation_id, key);
+      if (change(outbox, seq, entry)) touchMessage(t, entry.conversation_id, key);
       return t;
     });
   }
