@@ -442,3 +442,29 @@ async def test_a_send_whose_answer_is_lost_is_sent_again_and_stored_once_in_orde
             "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
         )
     assert await contents_on_server(api, medic, "lost answer") == texts
+
+
+async def test_a_conflict_asking_for_the_same_send_again_is_retried_not_failed(phones: Phones, api: Api) -> None:
+    """409 `conflict` (a concurrent retry with the key was being stored) means "send it again";
+    409 `idempotency_key_reused` and the other 4xx mean refused."""
+    medic = await new_medic(api, "Conflict Cleo")
+    phone = await phones.signed_in(medic.email, medic.password)
+    page = phone.dashboard
+    await page.open(medic.conversation_id)
+    answered = asyncio.Event()
+
+    async def conflict_once(route: Route) -> None:
+        if answered.is_set():
+            await route.continue_()
+            return
+        answered.set()
+        body = {"error": {"code": "conflict", "message": "the message could not be stored; retry"}}
+        await route.fulfill(status=409, json=body)
+
+    await page.page.route("**/v1/messages", conflict_once)
+    await write(page, "stored on the second try cleo")
+    await asyncio.wait_for(answered.wait(), TIMEOUT)
+    await expect(page.message("stored on the second try cleo").locator(".status")).to_have_attribute(
+        "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
+    )
+    assert await contents_on_server(api, medic, "cleo") == ["stored on the second try cleo"]

@@ -3,13 +3,17 @@
 // server. One context at a time delivers (a Web Lock per user, held by the leader tab or the
 // service worker's Background Sync); the entry leaves the outbox only in the transaction that
 // stores the server's answer (store.js). A refusal for good (4xx) marks the entry failed, kept
-// and shown; anything else (offline, 5xx, 408, 429) stops delivery until the next trigger or
+// and shown; anything else (offline, 5xx, 408, 425, 429, a plain 409 conflict) stops delivery until the next trigger or
 // the backoff retry. My read marks the server does not have yet go out here too.
 
-import { ChangeType } from "./protocol.js";
+import { ChangeType, ErrorCode } from "./protocol.js";
 import { api, HttpError, SignedOut } from "./session.js";
 
 const RETRYABLE = new Set([408, 425, 429]);
+// Refused for good: a 4xx, except the statuses above and a plain conflict (a concurrent retry
+// with the same key was being stored: the server asks for the same send again).
+const refused = (error) => error instanceof HttpError && error.status >= 400 && error.status < 500 &&
+  !RETRYABLE.has(error.status) && !(error.status === 409 && error.code === ErrorCode.CONFLICT);
 
 /** The result of one delivery run. */
 export const Delivery = Object.freeze({ DONE: "done", RETRY: "retry", SIGNED_OUT: "signed-out" });
@@ -37,7 +41,7 @@ async function deliverNow(store, touched) {
         { conversation_id: entry.conversation_id, content: entry.content, idempotency_key: entry.idempotency_key });
     } catch (error) {
       if (error instanceof SignedOut) return Delivery.SIGNED_OUT;
-      if (error instanceof HttpError && error.status >= 400 && error.status < 500 && !RETRYABLE.has(error.status)) {
+      if (refused(error)) {
         touched(await store.refuse(entry, error.message));
         continue;
       }
@@ -54,7 +58,7 @@ async function deliverNow(store, touched) {
       status = await api("POST", `/v1/conversations/${read.conversation_id}/read`, { position: read.mine });
     } catch (error) {
       if (error instanceof SignedOut) return Delivery.SIGNED_OUT;
-      if (error instanceof HttpError && error.status >= 400 && error.status < 500 && !RETRYABLE.has(error.status)) {
+      if (refused(error)) {
         await store.settleRead(read.conversation_id);
         continue;
       }
