@@ -468,3 +468,14 @@ async def test_a_conflict_asking_for_the_same_send_again_is_retried_not_failed(p
         "data-status", "sent", timeout=RECONNECT_TIMEOUT_MS
     )
     assert await contents_on_server(api, medic, "cleo") == ["stored on the second try cleo"]
+
+
+async def test_a_browser_that_refuses_storage_gets_a_message_not_a_blank_page(phones: Phones, api: Api) -> None:
+    medic = await new_medic(api, "Private Pia")
+    phone = await phones.signed_in(medic.email, medic.password)
+    await phone.close()
+    refuse = "IDBFactory.prototype.open = function () { throw new DOMException('refused here', 'UnknownError'); };"
+    phone.init_scripts.append(refuse)
+    await phone.launch()
+    await expect(phone.dashboard.page.locator("#login-error")).to_contain_text("could not open its storage")
+    await expect(phone.dashboard.page.locator("#login")).to_be_visible()

@@ -259,8 +259,12 @@ installAccounts({ me: () => model.me });
 installShell();
 
 (async () => {
-  const session = await loadSession().catch(() => null);
+  const session = await loadSession();
   if (session && isSignedIn()) await enter(signedInUser());
   else { showLogin(""); await forgetSignedOutStores(); }
-})();
+})().catch((error) => {
+  // The browser refused its storage (private mode, quota, a broken profile): say so, not a blank page.
+  console.warn("could not open the local store", error);
+  showLogin(`SiteComms could not open its storage on this device (${error.message || error}).`);
+});
 
