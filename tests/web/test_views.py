@@ -81,6 +81,14 @@ async def test_a_phone_sends_with_the_button_and_goes_back_with_the_browser(dash
     assert title["x"] >= back["x"] + back["width"]
     assert abs((back["y"] + back["height"] / 2) - (title["y"] + title["height"] / 2)) < 4
 
+    # The app's header is one row too: who, the connection, the unread total and the menu.
+    boxes = [
+        await page.locator(f"#{part}").bounding_box()
+        for part in ("me-name", "connection", "unread-total", "menu-button")
+    ]
+    middles = [b["y"] + b["height"] / 2 for b in boxes if b]
+    assert len(middles) == 4 and max(middles) - min(middles) < 4, boxes
+
     # Every control on screen is at least 44x44 px.
     for selector in ("#back", "#send", "#menu-button", "#compose-text"):
         box = await page.locator(selector).bounding_box()
