@@ -404,6 +404,7 @@ async def test_a_session_kept_by_the_previous_version_moves_to_indexeddb(phones:
     token = signed_in.json()
     phone = await phones.new()
     page = phone.dashboard.page
+    await expect(page.locator("#login-email")).to_be_visible()
     legacy = {key: token[key] for key in ("access_token", "refresh_token", "session_id", "expires_at")}
     await page.evaluate("(value) => localStorage.setItem('sitecomms.token', JSON.stringify(value))", legacy)
     await page.reload()

@@ -11,7 +11,7 @@
 // out when the same user signs in again). A stored session of another user is never taken up. Runs in pages and in the service worker.
 
 import { Backoff, backoffDelay } from "./protocol.js";
-import { deleteDatabase, openDatabase, promised } from "./idb.js";
+import { committed, deleteDatabase, openDatabase, promised } from "./idb.js";
 
 const SESSION_DB = "sitecomms";
 const SESSION_UPGRADES = [(db) => db.createObjectStore("kv")];
@@ -61,9 +61,10 @@ async function readSaved() {
 
 async function writeSaved(value) {
   const db = await sessions();
-  const tx = db.transaction("kv", "readwrite");
+  const tx = db.transaction("kv", "readwrite", { durability: "strict" });
   const store = tx.objectStore("kv");
-  await promised(value ? store.put(value, SESSION_KEY) : store.delete(SESSION_KEY));
+  if (value) store.put(value, SESSION_KEY); else store.delete(SESSION_KEY);
+  await committed(tx); // on disk before anyone (another tab, a reload) is told
   if (channel) channel.postMessage({ type: "session" });
 }
 
@@ -81,15 +82,18 @@ async function adoptLegacySession() {
   if (typeof localStorage === "undefined") return null;
   try {
     const legacy = JSON.parse(localStorage.getItem(LEGACY_KEY) || "null");
-    localStorage.removeItem(LEGACY_KEY);
-    if (!legacy || !legacy.access_token || !legacy.refresh_token) return null;
+    if (!legacy || !legacy.access_token || !legacy.refresh_token) { localStorage.removeItem(LEGACY_KEY); return null; }
     const payload = legacy.access_token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const userId = JSON.parse(atob(payload)).sub;
     if (typeof userId !== "string") return null;
     const adopted = { ...legacy, user_id: userId };
     await writeSaved(adopted);
+    localStorage.removeItem(LEGACY_KEY); // only once the session is safe in IndexedDB
     return adopted;
-  } catch { return null; } // unreadable: sign in again
+  } catch { // unreadable: sign in again
+    localStorage.removeItem(LEGACY_KEY);
+    return null;
+  }
 }
 
 // The token's life is measured against the server's clock (its Date header), so a page whose
