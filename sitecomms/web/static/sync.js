@@ -5,6 +5,7 @@
 
 import { ErrorCode } from "./protocol.js";
 import { api, HttpError } from "./session.js";
+import { touched as emptyTouched } from "./store.js";
 
 const REFUSED_CURSOR = new Set([ErrorCode.INVALID_CURSOR, ErrorCode.CURSOR_AHEAD]);
 
@@ -12,8 +13,7 @@ const REFUSED_CURSOR = new Set([ErrorCode.INVALID_CURSOR, ErrorCode.CURSOR_AHEAD
 export async function refreshMe(store, touched) {
   const me = await api("GET", "/v1/me");
   await store.setMeta("me", me);
-  const t = { all: false, header: true, conversations: new Set(), messages: new Map() };
-  touched(t);
+  touched({ ...emptyTouched(), header: true });
   return me;
 }
 
