@@ -47,7 +47,7 @@ from typing import Any
 from sitecomms.config import Settings
 from sitecomms.store.database import sqlite_file
 
-__all__ = ["KeyFileError", "Keyring", "Rotated", "SigningKey", "key_path", "keyring_for", "rotate"]
+__all__ = ["KeyFileError", "Keyring", "Rotated", "SigningKey", "key_path", "keyring_for", "push_key_path", "rotate"]
 
 log = logging.getLogger("sitecomms.server.keys")
 
@@ -192,6 +192,11 @@ def key_path(settings: Settings) -> Path:
         return settings.key_file
     database = sqlite_file(settings.database_url)
     return DEFAULT_KEY_FILE if database is None else database.with_suffix(".keys")
+
+
+def push_key_path(settings: Settings) -> Path:
+    """Where the VAPID key is: `push_key_file` if set; else beside the key file (`sitecomms.vapid`)."""
+    return settings.push_key_file if settings.push_key_file is not None else key_path(settings).with_suffix(".vapid")
 
 
 def keyring_for(settings: Settings) -> Keyring:

@@ -29,6 +29,7 @@ from sitecomms.store import (
     conversations,
     messages,
     orgs,
+    push,
     reads,
     schema,
     sessions,
@@ -47,6 +48,7 @@ QUERY_MODULES = (
     conversations,
     messages,
     orgs,
+    push,
     reads,
     sessions,
     stream,
@@ -194,6 +196,118 @@ def _throttle_cases() -> dict[str, Case]:
         ),
         "login_throttle.reset": Case([{"throttle_key": THROTTLE_KEY}, {"throttle_key": "none"}], prepare=_throttle_row),
         "login_throttle.delete_quiet": Case([{"before": NOW + timedelta(minutes=1)}], prepare=_throttle_row),
+    }
+
+
+SUBSCRIPTION_ID = "00000000-0000-4000-8000-0000000000bb"
+ENDPOINT = "https://push.example/send/parity"
+DELIVERY_ID = 10**9
+
+
+def _subscription_row(user_id: str, org_id: str) -> dict[str, Any]:
+    return {
+        "id": SUBSCRIPTION_ID,
+        "org_id": org_id,
+        "user_id": user_id,
+        "session_id": SESSION_ID,
+        "endpoint": ENDPOINT,
+        "p256dh": "B" * 87,
+        "auth": "A" * 22,
+        "created_at": NOW,
+    }
+
+
+def _push(s: Seed, *, cursor: int | None = None, delivery: bool = False) -> Prepare:
+    """A session of the medic with a push subscription; the org's push cursor at `cursor`; a due delivery."""
+
+    def prepare(conn: Connection) -> None:
+        REGISTRY["sessions.insert"].run(conn, **_session_row(s.medic_id, s.org_id))
+        REGISTRY["push.subscription.insert"].run(conn, **_subscription_row(s.medic_id, s.org_id))
+        if cursor is not None:
+            conn.execute(insert(schema.push_cursors).values(org_id=s.org_id, position=cursor))
+        if delivery:
+            conn.execute(
+                insert(schema.push_deliveries).values(
+                    id=DELIVERY_ID,
+                    subscription_id=SUBSCRIPTION_ID,
+                    message_id=s.message_id,
+                    due_at=NOW,
+                    expires_at=NOW + timedelta(days=1),
+                    leased_until=push.NEVER,
+                    attempts=0,
+                    with_content=True,
+                )
+            )
+
+    return prepare
+
+
+def _push_cases(s: Seed) -> dict[str, Case]:
+    sub = _push(s)
+    planned = _push(s, cursor=1)
+    due = _push(s, cursor=s.head, delivery=True)
+    delivery = {
+        "subscription_id": SUBSCRIPTION_ID,
+        "message_id": s.message_id,
+        "due_at": NOW,
+        "expires_at": NOW + timedelta(hours=1),
+        "leased_until": push.NEVER,
+    }
+    return {
+        "push.subscription.insert": Case(
+            [_subscription_row(s.medic_id, s.org_id)], prepare=_session(s.medic_id, s.org_id)
+        ),
+        "push.subscription.by_endpoint": Case([{"endpoint": ENDPOINT}, {"endpoint": "https://no.where/"}], prepare=sub),
+        "push.subscription.rebind": Case(
+            [
+                {
+                    "subscription_id": SUBSCRIPTION_ID,
+                    "org_id": s.org_id,
+                    "user_id": s.medic_id,
+                    "session_id": SESSION_ID,
+                    "p256dh": "C" * 87,
+                    "auth": "D" * 22,
+                }
+            ],
+            prepare=sub,
+        ),
+        "push.subscription.of_user": Case([{"user_id": s.medic_id}, {"user_id": s.admin_id}], prepare=sub),
+        "push.subscription.count_of_user": Case([{"user_id": s.medic_id}], prepare=sub),
+        "push.subscription.delete_mine": Case(
+            [{"subscription_id": SUBSCRIPTION_ID, "user_id": s.admin_id}, {"subscription_id": SUBSCRIPTION_ID, "user_id": s.medic_id}],
+            prepare=sub,
+        ),
+        "push.subscription.delete_of_session": Case([{"session_id": SESSION_ID}], prepare=sub),
+        "push.subscription.delete_of_user": Case(
+            [{"user_id": s.medic_id, "keep": SESSION_ID}, {"user_id": s.medic_id, "keep": ""}], prepare=sub
+        ),
+        "push.subscription.delete_ids": Case([{"ids": [SUBSCRIPTION_ID, "none"]}], prepare=sub),
+        "push.cursor.start.sqlite": Case([{"org_id": s.org_id, "position": 3}, {"org_id": s.org_id, "position": 4}]),
+        "push.cursor.start.postgresql": Case(
+            [{"org_id": s.org_id, "position": 3}, {"org_id": s.org_id, "position": 4}]
+        ),
+        "push.cursor.behind": Case([{"limit": 10}], prepare=planned),
+        "push.cursor.any_behind": Case([{}], prepare=planned),
+        "push.cursor.move": Case([{"org_id": s.org_id, "position": s.head}], prepare=planned),
+        "push.targets": Case(
+            [
+                {"org_id": s.org_id, "active_since": NOW - timedelta(days=1)},
+                {"org_id": s.org_id, "active_since": NOW + timedelta(days=1)},
+            ],
+            prepare=sub,
+        ),
+        "push.delivery.insert": Case([delivery], prepare=sub),
+        "push.delivery.claim": Case(
+            [{"now": NOW, "until": NOW + timedelta(minutes=1), "limit": 10}, {"now": NOW, "until": NOW, "limit": 10}],
+            prepare=due,
+        ),
+        "push.delivery.due": Case([{"ids": [DELIVERY_ID]}, {"ids": [DELIVERY_ID, 1, 2]}], prepare=due),
+        "push.delivery.delete_ids": Case([{"ids": [DELIVERY_ID]}], prepare=due),
+        "push.delivery.retry": Case(
+            [{"delivery_id": DELIVERY_ID, "due_at": NOW + timedelta(seconds=30), "with_content": False}], prepare=due
+        ),
+        "push.delivery.next_due": Case([{}], prepare=due),
+        "push.delivery.pending": Case([{}], prepare=due),
     }
 
 
@@ -369,7 +483,7 @@ def _cases(s: Seed) -> dict[str, Case]:
         "reads.changed.medic": Case(changed[1:2]),
         "migrate.lock": Case([{"key": 0x5C_C0_33_A2}]),
         "database.ping": Case([{}]),
-    } | _throttle_cases()
+    } | _throttle_cases() | _push_cases(s)
 
 
 async def _seed(stack: Stack) -> Seed:
