@@ -23,10 +23,12 @@ import datetime
 import ipaddress
 import re
 import secrets
+import shutil
 import ssl
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,9 +137,11 @@ class PushService:
         self._attempts: list[Attempt] = []
         self._jwt_cache: dict[tuple[str, bytes], dict[str, Any] | str] = {}
         self._public_keys: dict[bytes, ec.EllipticCurvePublicKey] = {}
-        self._directory = tempfile.TemporaryDirectory(prefix="sitecomms-push-")
-        self.ca_file = Path(self._directory.name) / "ca.pem"
-        self._ssl = _make_tls(Path(self._directory.name), self.ca_file)
+        directory = Path(tempfile.mkdtemp(prefix="sitecomms-push-"))
+        self._remove_files = weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        self._used = False
+        self.ca_file = directory / "ca.pem"
+        self._ssl = _make_tls(directory, self.ca_file)
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -201,8 +205,9 @@ class PushService:
         self.stop()
 
     async def _open(self) -> None:
-        if self._server is not None or self._port:
+        if self._used:
             raise RuntimeError("a PushService is started once")
+        self._used = True
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
             lambda: _Connection(self), "127.0.0.1", 0, ssl=self._ssl, backlog=1024
@@ -217,8 +222,8 @@ class PushService:
             connection.abort()
         async with asyncio.timeout(10):
             await self._server.wait_closed()
-        self._server = None
-        self._directory.cleanup()
+        self._server, self._port = None, 0
+        self._remove_files()
 
     # -- subscriptions and scripting -----------------------------------------------------------
 
