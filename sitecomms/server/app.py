@@ -281,6 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
         # HTTP cost); SiteComms does not use them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.push_delivery = pusher  # None when this process does not deliver pushes
     errors.install(app)
     api = app.router
     api.route_class = Route  # every route of the app is served by route.Route (its module doc says why)
