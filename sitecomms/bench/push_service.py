@@ -145,6 +145,7 @@ class PushService:
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Future[None] | None = None
         self._port = 0
@@ -208,7 +209,7 @@ class PushService:
         if self._used:
             raise RuntimeError("a PushService is started once")
         self._used = True
-        self._loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         self._server = await self._loop.create_server(
             lambda: _Connection(self), "127.0.0.1", 0, ssl=self._ssl, backlog=1024
         )
@@ -312,8 +313,8 @@ class PushService:
 
     def wait_for_sync(self, condition: Condition, timeout: float) -> None:
         """Blocking `wait_for`, for threads other than the one the service runs on."""
-        if self._thread is None or threading.current_thread() is self._thread:
-            raise RuntimeError("wait_for_sync needs the service running in its own thread (start())")
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("wait_for_sync would block the loop the service runs on: await wait_for there")
         check = self._check_of(condition)
         with self._changed:
             if not self._changed.wait_for(check, timeout):
@@ -372,7 +373,7 @@ class PushService:
             self._record(Attempt(subscription_id, script.status, None, True, payload, at), None)
             extra = [("Retry-After", script.retry_after)] if script.retry_after and script.status in (429, 503) else []
             return _Answer(script.status, extra, b"scripted")
-        received = Received(subscription_id, payload, ttl, urgency, topic, claims, at)
+        received = Received(subscription_id, payload, ttl, urgency, topic, dict(claims), at)
         self._record(Attempt(subscription_id, 201, None, script is not None, payload, at), received)
         return _Answer(201, [("Location", f"{self.origin}/message/{secrets.token_urlsafe(12)}")])
 
@@ -519,7 +520,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            self._service._record(Attempt(None, 400, f"malformed HTTP: {exc}", False, None, time.monotonic()), None)
             self._respond(_Answer(400, body=b"malformed HTTP"), keep_alive=False)
 
     def on_message_begin(self) -> None:
