@@ -10,9 +10,12 @@ subscription's private key (400 if it does not decrypt, 413 above 4096 bytes). A
 answers 201 with a Location and lands in `.received`; every request lands in `.attempts`, with
 the refusal's reason (`.rejections`). `.script()` makes valid requests answer 404/410/413/429/5xx
 instead, `.expire()` makes a subscription answer 410. JWT verification is cached per token
-(the claims' times are still checked per request). It runs on the caller's loop (`async with`)
-or in its own thread (`start()`/`stop()`, `with`); all methods are thread-safe, and
-`wait_for` / `wait_for_sync` wake on each request (no polling).
+(the claims' times are still checked per request). There is no switch to skip decryption: a push
+costs ~165 µs of CPU with it, TLS included (measured: 10,000 pushes on 32 keep-alive connections,
+3,300-5,000 accepted/s on the 2-core dev machine while another load ran). `at` fields are
+time.monotonic(). It runs on the caller's loop (`async with`) or in its own thread
+(`start()`/`stop()`, `with`); all methods are thread-safe, and `wait_for` / `wait_for_sync` wake
+on each request (no polling).
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ class PushService:
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Future[None] | None = None
         self._port = 0
@@ -208,7 +212,7 @@ class PushService:
         if self._used:
             raise RuntimeError("a PushService is started once")
         self._used = True
-        self._loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         self._server = await self._loop.create_server(
             lambda: _Connection(self), "127.0.0.1", 0, ssl=self._ssl, backlog=1024
         )
@@ -312,8 +316,8 @@ class PushService:
 
     def wait_for_sync(self, condition: Condition, timeout: float) -> None:
         """Blocking `wait_for`, for threads other than the one the service runs on."""
-        if self._thread is None or threading.current_thread() is self._thread:
-            raise RuntimeError("wait_for_sync needs the service running in its own thread (start())")
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("wait_for_sync would block the loop the service runs on: await wait_for there")
         check = self._check_of(condition)
         with self._changed:
             if not self._changed.wait_for(check, timeout):
@@ -372,7 +376,7 @@ class PushService:
             self._record(Attempt(subscription_id, script.status, None, True, payload, at), None)
             extra = [("Retry-After", script.retry_after)] if script.retry_after and script.status in (429, 503) else []
             return _Answer(script.status, extra, b"scripted")
-        received = Received(subscription_id, payload, ttl, urgency, topic, claims, at)
+        received = Received(subscription_id, payload, ttl, urgency, topic, dict(claims), at)
         self._record(Attempt(subscription_id, 201, None, script is not None, payload, at), received)
         return _Answer(201, [("Location", f"{self.origin}/message/{secrets.token_urlsafe(12)}")])
 
@@ -519,7 +523,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            self._service._record(Attempt(None, 400, f"malformed HTTP: {exc}", False, None, time.monotonic()), None)
             self._respond(_Answer(400, body=b"malformed HTTP"), keep_alive=False)
 
     def on_message_begin(self) -> None:
@@ -557,55 +562,51 @@ class _Connection(asyncio.Protocol):
 
 def _make_tls(directory: Path, ca_file: Path) -> ssl.SSLContext:
     """A throwaway CA (written to ca_file, to trust) and a certificate for 127.0.0.1 it signed."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SiteComms push-service double CA")])
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ca_name = "SiteComms push-service double CA"
+    ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, [
+        (x509.BasicConstraints(ca=True, path_length=0), True), (_key_usage(cert_sign=True), True), (ca_ski, False),
+    ])  # fmt: skip
+    addresses = [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
+    leaf = _certificate("127.0.0.1", ca_name, key.public_key(), ca_key, [
+        (x509.BasicConstraints(ca=False, path_length=None), True), (_key_usage(cert_sign=False), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        (x509.SubjectAlternativeName(addresses), False),
+        (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False),
+    ])  # fmt: skip
+    pem = serialization.Encoding.PEM
+    ca_file.write_bytes(ca.public_bytes(pem))
     chain, key_file = directory / "cert.pem", directory / "key.pem"
-    chain.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
+    chain.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
     key_file.touch(mode=0o600)
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(chain, key_file)
     return context
+
+
+def _certificate(
+    subject: str,
+    issuer: str,
+    public_key: ec.EllipticCurvePublicKey,
+    signer: ec.EllipticCurvePrivateKey,
+    extensions: list[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signer, hashes.SHA256())
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

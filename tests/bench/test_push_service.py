@@ -392,3 +392,16 @@ def test_the_certificate_is_verified_against_ca_file_only(sender: Sender) -> Non
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             http.post(**sender.push(service.subscribe()))
         assert service.attempts == []
+
+
+async def test_malformed_http_is_answered_400_and_recorded(service: PushService) -> None:
+    context = ssl.create_default_context(cafile=service.ca_file)
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(service.origin.rsplit(":", 1)[1]), ssl=context)
+        writer.write(b"POST /push/x HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer
+    [attempt] = service.rejections
+    assert attempt.status == 400 and attempt.reason is not None and attempt.reason.startswith("malformed HTTP")
