@@ -116,7 +116,7 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
             targets = push.targets_of_org(conn, org_id, active_since=active_since)
             viewers = [(t.subscription_id, Viewer(t.user_id, org_id, Role(t.role))) for t in targets]
             found = conversations.get_conversations(conn, sorted({row.conversation_id for row in fresh}))
-            due = []
+            due: list[dict[str, object]] = []
             for row in fresh:
                 conversation = found.get(row.conversation_id)
                 if conversation is None:

@@ -24,8 +24,10 @@ def _b64(raw: bytes) -> str:
 
 def subscription(endpoint: str | None = None) -> dict[str, Any]:
     """What `PushSubscription.toJSON()` gives a browser: an endpoint and fresh receiver keys."""
-    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     )
     return {
         "endpoint": endpoint or f"https://push.example.net/wpush/{uuid.uuid4().hex}",
