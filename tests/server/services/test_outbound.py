@@ -243,6 +243,28 @@ async def test_a_name_is_refused_if_any_of_its_addresses_is_not_public(
     assert resolver.lookups == ["push.example"]
 
 
+class FailingResolver:
+    def __init__(self, error: OSError | None) -> None:
+        self.error = error
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        if self.error is not None:
+            raise self.error
+        return []
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "cannot resolve the host"),
+        (None, "resolves to no address"),
+    ],
+)
+async def test_a_name_that_does_not_resolve_fails(error: OSError | None, reason: str, policy: OutboundPolicy) -> None:
+    with pytest.raises(OutboundFailed, match=reason):
+        await post(policy, "https://push.example/ok", resolver=FailingResolver(error))
+
+
 async def test_the_checked_address_is_the_one_connected_to_with_the_names_tls_and_host(
     server: TLSServer, policy: OutboundPolicy
 ) -> None:
@@ -289,7 +311,16 @@ async def test_a_url_that_is_not_a_plain_https_url_is_refused_even_for_an_allowe
 
 
 @pytest.mark.parametrize(
-    "url", ["https://fcm.googleapis.com/fcm/send/x", "https://[2001:4860:4860::8888]/x", "https://8.8.8.8:8443/x"]
+    "url",
+    [
+        "https://fcm.googleapis.com/fcm/send/x",
+        "https://updates.push.services.mozilla.com/wpush/v2/x",
+        "https://web.push.apple.com/QGx",
+        "https://[2001:4860:4860::8888]/x",
+        "https://8.8.8.8:8443/x",
+        "https://bücher.example/x",
+        "https://ntfy.example.org./up123",
+    ],
 )
 def test_public_https_urls_pass_the_check(url: str) -> None:
     check_url(url, OutboundPolicy())
