@@ -85,6 +85,34 @@ async def test_an_allowed_host_is_called_with_the_body_headers_and_host(
     assert server.connections == 1 and first.connection == second.connection == 1  # kept alive
 
 
+async def test_a_connection_the_server_closed_is_not_used_again(server: TLSServer, policy: OutboundPolicy) -> None:
+    outbound = Outbound(policy, max_connections=4)
+    try:
+        async with asyncio.timeout(10):
+            assert (await outbound.post(f"{server.origin}/close", {}, b"")).status == 201  # said so
+            assert (await outbound.post(f"{server.origin}/drop", {}, b"")).status == 201  # did not say so
+            await server.wait_for_disconnects(2)
+            assert (await outbound.post(f"{server.origin}/ok", {}, b"")).status == 201
+    finally:
+        await outbound.aclose()
+    assert [seen.connection for seen in server.requests] == [1, 2, 3]
+
+
+async def test_at_most_max_connections_are_kept_idle_across_origins(server: TLSServer, policy: OutboundPolicy) -> None:
+    both = replace(policy, allowed_hosts=frozenset({"127.0.0.1", "localhost"}))
+    origins = [server.origin, f"https://localhost:{server.port}"] * 2
+    for max_connections, connections in [(1, 4), (2, 2)]:
+        server.connections = 0
+        outbound = Outbound(both, max_connections=max_connections)
+        try:
+            async with asyncio.timeout(10):
+                for origin in origins:
+                    assert (await outbound.post(f"{origin}/ok", {}, b"")).status == 201
+        finally:
+            await outbound.aclose()
+        assert server.connections == connections
+
+
 async def test_a_server_certificate_not_from_a_trusted_ca_fails(server: TLSServer, policy: OutboundPolicy) -> None:
     with pytest.raises(OutboundFailed, match="CERTIFICATE_VERIFY_FAILED"):
         await post(replace(policy, ca_file=None), f"{server.origin}/ok")
@@ -215,6 +243,28 @@ async def test_a_name_is_refused_if_any_of_its_addresses_is_not_public(
     assert resolver.lookups == ["push.example"]
 
 
+class FailingResolver:
+    def __init__(self, error: OSError | None) -> None:
+        self.error = error
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        if self.error is not None:
+            raise self.error
+        return []
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "cannot resolve the host"),
+        (None, "resolves to no address"),
+    ],
+)
+async def test_a_name_that_does_not_resolve_fails(error: OSError | None, reason: str, policy: OutboundPolicy) -> None:
+    with pytest.raises(OutboundFailed, match=reason):
+        await post(policy, "https://push.example/ok", resolver=FailingResolver(error))
+
+
 async def test_the_checked_address_is_the_one_connected_to_with_the_names_tls_and_host(
     server: TLSServer, policy: OutboundPolicy
 ) -> None:
@@ -261,7 +311,16 @@ async def test_a_url_that_is_not_a_plain_https_url_is_refused_even_for_an_allowe
 
 
 @pytest.mark.parametrize(
-    "url", ["https://fcm.googleapis.com/fcm/send/x", "https://[2001:4860:4860::8888]/x", "https://8.8.8.8:8443/x"]
+    "url",
+    [
+        "https://fcm.googleapis.com/fcm/send/x",
+        "https://updates.push.services.mozilla.com/wpush/v2/x",
+        "https://web.push.apple.com/QGx",
+        "https://[2001:4860:4860::8888]/x",
+        "https://8.8.8.8:8443/x",
+        "https://bücher.example/x",
+        "https://ntfy.example.org./up123",
+    ],
 )
 def test_public_https_urls_pass_the_check(url: str) -> None:
     check_url(url, OutboundPolicy())
