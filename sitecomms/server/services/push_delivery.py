@@ -171,6 +171,9 @@ class PushDelivery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(policy.concurrency)
+        self._rounds = 0  # rounds running (the task's, and any caller's)
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self.delivered = 0  # pushes accepted by a push service, since start (for the benchmark and tests)
 
     def poke(self) -> None:
@@ -204,8 +207,22 @@ class PushDelivery:
                 wait = backoff.RECONNECT.delay(failures)
                 failures += 1
 
+    async def quiet(self) -> None:
+        """Until no round is running: every push claimed in this process has been settled."""
+        await self._quiet.wait()
+
     async def round(self) -> float:
         """Plan and send everything due now; seconds until the next retry is due (or the poll)."""
+        self._rounds += 1
+        self._quiet.clear()
+        try:
+            return await self._round()
+        finally:
+            self._rounds -= 1
+            if not self._rounds:
+                self._quiet.set()
+
+    async def _round(self) -> float:
         while True:
             behind, next_due = await self._db.read("push_pending", _pending_txn)
             now = utcnow()

@@ -56,8 +56,9 @@ async def _login(stack: Stack, member: Member) -> Member:
 
 
 async def test_the_public_key_is_a_p256_point_and_stays_the_same(stack: Stack) -> None:
-    first = await stack.client.get("/v1/push/key")
-    second = await stack.client.get("/v1/push/key")
+    world = await stack.orgs.make(admins=1, medics=1)
+    first = await stack.client.get("/v1/push/key", headers=world.admins[0].headers)
+    second = await stack.client.get("/v1/push/key", headers=world.medics[0].headers)
     assert first.status_code == 200
     key = first.json()["public_key"]
     raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))

@@ -48,17 +48,20 @@ class Pushing:
         response = await self.client.post("/v1/auth/login", json={"email": member.email, "password": PASSWORD})
         assert response.status_code == 200, response.text
         headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
-        key = (await self.client.get("/v1/push/key")).json()["public_key"]
+        key = (await self.client.get("/v1/push/key", headers=headers)).json()["public_key"]
         body = self.service.subscribe(key)
         created = await self.client.post("/v1/push/subscriptions", json=body, headers=headers)
         assert created.status_code == 201, created.text
         return PushService.subscription_id(body["endpoint"])
 
     async def settled(self) -> None:
-        """Until the worker has nothing left to send now (every push answered or waiting to retry)."""
+        """Until the worker has nothing left to send now: every push answered and settled, or
+        waiting to retry (the app's own worker may be mid-round: its claims are leased)."""
         async with asyncio.timeout(TIMEOUT):
             while True:
+                await self.pusher.quiet()
                 await self.pusher.round()
+                await self.pusher.quiet()
                 if not await self.db.read("test_push_pending", _due_now):
                     return
 
