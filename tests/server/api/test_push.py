@@ -100,6 +100,9 @@ async def test_subscribing_needs_a_signed_in_device(stack: Stack) -> None:
         "https://[::1]/wpush/1",
         "https://user:pass@push.example.net/wpush/1",  # credentials in the URL
         "ftp://push.example.net/1",
+        "https://0x7f000001/wpush/1",  # 127.0.0.1 in hex, as the C resolver reads it
+        "https://push.example.net/wpush/\x00",  # PostgreSQL cannot even store it
+        "https://push.example.net/wpush/a b",
         "not a url",
     ],
 )

@@ -247,6 +247,12 @@ async def test_the_checked_address_is_the_one_connected_to_with_the_names_tls_an
         ("https://push.example/" + "a" * 2048, "longer than 2048"),
         ("https://2130706433/ok", "not a valid name"),  # 127.0.0.1 as one number
         ("https://0x7f.1/ok", "not a valid name"),
+        ("https://0x7f000001/ok", "not a valid name"),  # what the C resolver reads as 127.0.0.1
+        ("https://127.0.0.0x1/ok", "not a valid name"),
+        ("https://push.example/a b", "printable ASCII"),  # no request line could carry it
+        ("https://push.example/a\x00b", "printable ASCII"),
+        ("https://push.example/\tsecret", "printable ASCII"),  # urlsplit would drop the tab silently
+        ("https://push.example/caf\u00e9", "printable ASCII"),
         ("https://push..example/ok", "not a valid name"),
         ("https://push_example-/ok", "not a valid name"),
     ],
