@@ -9,8 +9,10 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,6 +194,26 @@ async def test_a_name_resolving_to_loopback_is_refused(server: TLSServer, policy
         await post(policy, url)
     assert server.connections == 0
     assert await post(replace(policy, allowed_hosts=frozenset({"LOCALHOST"})), url) == (201, None)
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_names_are_resolved_off_the_loops_default_executor(server: TLSServer, policy: OutboundPolicy) -> None:
+    """A push endpoint's name server may hang each lookup for many seconds (a timeout leaves the
+    thread blocked): such lookups must not take the threads password hashing and the rest share."""
+    shared = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(shared)
+    allowed = replace(policy, allowed_hosts=frozenset({"localhost"}))
+    assert await post(allowed, f"https://localhost:{server.port}/ok") == (201, None)
+    assert shared.submitted == 0
 
 
 class Resolver:
