@@ -310,7 +310,7 @@ class PushDelivery:
         if status in _GONE:
             log.info("push subscription %s is gone (%d): removed", due.subscription_id, status)
             return Settled(due, Outcome.GONE)
-        if status == _TOO_LARGE and due.with_content:
+        if status == _TOO_LARGE and due.with_content and self._policy.include_content:  # else: no smaller
             return Settled(due, Outcome.SHRINK)
         if status in _RETRIED:
             return self._retry(due, response.retry_after, f"status {status}")

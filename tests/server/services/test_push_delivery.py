@@ -388,3 +388,14 @@ async def test_a_demoted_admin_gets_no_pending_push_of_a_conversation_no_longer_
     await pushing.settled()
     assert [a.status for a in pushing.service.attempts] == [503]  # a medic may not see another medic's thread
     assert await _pending(pushing) == 0
+
+
+async def test_413_for_a_push_without_text_is_not_sent_again(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=1, medics=1)
+    device = await pushing.subscribe(world.medics[0])
+    pushing.service.script(413, subscription_id=device, times=2)
+    await pushing.orgs.send(world.admins[0], world.broadcast_id, "short")
+    await pushing.service.wait_for(lambda s: len(s.attempts) >= 1, TIMEOUT)
+    await pushing.settled()
+    assert [a.status for a in pushing.service.attempts] == [413]  # the same ids again would be as large
+    assert await pushing.db.read("test_push_count", push.pending) == 0
