@@ -48,6 +48,10 @@ log = logging.getLogger("sitecomms.push")
 LEASE = timedelta(seconds=60)  # longer than the outbound guard's total timeout
 _ORGS_PER_PLAN = 8
 _MESSAGES_PER_PLAN = 500
+# Deliveries one planning transaction records (past it, after the message that reached it): it
+# shares the writer (SQLite) or the loop (PostgreSQL's run_sync) with the send path, and a
+# backlog of 500 messages to 10,000 devices would be 5 million rows in one go.
+_DELIVERIES_PER_PLAN = 5000
 _ACCEPTED = frozenset({200, 201, 202, 204})
 _GONE = frozenset({404, 410})
 _TOO_LARGE = 413
@@ -114,6 +118,7 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
         full = len(rows) == _MESSAGES_PER_PLAN
         more = more or full
         fresh = [row for row in rows if row.created_at + ttl > now]  # older ones would expire unsent
+        reached = rows[-1].position if full else head
         if fresh:
             targets = push.targets_of_org(conn, org_id, active_since=active_since)
             viewers = [(t.subscription_id, Viewer(t.user_id, org_id, Role(t.role))) for t in targets]
@@ -135,9 +140,14 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
                     for subscription_id, viewer in viewers
                     if visibility.may_be_notified(viewer, conversation, row.sender_id)
                 )
+                if recorded + len(due) >= _DELIVERIES_PER_PLAN and row is not fresh[-1]:
+                    reached, more = row.position, True  # the rest in the next transaction
+                    break
             push.record_deliveries(conn, due)
             recorded += len(due)
-        push.move_cursor(conn, org_id, rows[-1].position if full else head)
+        push.move_cursor(conn, org_id, reached)
+        if recorded >= _DELIVERIES_PER_PLAN:
+            return recorded, True
     return recorded, more
 
 

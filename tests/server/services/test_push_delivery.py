@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sitecomms.bench.push_service import PushService
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import PushKind, Role
 from sitecomms.server.app import build_accounts, build_signin, create_app
+from sitecomms.server.services import push_delivery
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.server.services.push_delivery import PushDelivery
 from sitecomms.server.services.webpush import topic_for
@@ -399,3 +401,31 @@ async def test_413_for_a_push_without_text_is_not_sent_again(pushing: Pushing) -
     await pushing.settled()
     assert [a.status for a in pushing.service.attempts] == [413]  # the same ids again would be as large
     assert await pushing.db.read("test_push_count", push.pending) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_backlog_is_planned_a_bounded_number_of_deliveries_at_a_time_each_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push_delivery, "_DELIVERIES_PER_PLAN", 3)
+    async with fresh_database(backend, tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path, push_worker=False):  # this test plans by hand
+            world = await pushing.orgs.make(admins=1, medics=2)
+            for medic in world.medics:
+                await pushing.subscribe(medic)
+            sent = [await pushing.orgs.send(world.admins[0], world.broadcast_id, f"n{i}") for i in range(3)]
+            now = utcnow()
+            planned = []
+            for _ in range(4):
+                planned.append(
+                    await pushing.db.write(
+                        "test_plan",
+                        push_delivery.plan_txn,
+                        now=now,
+                        ttl=timedelta(hours=1),
+                        active_since=now - timedelta(days=1),
+                    )
+                )
+            # 2 devices a message: the 2nd message reaches 3, the rest waits for the next transaction
+            assert planned == [(4, True), (2, False), (0, False), (0, False)]
+            assert await pushing.db.read("test_push_count", push.pending) == 2 * len(sent)
