@@ -238,7 +238,7 @@ class PushDelivery:
             behind, next_due = await self._db.read("push_pending", _pending_txn)
             now = utcnow()
             if behind:
-                _, more = await self._db.write(
+                recorded, more = await self._db.write(
                     "push_plan",
                     plan_txn,
                     now=now,
@@ -247,7 +247,8 @@ class PushDelivery:
                 )
                 if more:
                     continue
-                next_due = now
+                if recorded:  # (nothing: no one to push, or another process holds the org and sends)
+                    next_due = now
             if next_due is None or next_due > now:
                 break
             if not await self._deliver_batch():

@@ -18,18 +18,20 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from sitecomms.bench.push_service import PushService
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import PushKind, Role
 from sitecomms.server.app import build_accounts, build_signin, create_app
 from sitecomms.server.services import push_delivery
+from sitecomms.server.services.outbound import Outbound, OutboundPolicy
 from sitecomms.server.services.publisher import NoPublisher
-from sitecomms.server.services.push_delivery import PushDelivery
-from sitecomms.server.services.webpush import topic_for
+from sitecomms.server.services.push_delivery import PushDelivery, PushPolicy
+from sitecomms.server.services.webpush import VapidKey, topic_for
 from sitecomms.store import push
 from sitecomms.store.database import Database, open_database
-from sitecomms.store.schema import push_deliveries, push_subscriptions
+from sitecomms.store.schema import push_cursors, push_deliveries, push_subscriptions
 from sitecomms.store.types import utcnow
 from tests.server.api.test_isolation import Model, Plan, Sent, _play, plans
 from tests.servers import fresh_database
@@ -429,3 +431,31 @@ async def test_a_backlog_is_planned_a_bounded_number_of_deliveries_at_a_time_eac
             # 2 devices a message: the 2nd message reaches 3, the rest waits for the next transaction
             assert planned == [(4, True), (2, False), (0, False), (0, False)]
             assert await pushing.db.read("test_push_count", push.pending) == 2 * len(sent)
+
+
+@pytest.mark.postgres
+async def test_an_org_another_process_is_planning_is_waited_for_not_spun_on(tmp_path: Path) -> None:
+    async with fresh_database("postgresql", tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path, push_worker=False):  # this test runs the rounds
+            world = await pushing.orgs.make(admins=1, medics=1)
+            await pushing.subscribe(world.medics[0])
+            await pushing.orgs.send(world.admins[0], world.broadcast_id, "planned elsewhere")
+            key_file = tmp_path / "test.vapid"
+            pusher = PushDelivery(
+                pushing.db,
+                VapidKey.open(key_file),
+                Outbound(OutboundPolicy(frozenset({"127.0.0.1"}), pushing.service.ca_file), max_connections=4),
+                PushPolicy(poll_seconds=1.0),
+            )
+            engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+            try:
+                async with asyncio.timeout(TIMEOUT), engine.connect() as other, other.begin():
+                    await other.execute(select(push_cursors).with_for_update())  # another planner's lock
+                    assert await pusher.round() == 1.0  # the next poll, not at once again (a busy loop)
+                    assert pushing.service.attempts == []
+                async with asyncio.timeout(TIMEOUT):
+                    await pusher.round()  # the lock is gone: planned and sent
+                    await pushing.service.wait_for(1, TIMEOUT)
+            finally:
+                await pusher.close()
+                await engine.dispose()
