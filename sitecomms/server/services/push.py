@@ -22,7 +22,7 @@ from sitecomms.server.services import webpush
 from sitecomms.server.services.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from sitecomms.server.services.outbound import OutboundPolicy, OutboundRefused, check_url
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import push, stream
+from sitecomms.store import push, sessions, stream
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.errors import Duplicate
 from sitecomms.store.rows import PushSubscriptionRow
@@ -79,6 +79,9 @@ class PushSubscriptions:
 def _subscribe_txn(
     conn: Connection, viewer: Viewer, request: PushSubscriptionRequest
 ) -> tuple[PushSubscriptionRow, bool]:
+    session = sessions.get_session(conn, viewer.session_id)
+    if session is None or session.revoked_at is not None:  # ended since the request was authenticated
+        raise Unauthenticated("this device's session has ended; sign in again")
     found = push.subscription_by_endpoint(conn, request.endpoint)
     row = PushSubscriptionRow(
         id=found.id if found is not None else str(uuid.uuid4()),
