@@ -177,6 +177,8 @@ _DUE = Statement(
         _sender.c.role,
         _sender.c.display_name,
         messages.c.content,
+        _owner.c.org_id,
+        messages.c.sender_id,
     )
     .join(push_subscriptions, _SUB.id == _DEL.subscription_id)
     .join(_owner, _owner.c.id == _SUB.user_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import ipaddress
 import logging
 import re
@@ -27,6 +28,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -56,6 +58,8 @@ _HOST_NAME = re.compile(
     r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
 )
 _DIGITS = re.compile(r"[0-9]+")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # inet_aton reads "0x7f000001" or "127.1" as an address
+_PRINTABLE_ASCII = re.compile(r"[!-~]*")  # what a serialised URL is made of (urlsplit drops tabs silently)
 _DROPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
@@ -293,8 +297,16 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+# Lookups run on threads of their own: a client's name server may hang each one for many
+# seconds (a timeout leaves the thread blocked), which must not starve the loop's default
+# executor (password hashing and the rest share it).
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sitecomms-outbound-dns")
+
+
 async def _resolve(host: str, port: int) -> list[IPAddress]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    )
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0])
@@ -306,6 +318,8 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
 def _parse(url: str, policy: OutboundPolicy) -> SplitResult:
     if len(url) > MAX_URL_CHARS:
         raise OutboundRefused(f"the URL is longer than {MAX_URL_CHARS} characters")
+    if _PRINTABLE_ASCII.fullmatch(url) is None:
+        raise OutboundRefused("the URL has a character that is not printable ASCII (a space, a control)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -329,7 +343,7 @@ def _parse(url: str, policy: OutboundPolicy) -> SplitResult:
             name = _ascii_host(parts).decode()
         except UnicodeError:
             raise OutboundRefused("the URL's host is not a valid name") from None
-        if _HOST_NAME.fullmatch(name) is None or _DIGITS.fullmatch(name.rstrip(".").rsplit(".", 1)[-1]):
+        if _HOST_NAME.fullmatch(name) is None or _NUMERIC_LABEL.fullmatch(name.rstrip(".").rsplit(".", 1)[-1]):
             raise OutboundRefused("the URL's host is not a valid name")
     elif not is_public(literal) and not policy.allows(host):
         raise OutboundRefused(f"the URL's host is an address that is not public ({literal})")

@@ -9,8 +9,10 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,6 +224,26 @@ async def test_a_name_resolving_to_loopback_is_refused(server: TLSServer, policy
     assert await post(replace(policy, allowed_hosts=frozenset({"LOCALHOST"})), url) == (201, None)
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_names_are_resolved_off_the_loops_default_executor(server: TLSServer, policy: OutboundPolicy) -> None:
+    """A push endpoint's name server may hang each lookup for many seconds (a timeout leaves the
+    thread blocked): such lookups must not take the threads password hashing and the rest share."""
+    shared = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(shared)
+    allowed = replace(policy, allowed_hosts=frozenset({"localhost"}))
+    assert await post(allowed, f"https://localhost:{server.port}/ok") == (201, None)
+    assert shared.submitted == 0
+
+
 class Resolver:
     """A DNS double: fixed answers per name, and a count of lookups."""
 
@@ -297,6 +319,12 @@ async def test_the_checked_address_is_the_one_connected_to_with_the_names_tls_an
         ("https://push.example/" + "a" * 2048, "longer than 2048"),
         ("https://2130706433/ok", "not a valid name"),  # 127.0.0.1 as one number
         ("https://0x7f.1/ok", "not a valid name"),
+        ("https://0x7f000001/ok", "not a valid name"),  # what the C resolver reads as 127.0.0.1
+        ("https://127.0.0.0x1/ok", "not a valid name"),
+        ("https://push.example/a b", "printable ASCII"),  # no request line could carry it
+        ("https://push.example/a\x00b", "printable ASCII"),
+        ("https://push.example/\tsecret", "printable ASCII"),  # urlsplit would drop the tab silently
+        ("https://push.example/caf\u00e9", "printable ASCII"),
         ("https://push..example/ok", "not a valid name"),
         ("https://push_example-/ok", "not a valid name"),
     ],
