@@ -358,7 +358,7 @@ async def test_a_subscription_whose_keys_no_longer_encrypt_is_removed_and_the_ot
 async def test_an_endpoint_moved_to_another_user_carries_none_of_the_first_users_pushes(pushing: Pushing) -> None:
     world = await pushing.orgs.make(admins=1, medics=2)
     first, second = world.medics
-    key = (await pushing.client.get("/v1/push/key")).json()["public_key"]
+    key = (await pushing.client.get("/v1/push/key", headers=first.headers)).json()["public_key"]
     body = pushing.service.subscribe(key)  # one browser profile, signed into by both medics in turn
     device = PushService.subscription_id(body["endpoint"])
     created = await pushing.client.post("/v1/push/subscriptions", json=body, headers=first.headers)
