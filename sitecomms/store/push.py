@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from sitecomms.protocol.enums import Role
 from sitecomms.store.rows import DuePush, PushSubscriptionRow, PushTarget
 from sitecomms.store.schema import (
     messages,
@@ -113,8 +114,7 @@ _CURSOR_MOVE = Statement(
     .where(push_cursors.c.org_id == bindparam("org"))
     .values(position=bindparam("position"), after_subscription=bindparam("after_subscription")),
 )
-_TARGETS = Statement(
-    "push.targets",
+_LIVE_TARGETS = (
     select(_SUB.id, _SUB.user_id, users.c.role)
     .join(sessions, sessions.c.id == _SUB.session_id)
     .join(users, users.c.id == _SUB.user_id)
@@ -125,7 +125,14 @@ _TARGETS = Statement(
         sessions.c.revoked_at.is_(None),
         sessions.c.last_used_at >= bindparam("active_since"),
     )
-    .order_by(_SUB.id),
+    .order_by(_SUB.id)
+)
+# Who could be due a push for a message (the visibility module decides who is): the whole org for
+# a broadcast; the org's admins and the one medic for a direct conversation.
+_TARGETS = Statement("push.targets.org", _LIVE_TARGETS)
+_TARGETS_DIRECT = Statement(
+    "push.targets.direct",
+    _LIVE_TARGETS.where(or_(users.c.role == Role.ADMIN.value, users.c.id == bindparam("medic_id"))),
 )
 
 _DELIVERY_INSERT = Statement(
@@ -284,10 +291,15 @@ def move_cursor(conn: Connection, org_id: str, position: int, *, after_subscript
     _CURSOR_MOVE.run(conn, org=org_id, position=position, after_subscription=after_subscription)
 
 
-def targets_of_org(conn: Connection, org_id: str, *, active_since: datetime) -> list[PushTarget]:
-    """The org's subscriptions whose session is live (not revoked, used since `active_since`)
-    and whose user is active."""
-    return [PushTarget(*row) for row in _TARGETS.rows(conn, org_id=org_id, active_since=active_since)]
+def targets_of(conn: Connection, org_id: str, *, medic_id: str | None, active_since: datetime) -> list[PushTarget]:
+    """The subscriptions whose session is live (not revoked, used since `active_since`) and whose
+    user is active, of the org's users who could see a conversation: everyone (`medic_id` None,
+    the broadcast) or the admins and that medic (a direct conversation)."""
+    if medic_id is None:
+        rows = _TARGETS.rows(conn, org_id=org_id, active_since=active_since)
+    else:
+        rows = _TARGETS_DIRECT.rows(conn, org_id=org_id, medic_id=medic_id, active_since=active_since)
+    return [PushTarget(*row) for row in rows]
 
 
 def record_deliveries(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
