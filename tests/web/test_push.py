@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import BrowserContext, CDPSession, Page, Playwright, Worker, expect
-from sitecomms.bench.push_service import PushService
 
+from sitecomms.bench.push_service import PushService
 from tests.servers import base_env, run_cli, start
 from tests.web.pages import TIMEOUT, TIMEOUT_MS, Account, Api, Medic, Site, assert_clean
 from tests.web.phones import Phone, Phones
@@ -55,15 +55,33 @@ PUSH_STUB = """(subscription) => {
   const ask = Notification.requestPermission.bind(Notification);
   Notification.requestPermission = (...args) => { window.__asked += 1; return ask(...args); };
 }"""
-# Resolves (in the page) once the worker holds `count` notifications tagged `tag`, the first titled
-# `title` if given (a polled check: wait_for_function does not await a promise).
-NOTIFICATIONS = """([tag, count, title]) => {
-  navigator.serviceWorker.getRegistration('/').then((r) => r.getNotifications(tag ? { tag } : {})).then((found) => {
-    window.__notifications = found.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+# In the worker, installed once: every notification it shows (its tag, once shown) and every app
+# badge it sets are recorded; `__after(n)` resolves once n notifications have been shown. (Polling
+# getNotifications() while the worker shows one races headless Chromium's clean-up of
+# notifications it has not displayed yet, so the test reads them only after they were shown.)
+OBSERVE = """() => {
+  const shown = [], badges = [], waiting = [];
+  const wake = () => waiting.splice(0).forEach((check) => check());
+  const show = registration.showNotification.bind(registration);
+  registration.showNotification = async (title, options) => {
+    await show(title, options);
+    shown.push(options.tag);
+    wake();
+  };
+  navigator.setAppBadge = async (count) => { badges.push(count); wake(); };
+  navigator.clearAppBadge = async () => { badges.push(0); wake(); };
+  self.__after = (count) => new Promise((resolve) => {
+    const check = () => (shown.length >= count ? resolve({ shown: [...shown] }) : waiting.push(check));
+    check();
   });
-  const seen = window.__notifications;
-  return seen !== undefined && seen.length === count && (title === null || seen[0].title === title) ? seen : false;
+  self.__badgeAfter = (count) => new Promise((resolve) => {
+    const check = () => (badges.length >= count ? resolve(badges[count - 1]) : waiting.push(check));
+    check();
+  });
 }"""
+# In the worker: its notifications tagged `tag` (all when null).
+NOTIFICATIONS = """async (tag) => (await registration.getNotifications(tag ? { tag } : {}))
+  .map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }))"""
 # In the worker: a tap on the notification tagged `tag` (the event's waitUntil is the test's to await).
 CLICK = """async (tag) => {
   const [notification] = await registration.getNotifications({ tag });
@@ -73,11 +91,6 @@ CLICK = """async (tag) => {
   dispatchEvent(event);
   await extended;
 }"""
-# In the worker: the next app badge it sets.
-WATCH_BADGE = """() => { self.__badge = new Promise((done) => {
-  navigator.setAppBadge = async (count) => done(count);
-  navigator.clearAppBadge = async () => done(0);
-}); }"""
 TAG_PREFIX = "sitecomms.conversation."  # notices.js tagFor
 
 
@@ -117,15 +130,21 @@ async def push_api(push_site: Site) -> AsyncIterator[Api]:
 @pytest.fixture
 async def push_phones(playwright_driver: Playwright, push_site: Site, tmp_path: Path) -> AsyncIterator[Phones]:
     made = Phones(playwright_driver, push_site, tmp_path)
+    WORKER_ERRORS.clear()
     try:
         yield made
     finally:
         await made.close()
     assert_clean(made.opened)
+    assert not WORKER_ERRORS, f"the service worker reported: {WORKER_ERRORS}"
+
+
+WORKER_ERRORS: list[str] = []  # what the app's workers reported (a CSP refusal among them): none, checked per test
 
 
 class PushChannel:
-    """The browser's push service for one phone, played through the DevTools protocol."""
+    """The browser's push service for one phone, played through the DevTools protocol; it also
+    records the errors the worker reports (in WORKER_ERRORS)."""
 
     def __init__(self, cdp: CDPSession, origin: str, registration_id: str) -> None:
         self.cdp, self.origin, self.registration_id = cdp, origin, registration_id
@@ -155,6 +174,7 @@ class PushChannel:
 
         cdp.on("ServiceWorker.workerRegistrationUpdated", registrations)
         cdp.on("ServiceWorker.workerVersionUpdated", versions)
+        cdp.on("ServiceWorker.workerErrorReported", lambda e: WORKER_ERRORS.append(e["errorMessage"]["errorMessage"]))
         await cdp.send("ServiceWorker.enable")
         async with asyncio.timeout(TIMEOUT):
             registration_id = await registration
@@ -190,11 +210,19 @@ class PushPhone:
         await expect(self.page.locator("#notifications-disable")).to_be_visible()
         await self.page.click("#notifications-close")
 
-    async def notifications(self, tag: str | None, count: int, title: str | None = None) -> list[dict[str, Any]]:
-        """The worker's notifications (tagged `tag`), once there are exactly `count` (the first titled `title`)."""
-        await self.page.evaluate("delete window.__notifications")
-        found = await self.page.wait_for_function(NOTIFICATIONS, arg=[tag, count, title], timeout=TIMEOUT_MS)
-        return list(await found.json_value())
+    async def shown_after(self, count: int) -> list[str]:
+        """The tags of the notifications the worker has shown, once it has shown `count` of them."""
+        async with asyncio.timeout(TIMEOUT):
+            return list((await self.worker.evaluate("(count) => self.__after(count)", count))["shown"])
+
+    async def badge_after(self, count: int) -> int:
+        """The `count`-th app badge the worker set."""
+        async with asyncio.timeout(TIMEOUT):
+            return int(await self.worker.evaluate("(count) => self.__badgeAfter(count)", count))
+
+    async def notifications(self, tag: str | None) -> list[dict[str, Any]]:
+        """The worker's notifications tagged `tag` (all when None)."""
+        return list(await self.worker.evaluate(NOTIFICATIONS, tag))
 
 
 async def push_phone(phones: Phones, site: Site, service: PushService, medic: Medic) -> PushPhone:
@@ -209,6 +237,7 @@ async def push_phone(phones: Phones, site: Site, service: PushService, medic: Me
     page = phone.dashboard.page
     channel = await PushChannel.open(page, site.base_url)
     worker = await _app_worker(phone.context)
+    await worker.evaluate(OBSERVE)
     return PushPhone(phone, channel, worker, PushService.subscription_id(subscription["endpoint"]))
 
 
@@ -278,22 +307,22 @@ async def test_a_content_free_push_shows_the_admins_first_words_sets_the_badge_a
     notice = _notice(payload)
     assert notice["conversation_id"] == medic.conversation_id
     assert "text" not in notice and "sender" not in notice  # private by default: the worker fetches it
-    await phone.worker.evaluate(WATCH_BADGE)
     await phone.channel.deliver(payload)
-    [shown] = await phone.notifications(_tag(medic.conversation_id), 1)
+    assert await phone.shown_after(1) == [_tag(medic.conversation_id)]
+    [shown] = await phone.notifications(_tag(medic.conversation_id))
     assert shown["title"].startswith(f"Admin: Evacuate the east car park now {t},")
     assert shown["title"].endswith("…") and len(shown["title"]) < len("Admin: " + text)
     assert shown["body"] == text
     assert shown["data"]["conversation_id"] == medic.conversation_id
-    async with asyncio.timeout(TIMEOUT):
-        badge = await phone.worker.evaluate("() => self.__badge")
+    badge = await phone.badge_after(1)
     assert badge == await _unread_total(push_api, medic.account) >= 1
 
     # A second message replaces the conversation's notification (one tag per conversation).
     second = await push_api.send(admin, medic.conversation_id, f"Short one {t}")
     await phone.channel.deliver(await _payload_of(push_service, phone.subscription_id, second["id"]))
-    [replaced] = await phone.notifications(_tag(medic.conversation_id), 1, f"Admin: Short one {t}")
-    assert replaced["body"] == ""
+    await phone.shown_after(2)
+    [replaced] = await phone.notifications(_tag(medic.conversation_id))
+    assert (replaced["title"], replaced["body"]) == (f"Admin: Short one {t}", "")
 
     # The tap: the open page (at the list) shows that conversation, and the notification goes.
     await expect(phone.page.locator("#panes")).to_have_attribute("data-view", "list")
@@ -302,7 +331,7 @@ async def test_a_content_free_push_shows_the_admins_first_words_sets_the_badge_a
     conversation = await push_api.conversation(medic.account, medic.conversation_id)
     await expect(phone.page.locator("#thread-title")).to_have_text(conversation["name"])
     await expect(phone.phone.dashboard.message(f"Short one {t}")).to_have_count(1)
-    assert await phone.notifications(_tag(medic.conversation_id), 0) == []
+    assert await phone.notifications(_tag(medic.conversation_id)) == []
 
 
 async def test_no_notification_for_the_conversation_a_focused_page_shows_and_payload_text_or_new_message_otherwise(
@@ -330,9 +359,10 @@ async def test_no_notification_for_the_conversation_a_focused_page_shows_and_pay
     broadcast = await push_api.broadcast(admin)
     announced = await push_api.send(admin, broadcast["id"], f"To everyone {t}")
     await phone.channel.deliver(await _payload_of(push_service, phone.subscription_id, announced["id"]))
-    [shown] = await phone.notifications(_tag(broadcast["id"]), 1)
+    assert await phone.shown_after(1) == [_tag(broadcast["id"])]  # the suppressed one was never shown
+    [shown] = await phone.notifications(_tag(broadcast["id"]))
     assert shown["title"] == f"Admin: To everyone {t}"
-    assert await phone.notifications(_tag(medic.conversation_id), 0) == []  # the suppressed one never appeared
+    assert await phone.notifications(_tag(medic.conversation_id)) == []
 
     # Text in the payload (the server's include-content setting) is used as it is, with no fetch;
     # a message the worker cannot find shows "New message".
@@ -340,12 +370,14 @@ async def test_no_notification_for_the_conversation_a_focused_page_shows_and_pay
     with_text = {"type": "message", "org_id": "o", "conversation_id": elsewhere, "message_id": str(uuid.uuid4()),
                  "cursor": "1", "sender": "Admin", "text": f"From the payload {t}"}  # fmt: skip
     await phone.channel.deliver(json.dumps(with_text).encode())
-    [from_payload] = await phone.notifications(_tag(elsewhere), 1)
+    await phone.shown_after(2)
+    [from_payload] = await phone.notifications(_tag(elsewhere))
     assert (from_payload["title"], from_payload["body"]) == (f"Admin: From the payload {t}", "")
     unknown = {**with_text, "conversation_id": str(uuid.uuid4())}
     del unknown["sender"], unknown["text"]
     await phone.channel.deliver(json.dumps(unknown).encode())
-    [bare] = await phone.notifications(_tag(unknown["conversation_id"]), 1)
+    await phone.shown_after(3)
+    [bare] = await phone.notifications(_tag(unknown["conversation_id"]))
     assert (bare["title"], bare["body"]) == ("New message", "")
 
 
