@@ -200,6 +200,7 @@ class PushPhone:
         """Menu, Notifications, Enable: the permission is asked for only by that tap."""
         dashboard = self.phone.dashboard
         assert await self.page.evaluate("window.__asked") == 0
+        await expect(self.page.locator("#notifications-open")).to_have_text("Enable notifications")
         await dashboard.choose("#notifications-open")
         await expect(self.page.locator("#notifications-why")).to_contain_text("while the app is closed")
         await expect(self.page.locator("#notifications-status")).to_have_text("Notifications are off for this device.")
@@ -209,6 +210,7 @@ class PushPhone:
         assert await self.page.evaluate("window.__asked") == 1
         await expect(self.page.locator("#notifications-disable")).to_be_visible()
         await self.page.click("#notifications-close")
+        await expect(self.page.locator("#notifications-open")).to_have_text("Notifications")
 
     async def shown_after(self, count: int) -> list[str]:
         """The tags of the notifications the worker has shown, once it has shown `count` of them."""
@@ -402,6 +404,7 @@ async def test_turning_off_and_signing_out_delete_the_subscription_on_the_server
     assert await _subscriptions(push_api, medic.account) == []
     assert not await held()
     await phone.page.click("#notifications-close")
+    await expect(phone.page.locator("#notifications-open")).to_have_text("Enable notifications")
 
     await phone.page.evaluate("window.__asked = 0")
     await phone.enable()  # on again; then signing out takes it away

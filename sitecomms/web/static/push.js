@@ -23,6 +23,13 @@ let host = { user: () => null, shown: () => null, open: () => {} };
 let active = false;  // this device's subscription is with the server
 let failure = "";    // why enabling did not work, shown in the dialog
 
+// The menu item says what a tap does while push is off here ("Enable notifications").
+function setActive(on) {
+  active = on;
+  const item = document.getElementById("notifications-open");
+  if (item) item.textContent = on ? "Notifications" : "Enable notifications";
+}
+
 /** Whether the service worker shows this device's notifications (the page then shows none itself). */
 export const pushActive = () => active;
 
@@ -62,7 +69,7 @@ async function enable() {
   subscription ??= await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
   await api("POST", "/v1/push/subscriptions", subscription.toJSON());
   localStorage.setItem(OWNER_KEY, host.user());
-  active = true;
+  setActive(true);
 }
 
 /** Turn push off on this device: deleted on the server, then unsubscribed here. */
@@ -74,12 +81,12 @@ async function disable() {
     await subscription.unsubscribe();
   }
   localStorage.removeItem(OWNER_KEY);
-  active = false;
+  setActive(false);
 }
 
 /** This device's subscription leaves (the session ended or is ending): no request, the server drops it with the session. */
 export async function dropSubscription() {
-  active = false;
+  setActive(false);
   localStorage.removeItem(OWNER_KEY);
   try { await (await currentSubscription())?.unsubscribe(); } catch (error) { console.warn("could not unsubscribe from push", error); }
 }
@@ -92,13 +99,13 @@ export async function signOutDevice() {
 /** After the app opened for `userId`: this device's subscription, if it is theirs, goes to the server again. */
 export async function resumeSubscription(userId) {
   const subscription = await currentSubscription().catch(() => null);
-  if (!subscription) { active = false; return; }
+  if (!subscription) { setActive(false); return; }
   if (localStorage.getItem(OWNER_KEY) !== userId || Notification.permission !== "granted") { await dropSubscription(); return; }
   try {
     await api("POST", "/v1/push/subscriptions", subscription.toJSON());
-    active = true;
+    setActive(true);
   } catch (error) { // offline: it is still there from last time
-    active = true;
+    setActive(true);
     console.info("could not renew the push subscription", error.message);
   }
 }
