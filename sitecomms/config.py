@@ -105,6 +105,32 @@ class Settings(BaseSettings):
         Path(__file__).resolve().parent / "web",
         description="The web client's files (index.html, sw.js, static/); default: the installed package's",
     )
+    push_ttl_seconds: int = Field(
+        24 * 3600, ge=60, le=28 * 24 * 3600, description="Web Push TTL: a push not delivered by then is dropped"
+    )
+    push_include_content: bool = Field(
+        False,
+        description=(
+            "Put the sender and the first words of a message into its (end-to-end encrypted) push; off: the push"
+            " names the message only and the device fetches the text with its own session (docs/push.md)"
+        ),
+    )
+    push_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated push endpoint hosts exempt from the public-address check (a LAN push service)",
+    )
+    push_ca_file: Path | None = Field(None, description="Extra CA certificates (PEM) trusted for push endpoints")
+    push_subject: str = Field(
+        "mailto:push@sitecomms.invalid",
+        pattern=r"^(mailto:|https://)\S+$",
+        description="The VAPID contact (mailto: or https: URL) push services see with every push",
+    )
+    push_concurrency: int = Field(64, ge=1, le=1024, description="Pushes in flight per process")
+    push_key_file: Path | None = Field(
+        None,
+        description="The VAPID key (P-256, mode 0600); unset: next to the key file (sitecomms.keys -> sitecomms.vapid)",
+    )
+    push_worker: bool = Field(True, description="This process delivers pushes (every process may)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

@@ -37,3 +37,4 @@ class Backoff:
 
 RECONNECT = Backoff(base=0.5, cap=10.0)
 RETRY_SEND = Backoff(base=0.5, cap=30.0)
+RETRY_PUSH = Backoff(base=2.0, cap=600.0)  # the server, to a push service that failed or asked to slow down

@@ -31,6 +31,12 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
 
 
+class PushKind(StrEnum):
+    """What a Web Push payload (`models.PushNotice`) is about."""
+
+    MESSAGE = "message"
+
+
 class ChangeType(StrEnum):
     """The kinds of change carried by the org stream (pull sync and realtime alike)."""
 

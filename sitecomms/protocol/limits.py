@@ -17,3 +17,10 @@ SYNC_PAGE_MAX = 1000
 AUDIT_PAGE_DEFAULT = 50
 AUDIT_PAGE_MAX = 200
 INITIAL_SYNC_MESSAGES_PER_CONVERSATION = 100
+
+# Web Push: a push's text (when pushes carry it) is at most this long, which keeps the encrypted
+# payload well inside the 4 KB push services accept; each user has at most this many devices
+# with notifications; an endpoint URL is at most this long.
+PUSH_TEXT_CHARS = 200
+PUSH_DEVICES_PER_USER = 20
+MAX_PUSH_ENDPOINT_CHARS = 2048

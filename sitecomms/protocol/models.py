@@ -225,6 +225,45 @@ class AuditPage:
 
 
 @dataclass(frozen=True, slots=True)
+class PushKeyView:
+    """The server's VAPID public key: base64url of the uncompressed P-256 point, what
+    `PushManager.subscribe({applicationServerKey})` takes."""
+
+    public_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscriptionView:
+    id: str
+    endpoint: str
+    created_at: datetime
+    current: bool  # bound to the session the request came from (this device)
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscriptionList:
+    subscriptions: list[PushSubscriptionView]
+
+
+@dataclass(frozen=True, slots=True)
+class PushNotice:
+    """The JSON inside an encrypted Web Push payload: a hint that a message is waiting.
+
+    By default it names the message and nothing of it: the device fetches the text with its
+    own session. Only when the server is set to put text in pushes (`push_include_content`)
+    do `sender` (the name as this recipient sees it) and `text` (at most PUSH_TEXT_CHARS) come
+    with it."""
+
+    type: str  # PushKind
+    org_id: str
+    conversation_id: str
+    message_id: str
+    cursor: str  # the message's stream cursor
+    sender: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorDetail:
     code: str
     message: str

@@ -56,6 +56,22 @@ class MarkReadRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PushKeys:
+    p256dh: str  # the browser's subscription keys, base64url
+    auth: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscriptionRequest:
+    """What `PushSubscription.toJSON()` gives (a native app with a UnifiedPush distributor
+    sends the same: its endpoint and keys)."""
+
+    endpoint: str
+    keys: PushKeys
+    expirationTime: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CreateUserRequest:
     email: str
     display_name: str

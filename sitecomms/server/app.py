@@ -33,6 +33,7 @@ from sitecomms.server.api import (
     errors,
     health,
     messages,
+    push,
     security_headers,
     sync,
     users,
@@ -47,13 +48,17 @@ from sitecomms.server.services.audit_log import AuditLog
 from sitecomms.server.services.feed import Feed
 from sitecomms.server.services.health import Health
 from sitecomms.server.services.messaging import Messaging
+from sitecomms.server.services.outbound import Outbound, OutboundPolicy
 from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import NoPublisher, Publisher
+from sitecomms.server.services.push import PushSubscriptions
+from sitecomms.server.services.push_delivery import PushDelivery, PushPolicy
 from sitecomms.server.services.sessions import RefreshChain, RefreshPolicy
 from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.throttle import Throttle
 from sitecomms.server.services.tokens import Tokens
+from sitecomms.server.services.webpush import VapidKey
 from sitecomms.store import migrate
 from sitecomms.store.database import Database, open_database
 
@@ -140,15 +145,19 @@ class _Listeners:
     """What this process does with bus notices: stream notices wake the hub's readers; access
     notices (and a reconnect, after which anything may have been missed) wake the access log."""
 
-    def __init__(self, hub: Hub, access: Access) -> None:
-        self._hub, self._access = hub, access
+    def __init__(self, hub: Hub, access: Access, pusher: PushDelivery | None) -> None:
+        self._hub, self._access, self._pusher = hub, access, pusher
 
     def on_notice(self, notice: Notice) -> None:
         self._hub.on_notice(notice)
+        if self._pusher is not None:
+            self._pusher.poke()
 
     def on_reset(self) -> None:
         self._hub.on_reset()
         self._access.wake()
+        if self._pusher is not None:
+            self._pusher.poke()
 
     def on_access_changed(self) -> None:
         self._access.wake()
@@ -169,6 +178,21 @@ async def command_publisher(bus_url: str) -> AsyncIterator[Publisher]:
         yield bus
     finally:
         await bus.close()
+
+
+def push_policy(settings: Settings) -> PushPolicy:
+    return PushPolicy(
+        ttl_seconds=settings.push_ttl_seconds,
+        include_content=settings.push_include_content,
+        subject=settings.push_subject,
+        concurrency=settings.push_concurrency,
+        session_idle=timedelta(seconds=settings.refresh_idle_seconds),
+    )
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    hosts = frozenset(host.strip().lower() for host in settings.push_allowed_hosts.split(",") if host.strip())
+    return OutboundPolicy(allowed_hosts=hosts, ca_file=settings.push_ca_file)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -200,6 +224,18 @@ def create_app(settings: Settings) -> FastAPI:
     hub.guard_with(access)
     messaging = Messaging(db, bus, hub)
     authenticate = auth.Authenticator(access)
+    vapid = _off_loop(lambda: VapidKey.open(keys.push_key_path(settings)))
+    subscriptions = PushSubscriptions(db, vapid, outbound_policy(settings))
+    pusher = (
+        PushDelivery(
+            db,
+            vapid,
+            Outbound(outbound_policy(settings), max_connections=settings.push_concurrency),
+            push_policy(settings),
+        )
+        if settings.push_worker
+        else None
+    )
 
     def session(ws: WebSocket) -> Session:
         return Session(
@@ -216,14 +252,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        bus.start(_Listeners(hub, access))
+        bus.start(_Listeners(hub, access, pusher))
         access.start()
         hub.start()
+        if pusher is not None:
+            pusher.start()
         audit_log.start(settings.audit_retention_days)  # once now, then hourly
         try:
             yield
         finally:  # each step bounded: a hung broker or database must not keep the process alive
-            for step in (hub.close, audit_log.close, access.close, bus.close, db.close):
+            closing = [hub.close, audit_log.close, access.close] + ([pusher.close] if pusher else [])
+            for step in (*closing, bus.close, db.close):
                 try:
                     async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
                         await step()
@@ -242,6 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
         # HTTP cost); SiteComms does not use them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.push_delivery = pusher  # None when this process does not deliver pushes
     errors.install(app)
     api = app.router
     api.route_class = Route  # every route of the app is served by route.Route (its module doc says why)
@@ -252,6 +292,7 @@ def create_app(settings: Settings) -> FastAPI:
     audit.install(api, audit_log, authenticate)
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)
+    push.install(api, subscriptions, authenticate)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
     dashboard.install(app, settings.web_dir)
     docs.install(app)

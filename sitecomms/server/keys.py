@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import secrets
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from sitecomms.config import Settings
+from sitecomms.server.private_files import KeyFileError, read_private, write_private
 from sitecomms.store.database import sqlite_file
 
-__all__ = ["KeyFileError", "Keyring", "Rotated", "SigningKey", "key_path", "keyring_for", "rotate"]
+__all__ = ["KeyFileError", "Keyring", "Rotated", "SigningKey", "key_path", "keyring_for", "push_key_path", "rotate"]
 
 log = logging.getLogger("sitecomms.server.keys")
 
@@ -58,10 +58,6 @@ DEFAULT_KEY_FILE = Path("sitecomms.keys")
 _VERSION = 1
 
 Clock = Callable[[], float]
-
-
-class KeyFileError(Exception):
-    """The key file is missing, readable by others, or malformed: the message says which and what to do."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -194,6 +190,11 @@ def key_path(settings: Settings) -> Path:
     return DEFAULT_KEY_FILE if database is None else database.with_suffix(".keys")
 
 
+def push_key_path(settings: Settings) -> Path:
+    """Where the VAPID key is: `push_key_file` if set; else beside the key file (`sitecomms.vapid`)."""
+    return settings.push_key_file if settings.push_key_file is not None else key_path(settings).with_suffix(".vapid")
+
+
 def keyring_for(settings: Settings) -> Keyring:
     """The keyring a server or command uses: `SITECOMMS_JWT_SECRET`'s one key when set, else the key file."""
     if settings.jwt_secret is not None:
@@ -253,48 +254,19 @@ def _create(path: Path, at: int) -> _Contents:
 
 
 def _write(path: Path, contents: _Contents, *, replace: bool) -> None:
-    """Write the whole file under a temporary name (0600), then put it in place: `os.replace`
-    (rotation) or `os.link`, which fails with FileExistsError if another process was first."""
+    """Write the whole file, then put it in place: `os.replace` (rotation) or `os.link`, which
+    fails with FileExistsError if another process was first (`private_files.write_private`)."""
     document = {
         "version": _VERSION,
         "keys": [{"kid": k.kid, "secret": _b64(k.secret), "created_at": k.created_at} for k in contents.keys],
         "refresh_key": _b64(contents.refresh_key),
     }
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        if replace:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_private(path, (json.dumps(document, indent=2) + "\n").encode(), replace=replace)
 
 
 def _read(path: Path, *, missing_ok: bool = True) -> _Contents:
     try:
-        with open(path, "rb") as source:
-            status = os.fstat(source.fileno())
-            if stat.S_IMODE(status.st_mode) & 0o077:
-                raise KeyFileError(
-                    f"the key file {path} may be read or changed by others (mode {stat.S_IMODE(status.st_mode):04o}); "
-                    f"it holds the token signing keys: make it its owner's only (chmod 600 {path})"
-                )
-            raw = source.read()
+        raw, status = read_private(path, holds="the token signing keys")
     except FileNotFoundError:
         if missing_ok:
             raise

@@ -109,3 +109,49 @@ class AuditRow:
     session_id: str | None
     address: str | None
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscriptionRow:
+    id: str
+    org_id: str
+    user_id: str
+    session_id: str
+    endpoint: str
+    p256dh: str
+    auth: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """A subscribed device that may be due a push: its subscription, and its user as the
+    visibility module needs them."""
+
+    subscription_id: str
+    user_id: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuePush:
+    """A claimed delivery with all it takes to send it (the message's content is only used
+    when pushes carry content)."""
+
+    id: int
+    subscription_id: str
+    endpoint: str
+    p256dh: str
+    auth: str
+    user_id: str
+    user_role: str
+    org_id: str
+    conversation_id: str
+    message_id: str
+    position: int
+    expires_at: datetime
+    attempts: int
+    with_content: bool
+    sender_role: str
+    sender_name: str
+    content: str

@@ -28,6 +28,7 @@ from sitecomms.store.types import UTCDateTime
 # Unique constraints that callers tell apart when one is violated (`errors.Duplicate.constraint`).
 UNIQUE_EMAIL = "uq_users_email"
 UNIQUE_IDEMPOTENCY_KEY = "uq_messages_sender_id_idempotency_key"
+UNIQUE_PUSH_ENDPOINT = "uq_push_subscriptions_endpoint"
 
 metadata = MetaData(
     naming_convention={
@@ -196,4 +197,51 @@ login_throttle = Table(
     Column("last_failure_at", UTCDateTime, nullable=False),
     Column("blocked_until", UTCDateTime, nullable=False),
     Index(None, "last_failure_at"),
+)
+
+# Web Push (store/push.py). A subscription is one browser's push endpoint, bound to the signed-in
+# session (device) that registered it: ending the session ends its pushes. The endpoint is a
+# capability URL: unique, since one browser profile has one current owner.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("session_id", String(36), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("endpoint", String(2048), nullable=False),
+    Column("p256dh", String(100), nullable=False),
+    Column("auth", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("endpoint", name=UNIQUE_PUSH_ENDPOINT),
+    Index(None, "org_id"),
+    Index(None, "user_id"),
+    Index(None, "session_id"),
+)
+
+# How far each org's stream has been turned into due pushes (a row from the org's first
+# subscription on): the planner reads the messages after it and records their deliveries in
+# the same transaction as it moves it, so what is due survives any crash.
+push_cursors = Table(
+    "push_cursors",
+    metadata,
+    Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+# One push due to one device for one message. Claimed by a worker for a lease (leased_until);
+# deleted once the push service answered for good; moved to a later due_at to retry.
+push_deliveries = Table(
+    "push_deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("subscription_id", String(36), ForeignKey("push_subscriptions.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", String(36), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("leased_until", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("with_content", Boolean, nullable=False, server_default=text("true")),
+    UniqueConstraint("subscription_id", "message_id"),
+    Index(None, "due_at"),
 )

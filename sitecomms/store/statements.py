@@ -4,8 +4,8 @@ Building a Core statement, computing its cache key and looking up its compiled f
 tens of microseconds per `execute`, several times what SQLite takes to run it (measured in
 docs/performance.md), and a send runs several statements. So every query of the store is a
 module-level `Statement(name, core_statement)` with named `bindparam`s, run by
-`rows/first/scalar/run(conn, **params)`; rows come back as plain tuples in the order of the
-statement's columns.
+`rows/first/scalar/run(conn, **params)` (`run_many(conn, rows)` for a batch of inserts); rows come
+back as plain tuples in the order of the statement's columns.
 
 - **SQLite** (the only fast path): the statement is compiled once with SQLAlchemy's public
   compiler API (`positiontup`, `binds`, and each type's `dialect_impl(dialect)` bind and result
@@ -141,6 +141,16 @@ class Statement:
         finally:
             cursor.close()
 
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute a statement (without IN-lists) once per parameter set, in one driver call."""
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            conn.execute(self.statement, [dict(row) for row in rows])
+            return
+        plan = self._sqlite or self._plan(conn.dialect, rows[0])
+        _execute_many(conn, plan, [plan.parameters(row) for row in rows])
+
     # --- SQLite -----------------------------------------------------------------------------
 
     def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
@@ -199,6 +209,17 @@ def _execute(conn: Connection, plan: _Plan, params: Mapping[str, Any]) -> Any:
     except conn.dialect.loaded_dbapi.Error as error:
         raise exc.DBAPIError.instance(  # no parameters in the message: they hold content and password hashes
             plan.sql, values, error, conn.dialect.loaded_dbapi.Error, hide_parameters=True, dialect=conn.dialect
+        ) from error
+
+
+def _execute_many(conn: Connection, plan: _Plan, values: list[list[Any]]) -> None:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    try:
+        raw.executemany(plan.sql, values).close()
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            plan.sql, values[0], error, conn.dialect.loaded_dbapi.Error, hide_parameters=True, dialect=conn.dialect
         ) from error
 
 

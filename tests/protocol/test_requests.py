@@ -21,6 +21,7 @@ PAIRS = [
     (requests.MarkReadRequest, schemas.MarkReadRequest),
     (requests.CreateUserRequest, schemas.CreateUserRequest),
     (requests.UpdateUserRequest, schemas.UpdateUserRequest),
+    (requests.PushSubscriptionRequest, schemas.PushSubscriptionRequest),
 ]
 
 

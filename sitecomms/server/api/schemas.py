@@ -80,5 +80,18 @@ class CreateUserRequest(Strict):
     password: Password
 
 
+class PushKeys(Strict):
+    p256dh: str = Field(min_length=1, max_length=100)
+    auth: str = Field(min_length=1, max_length=40)
+
+
+class PushSubscriptionRequest(BaseModel):
+    """`PushSubscription.toJSON()` as the browser makes it (other fields it may add are ignored)."""
+
+    endpoint: str = Field(min_length=1, max_length=limits.MAX_PUSH_ENDPOINT_CHARS)
+    keys: PushKeys
+    expirationTime: float | None = None
+
+
 class UpdateUserRequest(Strict):
     display_name: DisplayName

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sitecomms.protocol.enums import AuditKind
-from sitecomms.store import access_changes, audit, sessions, users
+from sitecomms.store import access_changes, audit, push, sessions, users
 from sitecomms.store.database import Connection
 from sitecomms.store.rows import SessionRow, UserRow
 from sitecomms.store.types import utcnow
@@ -137,16 +137,20 @@ def start_session(conn: Connection, user: UserRow, *, device: str, peer: Peer, n
 
 
 def revoke_session(conn: Connection, session: SessionRow, *, reason: str, now: datetime) -> bool:
-    """Revoke one session and log the access change; False if it was already revoked."""
+    """Revoke one session (and delete its push subscriptions) and log the access change;
+    False if it was already revoked."""
     if not sessions.revoke(conn, session.id, now=now, reason=reason):
         return False
+    push.delete_subscriptions_of_session(conn, session.id)  # an ended session is notified of nothing
     access_changes.record(conn, at=now, user_id=session.user_id, session_id=session.id)
     return True
 
 
 def revoke_user_sessions(conn: Connection, user_id: str, *, reason: str, now: datetime, keep: str = "") -> int:
-    """Revoke every session of the user but `keep`, logging the access change; how many."""
+    """Revoke every session of the user but `keep` (deleting their push subscriptions), logging
+    the access change; how many."""
     revoked = sessions.revoke_all_of(conn, user_id, now=now, reason=reason, keep=keep)
+    push.delete_subscriptions_of_user(conn, user_id, keep_session=keep)
     access_changes.record(conn, at=now, user_id=user_id)
     return revoked
 

@@ -128,6 +128,12 @@ def _on_the_other_side(conversation: ConversationRow, sender_id: str, user: User
     return user.id == conversation.medic_id
 
 
+def may_be_notified(viewer: Viewer, conversation: ConversationRow, sender_id: str) -> bool:
+    """Whether a message in `conversation` is pushed to `viewer`'s devices: everyone who may see
+    it, except its sender."""
+    return viewer.user_id != sender_id and can_see_conversation(viewer, conversation)
+
+
 # --- users ---------------------------------------------------------------------------------
 
 

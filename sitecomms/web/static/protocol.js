@@ -19,6 +19,10 @@ export const MessageStatus = Object.freeze({
   FAILED: "failed",
 });
 
+export const PushKind = Object.freeze({
+  MESSAGE: "message",
+});
+
 export const ChangeType = Object.freeze({
   MESSAGE_CREATED: "message.created",
   CONVERSATION_UPDATED: "conversation.updated",
@@ -111,12 +115,16 @@ export const SYNC_PAGE_MAX = 1000;
 export const AUDIT_PAGE_DEFAULT = 50;
 export const AUDIT_PAGE_MAX = 200;
 export const INITIAL_SYNC_MESSAGES_PER_CONVERSATION = 100;
+export const PUSH_TEXT_CHARS = 200;
+export const PUSH_DEVICES_PER_USER = 20;
+export const MAX_PUSH_ENDPOINT_CHARS = 2048;
 
 export const MAX_FRAME_BYTES = 65536;
 
 export const Backoff = Object.freeze({
   RECONNECT: Object.freeze({ base: 0.5, cap: 10.0 }),
   RETRY_SEND: Object.freeze({ base: 0.5, cap: 30.0 }),
+  RETRY_PUSH: Object.freeze({ base: 2.0, cap: 600.0 }),
 });
 
 // Seconds to wait before retry number `attempt` (0-based) under `policy` ({base, cap}):

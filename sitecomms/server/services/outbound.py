@@ -1,0 +1,312 @@
+"""The one guarded way the server calls out to a URL a client supplied (a Web Push endpoint).
+
+Such a URL is untrusted: it could point the server at itself, at the private network or at a
+cloud metadata service. `check_url` checks its syntax when it is handed in (https only, a host,
+no userinfo, at most 2,048 characters, an IP literal only if public). `Outbound.post` checks
+again, then resolves the host itself and refuses (`OutboundRefused`) unless every address it
+resolves to is public (`is_public`), and connects to the address it checked, so a second DNS
+answer cannot rebind the name; hosts in `OutboundPolicy.allowed_hosts` skip the address check
+(tests, a push service on the local network) but not https. TLS is verified against the system
+CAs plus `ca_file`, with SNI and Host the URL's host. Redirects are never followed (a 3xx is just
+a status), at most `max_response_bytes` of a body are read (more closes the connection), and a
+whole call takes at most `total_timeout` seconds; any failure to get an answer is
+`OutboundFailed(reason)`. Connections are kept alive in one httpcore pool, per origin, with at
+most `max_connections` calls in flight. Push endpoints are capabilities: logs and reasons name
+the origin only, never the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
+
+import httpcore
+
+__all__ = [
+    "Outbound",
+    "OutboundFailed",
+    "OutboundPolicy",
+    "OutboundRefused",
+    "OutboundResponse",
+    "check_url",
+    "is_public",
+    "parse_retry_after",
+]
+
+log = logging.getLogger("sitecomms.server.services.outbound")
+
+MAX_URL_CHARS = 2048
+KEEPALIVE_SECONDS = 60.0
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
+)
+_DIGITS = re.compile(r"[0-9]+")
+_DROPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class OutboundRefused(Exception):
+    """The URL may not be called: not https, malformed, or its host is (or resolves to) not public."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutboundFailed(Exception):
+    """No answer came: the host did not resolve, the connection or TLS failed, or time ran out ("timeout")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    allowed_hosts: frozenset[str] = frozenset()  # host names or IPs exempt from the public-address check
+    ca_file: Path | None = None  # extra CA certificates to trust, beside the system's
+    connect_timeout: float = 5
+    total_timeout: float = 10
+    max_response_bytes: int = 16384
+
+    def allows(self, host: str) -> bool:
+        return _normal_host(host) in {_normal_host(allowed) for allowed in self.allowed_hosts}
+
+
+@dataclass(frozen=True)
+class OutboundResponse:
+    status: int
+    retry_after: float | None  # seconds, from a Retry-After header (seconds or an HTTP-date)
+
+
+def is_public(address: IPAddress) -> bool:
+    """Whether `address` is on the public internet: not loopback, private, link-local (the
+    169.254.169.254 metadata service), CGNAT, unique-local, multicast, unspecified or reserved;
+    an IPv6 form of an IPv4 address (mapped, 6to4, NAT64) is judged by that IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public(embedded)
+        if address.is_site_local:
+            return False
+    return address.is_global and not (
+        address.is_multicast
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+def check_url(url: str, policy: OutboundPolicy) -> None:
+    """OutboundRefused unless `url` is one the server may call (syntax only; `post` also resolves it)."""
+    _parse(url, policy)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date; None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _DIGITS.fullmatch(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+class Outbound:
+    """A pool of guarded HTTPS connections. `post` calls a URL; `aclose` closes the pool."""
+
+    def __init__(self, policy: OutboundPolicy, *, max_connections: int, resolver: Resolver | None = None) -> None:
+        self._policy = policy
+        context = ssl.create_default_context()
+        if policy.ca_file is not None:
+            context.load_verify_locations(cafile=policy.ca_file)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+            network_backend=_GuardedBackend(policy, resolver or _resolve),
+        )
+        self._slots = asyncio.Semaphore(max_connections)  # the total time starts once a connection is free
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> OutboundResponse:
+        """POST `body` to `url`: the status and Retry-After. OutboundRefused if `url` may not be
+        called; OutboundFailed when no answer came in time."""
+        parts = _parse(url, self._policy)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        host = _ascii_host(parts)
+        authority = (f"[{host.decode()}]" if b":" in host else host.decode()) + (f":{parts.port}" if parts.port else "")
+        sent = [("Host", authority)]
+        sent += [(name, value) for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        request_url = httpcore.URL(scheme=b"https", host=host, port=parts.port, target=target.encode())
+        timeouts = {
+            "connect": self._policy.connect_timeout,
+            "read": self._policy.total_timeout,
+            "write": self._policy.total_timeout,
+            "pool": self._policy.total_timeout,
+        }
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self._policy.total_timeout):
+                    return await self._exchange(request_url, sent, body, timeouts)
+            except OutboundRefused as refused:
+                log.warning("refused to call %s: %s", origin, refused.reason)
+                raise
+            except (TimeoutError, httpcore.TimeoutException):
+                log.info("no answer from %s within %s s", origin, self._policy.total_timeout)
+                raise OutboundFailed("timeout") from None
+            except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+                reason = _describe(exc)
+                log.info("calling %s failed: %s", origin, reason)
+                raise OutboundFailed(reason) from None
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def _exchange(
+        self, url: httpcore.URL, headers: list[tuple[str, str]], body: bytes, timeouts: dict[str, float]
+    ) -> OutboundResponse:
+        limit, received = self._policy.max_response_bytes, 0
+        async with self._pool.stream(
+            "POST", url, headers=headers, content=body, extensions={"timeout": timeouts}
+        ) as response:
+            async for chunk in response.aiter_stream():
+                received += len(chunk)
+                if received > limit:  # stop reading: leaving the stream unread closes the connection
+                    break
+            retry_after = _header(response.headers, b"retry-after")
+            return OutboundResponse(response.status, parse_retry_after(retry_after, now=time.time()))
+
+
+@dataclass
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to the checked addresses of a host."""
+
+    policy: OutboundPolicy
+    resolver: Resolver
+    inner: httpcore.AsyncNetworkBackend = field(default_factory=httpcore.AnyIOBackend)
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await self.resolver(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout("resolving the host took too long") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve the host ({exc.strerror or exc})") from None
+        if not addresses:
+            raise httpcore.ConnectError("the host resolves to no address")
+        if not self.policy.allows(host):
+            refused = [address for address in addresses if not is_public(address)]
+            if refused:
+                raise OutboundRefused(f"the host resolves to an address that is not public ({refused[0]})")
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:  # the checked addresses themselves: no second lookup
+            try:
+                return await self.inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise OutboundRefused("no unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def _resolve(host: str, port: int) -> list[IPAddress]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def _parse(url: str, policy: OutboundPolicy) -> SplitResult:
+    if len(url) > MAX_URL_CHARS:
+        raise OutboundRefused(f"the URL is longer than {MAX_URL_CHARS} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise OutboundRefused("the URL is malformed (host or port)") from None
+    if parts.scheme.lower() != "https":
+        raise OutboundRefused("the URL is not https")
+    if "@" in parts.netloc:
+        raise OutboundRefused("the URL has user information")
+    host = parts.hostname
+    if not host:
+        raise OutboundRefused("the URL has no host")
+    if port == 0:
+        raise OutboundRefused("the URL's port is out of range")
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is None:
+        try:
+            name = _ascii_host(parts).decode()
+        except UnicodeError:
+            raise OutboundRefused("the URL's host is not a valid name") from None
+        if _HOST_NAME.fullmatch(name) is None or _DIGITS.fullmatch(name.rstrip(".").rsplit(".", 1)[-1]):
+            raise OutboundRefused("the URL's host is not a valid name")
+    elif not is_public(literal) and not policy.allows(host):
+        raise OutboundRefused(f"the URL's host is an address that is not public ({literal})")
+    return parts
+
+
+def _ascii_host(parts: SplitResult) -> bytes:
+    host = parts.hostname or ""
+    return host.encode("idna") if not host.isascii() else host.encode()
+
+
+def _normal_host(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    return next((value.decode("latin-1") for key, value in headers if key.lower() == name), None)
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {detail}"[:200]

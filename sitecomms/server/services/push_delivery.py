@@ -1,0 +1,290 @@
+"""Delivering Web Push: what is due, derived from committed messages, sent by every process.
+
+Design §10: a push is a hint, the stream stays the record. The *planner* turns each org's new
+messages (after its push cursor) into deliveries, one per device that may see the message (the
+visibility module's `may_be_notified`, never the sender's devices), in the transaction that
+moves the cursor: a crash after a send's commit loses nothing, since the cursor still points
+before it. The *worker* claims due deliveries for a lease (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL: two processes never both send one), sends them with bounded concurrency through the
+outbound guard, and settles each: accepted → deleted; 404/410 or a refused address → the
+subscription is deleted; 413 → sent again at once without content; 429/5xx/no answer → retried
+after `Retry-After` or the push backoff, until the TTL runs out; anything else → given up. A
+worker that dies mid-send leaves its lease to expire, and the push goes out again then. The
+send path never waits for any of this: notices wake the worker, and a poll catches what a lost
+notice or another process's crash left behind. No message text is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+
+from sitecomms.protocol import backoff
+from sitecomms.protocol.cursors import Cursor
+from sitecomms.protocol.enums import PushKind, Role
+from sitecomms.protocol.limits import PUSH_TEXT_CHARS
+from sitecomms.protocol.models import PushNotice
+from sitecomms.server.services import visibility, webpush
+from sitecomms.server.services.outbound import Outbound, OutboundFailed, OutboundRefused
+from sitecomms.server.services.visibility import Viewer
+from sitecomms.store import conversations, messages, push
+from sitecomms.store.database import Connection, Database
+from sitecomms.store.rows import DuePush
+from sitecomms.store.types import utcnow
+
+log = logging.getLogger("sitecomms.push")
+
+LEASE = timedelta(seconds=60)  # longer than the outbound guard's total timeout
+_ORGS_PER_PLAN = 8
+_MESSAGES_PER_PLAN = 500
+_ACCEPTED = frozenset({200, 201, 202, 204})
+_GONE = frozenset({404, 410})
+_TOO_LARGE = 413
+_RETRIED = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class PushPolicy:
+    ttl_seconds: int = 24 * 3600
+    include_content: bool = False
+    subject: str = "mailto:push@sitecomms.invalid"
+    concurrency: int = 64
+    session_idle: timedelta = timedelta(days=30)  # a session unused this long is expired: no pushes
+    poll_seconds: float = 1.0
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    GONE = "gone"  # the subscription is dead: delete it
+    SHRINK = "shrink"  # 413: again, without content
+    RETRY = "retry"
+    GIVE_UP = "give_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    due: DuePush
+    outcome: Outcome
+    retry_at: datetime | None = None
+
+
+def notice_for(due: DuePush, *, include_content: bool) -> PushNotice:
+    """The payload of a push (see `PushNotice`): with the text only when pushes carry it."""
+    sender = text = None
+    if include_content and due.with_content:
+        viewer = Viewer(due.user_id, due.org_id, Role(due.user_role))
+        sender = visibility.sender_name(viewer, due.sender_role, due.sender_name)
+        flat = " ".join(due.content.split())
+        text = flat if len(flat) <= PUSH_TEXT_CHARS else flat[: PUSH_TEXT_CHARS - 1] + "…"
+    return PushNotice(
+        type=PushKind.MESSAGE,
+        org_id=due.org_id,
+        conversation_id=due.conversation_id,
+        message_id=due.message_id,
+        cursor=str(Cursor(due.position, due.org_id)),
+        sender=sender,
+        text=text,
+    )
+
+
+def encode_notice(notice: PushNotice) -> bytes:
+    return orjson.dumps({k: v for k, v in dataclasses.asdict(notice).items() if v is not None})
+
+
+def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: datetime) -> tuple[int, bool]:
+    """Record the deliveries of messages after the push cursors of a few orgs, and move those
+    cursors; (deliveries recorded, whether more may be waiting)."""
+    recorded, more = 0, False
+    for org_id, cursor, head in push.orgs_behind(conn, _ORGS_PER_PLAN):
+        rows = messages.messages_changed_since(
+            conn, visibility.org_scope(org_id), after=cursor, limit=_MESSAGES_PER_PLAN
+        )
+        rows = [row for row in rows if row.position <= head]
+        full = len(rows) == _MESSAGES_PER_PLAN
+        more = more or full
+        fresh = [row for row in rows if row.created_at + ttl > now]  # older ones would expire unsent
+        if fresh:
+            targets = push.targets_of_org(conn, org_id, active_since=active_since)
+            viewers = [(t.subscription_id, Viewer(t.user_id, org_id, Role(t.role))) for t in targets]
+            found = conversations.get_conversations(conn, sorted({row.conversation_id for row in fresh}))
+            due: list[dict[str, object]] = []
+            for row in fresh:
+                conversation = found.get(row.conversation_id)
+                if conversation is None:
+                    continue
+                expires = row.created_at + ttl
+                due.extend(
+                    {
+                        "subscription_id": subscription_id,
+                        "message_id": row.id,
+                        "due_at": now,
+                        "expires_at": expires,
+                        "leased_until": push.NEVER,
+                    }
+                    for subscription_id, viewer in viewers
+                    if visibility.may_be_notified(viewer, conversation, row.sender_id)
+                )
+            push.record_deliveries(conn, due)
+            recorded += len(due)
+        push.move_cursor(conn, org_id, rows[-1].position if full else head)
+    return recorded, more
+
+
+def _pending_txn(conn: Connection) -> tuple[bool, datetime | None]:
+    return push.any_org_behind(conn), push.next_due(conn)
+
+
+def settle_txn(conn: Connection, settled: list[Settled]) -> None:
+    push.delete_deliveries(conn, [s.due.id for s in settled if s.outcome in (Outcome.DELIVERED, Outcome.GIVE_UP)])
+    push.delete_subscriptions(conn, sorted({s.due.subscription_id for s in settled if s.outcome is Outcome.GONE}))
+    for s in settled:
+        if s.outcome is Outcome.SHRINK:
+            push.retry_delivery(conn, s.due.id, due_at=utcnow(), with_content=False)
+        elif s.outcome is Outcome.RETRY:
+            assert s.retry_at is not None
+            push.retry_delivery(conn, s.due.id, due_at=s.retry_at, with_content=s.due.with_content)
+
+
+class PushDelivery:
+    """This process's planner and worker (see the module doc). `poke()` after any commit."""
+
+    def __init__(
+        self,
+        db: Database,
+        key: webpush.VapidKey,
+        outbound: Outbound,
+        policy: PushPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db, self._key, self._outbound, self._policy = db, key, outbound, policy
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._limit = asyncio.Semaphore(policy.concurrency)
+        self.delivered = 0  # pushes accepted by a push service, since start (for the benchmark and tests)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="push-delivery")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._outbound.aclose()
+
+    async def _run(self) -> None:
+        failures = 0
+        wait = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                wait = await self.round()
+                failures = 0
+            except Exception as exc:  # the database or a bug: log, back off, go on
+                log.warning("push delivery round failed (%r); retrying", exc)
+                wait = backoff.RECONNECT.delay(failures)
+                failures += 1
+
+    async def round(self) -> float:
+        """Plan and send everything due now; seconds until the next retry is due (or the poll)."""
+        while True:
+            behind, next_due = await self._db.read("push_pending", _pending_txn)
+            now = utcnow()
+            if behind:
+                _, more = await self._db.write(
+                    "push_plan",
+                    plan_txn,
+                    now=now,
+                    ttl=timedelta(seconds=self._policy.ttl_seconds),
+                    active_since=now - self._policy.session_idle,
+                )
+                if more:
+                    continue
+                next_due = now
+            if next_due is None or next_due > now:
+                break
+            if not await self._deliver_batch():
+                break
+        wait = self._policy.poll_seconds
+        if next_due is not None:
+            wait = min(wait, max(0.0, (next_due - utcnow()).total_seconds()))
+        return wait
+
+    async def _deliver_batch(self) -> int:
+        now = utcnow()
+        claimed = await self._db.write(
+            "push_claim", push.claim, now=now, until=now + LEASE, limit=self._policy.concurrency * 4
+        )
+        if not claimed:
+            return 0
+        settled = await asyncio.gather(*(self._send(due) for due in claimed))
+        await self._db.write("push_settle", settle_txn, list(settled))
+        return len(claimed)
+
+    async def _send(self, due: DuePush) -> Settled:
+        async with self._limit:
+            await asyncio.sleep(0)  # one encryption at a time between the loop's other work
+            now = self._clock()
+            remaining = int((due.expires_at - utcnow()).total_seconds())
+            if remaining <= 0:
+                return Settled(due, Outcome.GIVE_UP)
+            payload = encode_notice(notice_for(due, include_content=self._policy.include_content))
+            request = webpush.build_request(
+                self._key,
+                endpoint=due.endpoint,
+                p256dh=due.p256dh,
+                auth=due.auth,
+                payload=payload,
+                ttl=remaining,
+                topic=webpush.topic_for(due.conversation_id),
+                subject=self._policy.subject,
+                now=now,
+            )
+            try:
+                response = await self._outbound.post(request.endpoint, request.headers, request.body)
+            except OutboundRefused as exc:
+                log.warning("push endpoint refused (%s): subscription %s removed", exc.reason, due.subscription_id)
+                return Settled(due, Outcome.GONE)
+            except OutboundFailed as exc:
+                return self._retry(due, None, f"no answer ({exc.reason})")
+        status = response.status
+        if status in _ACCEPTED:
+            self.delivered += 1
+            return Settled(due, Outcome.DELIVERED)
+        if status in _GONE:
+            log.info("push subscription %s is gone (%d): removed", due.subscription_id, status)
+            return Settled(due, Outcome.GONE)
+        if status == _TOO_LARGE and due.with_content:
+            return Settled(due, Outcome.SHRINK)
+        if status in _RETRIED:
+            return self._retry(due, response.retry_after, f"status {status}")
+        log.warning("push to subscription %s refused with %d: given up", due.subscription_id, status)
+        return Settled(due, Outcome.GIVE_UP)
+
+    def _retry(self, due: DuePush, retry_after: float | None, why: str) -> Settled:
+        wait = retry_after if retry_after is not None else backoff.RETRY_PUSH.delay(due.attempts - 1)
+        at = utcnow() + timedelta(seconds=max(0.0, wait))
+        if at >= due.expires_at:
+            log.warning("push to subscription %s not delivered before its TTL (%s): given up", due.subscription_id, why)
+            return Settled(due, Outcome.GIVE_UP)
+        log.info("push to subscription %s: %s; retry in %.1f s", due.subscription_id, why, wait)
+        return Settled(due, Outcome.RETRY, at)

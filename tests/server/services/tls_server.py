@@ -1,0 +1,180 @@
+"""A small HTTPS/1.1 server on 127.0.0.1 for the outbound client's tests, with its own test CA.
+
+`make_certificates` writes a CA and a server certificate it signed (for 127.0.0.1, ::1,
+localhost and push.example) with `cryptography`. `TLSServer` answers by path, with h11 checking
+the protocol strictly: `/ok` 201 with a Location; `/redirect` 301 to /ok; `/big` 200 with a
+1 MiB body; `/slow` (and /slow/...) no answer until the server stops; `/retry?after=<value>` 429 with that
+Retry-After. It records every request (`requests`) and counts connections (`connections`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+BIG_BODY = b"x" * (1 << 20)
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca_file: Path  # the CA to trust (OutboundPolicy.ca_file)
+    cert_file: Path
+    key_file: Path
+
+
+def make_certificates(directory: Path) -> Certificates:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SiteComms test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName("push.example")]
+    names += [x509.IPAddress(ipaddress.ip_address(text)) for text in ("127.0.0.1", "::1")]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "push.example")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    files.key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+@dataclass(frozen=True)
+class Seen:
+    target: str  # path and query
+    headers: dict[str, str]  # lowercase names
+    body: bytes
+    connection: int  # which connection (1, 2, ...) it came on
+
+
+@dataclass
+class TLSServer:
+    certificates: Certificates
+    requests: list[Seen] = field(default_factory=list)
+    connections: int = 0
+    _server: asyncio.Server | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=context)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.connections += 1
+        try:
+            await self._serve(reader, writer, self.connections)
+        except (ConnectionError, ssl.SSLError, h11.RemoteProtocolError):
+            pass  # the client went away (as it does after reading part of /big)
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        connection = h11.Connection(h11.SERVER)
+        request: h11.Request | None = None
+        body = b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request, body = event, b""
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                headers = {name.decode().lower(): value.decode() for name, value in request.headers}
+                self.requests.append(Seen(request.target.decode(), headers, body, number))
+                await self._answer(connection, writer, request.target.decode())
+                if connection.our_state is h11.MUST_CLOSE:
+                    return
+                connection.start_next_cycle()
+            else:  # ConnectionClosed
+                return
+
+    async def _answer(self, connection: h11.Connection, writer: asyncio.StreamWriter, target: str) -> None:
+        parts = urlsplit(target)
+        route = parts.path.split("/")[1]  # /slow/anything is /slow
+        if route == "ok":
+            status, headers, body = 201, [("Location", f"{self.origin}/message/1")], b""
+        elif route == "redirect":
+            status, headers, body = 301, [("Location", f"{self.origin}/ok")], b""
+        elif route == "big":
+            status, headers, body = 200, [], BIG_BODY
+        elif route == "slow":
+            await self._stopping.wait()
+            return
+        elif route == "retry":
+            status, headers, body = 429, [("Retry-After", parse_qs(parts.query)["after"][0])], b""
+        else:
+            status, headers, body = 404, [], b""
+        headers.append(("Content-Length", str(len(body))))
+        writer.write(connection.send(h11.Response(status_code=status, headers=headers)))
+        if body:
+            writer.write(connection.send(h11.Data(data=body)))
+        writer.write(connection.send(h11.EndOfMessage()))
+        await writer.drain()
