@@ -9,10 +9,10 @@ policy is the API's — `default-src 'none'`: a JSON answer loads nothing — ex
 pages: the dashboard (`/`: its own script, styles, connections, service worker and manifest,
 all of this origin) and the API docs (`/docs`: the vendored Swagger UI and this origin's schema),
 and on the service worker's script (`/sw.js`: a worker's policy is its own response's, and it
-imports this origin's modules, fetches the app shell from it and shows notifications with its icons). `install` wraps the whole
-middleware stack, Starlette's error middleware included, so even an unhandled error's 500 is
-covered; the lists are built once and appended to `http.response.start`. The server's own
-answers before the app (414, 431, 408 in `head_limits`) carry `API_HEADERS`.
+imports this origin's modules, fetches the app shell from it and shows notifications with its
+icons). `install` wraps the whole middleware stack, Starlette's error middleware included, so
+even an unhandled error's 500 is covered; the lists are built once and appended to
+`http.response.start`. The server's own answers before the app (414, 431, 408 in `head_limits`) carry `API_HEADERS`.
 """
 
 from __future__ import annotations

@@ -6,10 +6,8 @@
 // messages between the worker and the page are named here too. No DOM at the top level: the
 // worker imports this module.
 
-import { PushKind, PUSH_TEXT_CHARS } from "./push-vocabulary.js";
+import { PushKind, PUSH_TEXT_CHARS } from "./protocol.js";
 import { api, loadSession } from "./session.js";
-
-export { PushKind };
 
 const TAG_PREFIX = "sitecomms.conversation.";
 const TITLE_TEXT_CHARS = 60; // of the message, after "Sender: "
