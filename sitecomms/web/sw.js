@@ -27,7 +27,7 @@ import { OUTBOX_SYNC_TAG, SHELL_CACHE_PREFIX, WorkerMessage } from "/static/shel
 // @ts-expect-error -- as above
 import { deliverInBackground } from "/static/background.js";
 // @ts-expect-error -- as above
-import { describe, fetchText, fetchUnreadTotal, OPEN_PARAMETER, PushMessage, readNotice, renewSubscription, tagFor } from "/static/notices.js";
+import { describe, fetchText, fetchUnreadTotal, NEW_MESSAGE, OPEN_PARAMETER, PushMessage, readNotice, renewSubscription, tagFor } from "/static/notices.js";
 
 const worker = /** @type {ServiceWorkerGlobalScope} */ (/** @type {unknown} */ (self));
 const BUILD = __SHELL_BUILD__;
@@ -87,6 +87,7 @@ worker.addEventListener("sync", (/** @type {any} */ event) => { // SyncEvent: Ch
 // ---- push ------------------------------------------------------------------------------------
 
 const ASK_PAGE_MS = 1000; // a page that does not answer by then is taken as not showing it
+const FALLBACK_TAG = "sitecomms"; // a push this worker cannot read, or could not show
 
 function windows() {
   return worker.clients.matchAll({ type: "window", includeUncontrolled: true });
@@ -120,7 +121,7 @@ async function onPush(data) {
   if (notice && (await shownOnAFocusedPage(notice.conversation_id))) return; // the reader sees it already
   const found = notice ? await fetchText(notice) : null;
   const { title, body } = describe(found?.sender, found?.text);
-  const tag = notice ? tagFor(notice.conversation_id) : "sitecomms";
+  const tag = notice ? tagFor(notice.conversation_id) : FALLBACK_TAG;
   await Promise.all([
     worker.registration.showNotification(title, {
       body, tag, icon: "/static/icons/icon-192.png", badge: "/static/icons/icon-192.png",
@@ -143,7 +144,10 @@ async function openConversation(conversationId) {
 }
 
 worker.addEventListener("push", (event) => {
-  event.waitUntil(onPush(event.data).catch((error) => console.warn("SiteComms: a push could not be shown", error)));
+  event.waitUntil(onPush(event.data).catch((error) => {
+    console.warn("SiteComms: a push could not be shown as it is", error);
+    return worker.registration.showNotification(NEW_MESSAGE, { tag: FALLBACK_TAG }); // still something, never the browser's generic one
+  }));
 });
 
 worker.addEventListener("notificationclick", (event) => {

@@ -354,7 +354,7 @@ async def test_no_notification_for_the_conversation_a_focused_page_shows_and_pay
     sent = await push_api.send(admin, medic.conversation_id, f"Seen already {t}")
     await phone.channel.deliver(await _payload_of(push_service, phone.subscription_id, sent["id"]))
     # The worker asked the page, which answered that it shows this conversation: no notification.
-    await phone.page.wait_for_function("window.__workerAsked === 1", timeout=TIMEOUT_MS)
+    await phone.page.wait_for_function("() => window.__workerAsked === 1", timeout=TIMEOUT_MS)
     await expect(phone.phone.dashboard.message(f"Seen already {t}")).to_have_count(1)
 
     # Another conversation's push is shown (this page does not show that one).
@@ -381,6 +381,10 @@ async def test_no_notification_for_the_conversation_a_focused_page_shows_and_pay
     await phone.shown_after(3)
     [bare] = await phone.notifications(_tag(unknown["conversation_id"]))
     assert (bare["title"], bare["body"]) == ("New message", "")
+    await phone.channel.deliver(b"not a notice")  # unreadable: still a notification, never the browser's generic one
+    assert (await phone.shown_after(4))[-1] == "sitecomms"
+    [unreadable] = await phone.notifications("sitecomms")
+    assert unreadable["title"] == "New message"
 
 
 async def test_turning_off_and_signing_out_delete_the_subscription_on_the_server_and_unsubscribe(

@@ -315,7 +315,7 @@ async def test_notifications_are_asked_for_from_the_menu_and_shown_by_the_page_w
     await expect(page.locator("#notifications-why")).to_be_visible()
     assert await page.evaluate("window.__asked") == 0
     await page.click("#notifications-enable")
-    await page.wait_for_function("window.__asked === 1", timeout=TIMEOUT_MS)
+    await page.wait_for_function("() => window.__asked === 1", timeout=TIMEOUT_MS)
     await page.click("#notifications-close")
 
     await api.send(medic.account, medic.conversation_id, f"While visible {t}")
