@@ -93,7 +93,7 @@ _CURSOR_START_POSTGRES = Statement(
 # planner skips it; SQLite has no row locks and needs none: one writer).
 _BEHIND = Statement(
     "push.cursor.behind",
-    select(push_cursors.c.org_id, push_cursors.c.position, org_streams.c.position)
+    select(push_cursors.c.org_id, push_cursors.c.position, push_cursors.c.after_subscription, org_streams.c.position)
     .join(org_streams, org_streams.c.org_id == push_cursors.c.org_id)
     .where(push_cursors.c.position < org_streams.c.position)
     .order_by(push_cursors.c.org_id)
@@ -109,7 +109,9 @@ _ANY_BEHIND = Statement(
 )
 _CURSOR_MOVE = Statement(
     "push.cursor.move",
-    update(push_cursors).where(push_cursors.c.org_id == bindparam("org")).values(position=bindparam("position")),
+    update(push_cursors)
+    .where(push_cursors.c.org_id == bindparam("org"))
+    .values(position=bindparam("position"), after_subscription=bindparam("after_subscription")),
 )
 _TARGETS = Statement(
     "push.targets",
@@ -177,6 +179,8 @@ _DUE = Statement(
         _sender.c.role,
         _sender.c.display_name,
         messages.c.content,
+        _owner.c.org_id,
+        messages.c.sender_id,
     )
     .join(push_subscriptions, _SUB.id == _DEL.subscription_id)
     .join(_owner, _owner.c.id == _SUB.user_id)
@@ -261,9 +265,12 @@ def start_cursor(conn: Connection, org_id: str, position: int) -> None:
     statement.run(conn, org_id=org_id, position=position)
 
 
-def orgs_behind(conn: Connection, limit: int) -> list[tuple[str, int, int]]:
-    """(org, cursor, stream head) of orgs with changes after their push cursor, locked."""
-    return [(str(org), int(cursor), int(head)) for org, cursor, head in _BEHIND.rows(conn, limit=limit)]
+def orgs_behind(conn: Connection, limit: int) -> list[tuple[str, int, str, int]]:
+    """(org, cursor, last subscription planned of the next message, stream head) of orgs with
+    changes after their push cursor, locked."""
+    return [
+        (str(org), int(cursor), str(after), int(head)) for org, cursor, after, head in _BEHIND.rows(conn, limit=limit)
+    ]
 
 
 def any_org_behind(conn: Connection) -> bool:
@@ -271,8 +278,10 @@ def any_org_behind(conn: Connection) -> bool:
     return _ANY_BEHIND.first(conn) is not None
 
 
-def move_cursor(conn: Connection, org_id: str, position: int) -> None:
-    _CURSOR_MOVE.run(conn, org=org_id, position=position)
+def move_cursor(conn: Connection, org_id: str, position: int, *, after_subscription: str = "") -> None:
+    """Messages up to `position` are planned, and the next one for subscriptions up to
+    `after_subscription` ("": for none)."""
+    _CURSOR_MOVE.run(conn, org=org_id, position=position, after_subscription=after_subscription)
 
 
 def targets_of_org(conn: Connection, org_id: str, *, active_since: datetime) -> list[PushTarget]:

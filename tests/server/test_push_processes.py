@@ -51,7 +51,7 @@ async def _sign_in(client: httpx.AsyncClient, email: str) -> dict[str, str]:
 
 
 async def _subscribe(client: httpx.AsyncClient, service: PushService, headers: dict[str, str]) -> str:
-    key = (await client.get("/v1/push/key")).json()["public_key"]
+    key = (await client.get("/v1/push/key", headers=headers)).json()["public_key"]
     body = service.subscribe(key)
     response = await client.post("/v1/push/subscriptions", json=body, headers=headers)
     assert response.status_code == 201, response.text

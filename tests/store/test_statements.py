@@ -291,7 +291,9 @@ def _push_cases(s: Seed) -> dict[str, Case]:
         ),
         "push.cursor.behind": Case([{"limit": 10}], prepare=planned),
         "push.cursor.any_behind": Case([{}], prepare=planned),
-        "push.cursor.move": Case([{"org": s.org_id, "position": s.head}], prepare=planned),
+        "push.cursor.move": Case(
+            [{"org": s.org_id, "position": s.head, "after_subscription": SUBSCRIPTION_ID}], prepare=planned
+        ),
         "push.targets": Case(
             [
                 {"org_id": s.org_id, "active_since": NOW - timedelta(days=1)},
