@@ -229,12 +229,13 @@ class PushPhone:
 
 async def push_phone(phones: Phones, site: Site, service: PushService, medic: Medic) -> PushPhone:
     async with httpx.AsyncClient(base_url=site.base_url, timeout=TIMEOUT) as http:
-        key = (await http.get("/v1/push/key")).json()["public_key"]
+        response = await http.get("/v1/push/key", headers=medic.account.headers)
+        assert response.status_code == 200, response.text
+        key = response.json()["public_key"]
     subscription = service.subscribe(key)
     stub = f"({PUSH_STUB % {'key': json.dumps(STUB_KEY)}})({json.dumps(subscription)})"
-    phone = await phones.new(init_scripts=(stub,))
+    phone = await phones.new(init_scripts=(stub,), permissions=("notifications",))
     assert phone.context is not None
-    await phone.context.grant_permissions(["notifications"], origin=site.base_url)
     await phone.dashboard.sign_in(medic.email, medic.password)
     page = phone.dashboard.page
     channel = await PushChannel.open(page, site.base_url)
@@ -298,7 +299,7 @@ async def test_a_content_free_push_shows_the_admins_first_words_sets_the_badge_a
     medic = await push_api.create_medic(admin, f"Pushed Medic {t}")
     phone = await push_phone(push_phones, push_site, push_service, medic)
     await phone.enable()
-    key = (await push_api.http.get("/v1/push/key")).json()["public_key"]
+    key = (await push_api.http.get("/v1/push/key", headers=medic.account.headers)).json()["public_key"]
     assert await phone.page.evaluate("window.__subscribed") == {"userVisibleOnly": True, "applicationServerKey": key}
     [held] = await _subscriptions(push_api, medic.account)
     assert PushService.subscription_id(held["endpoint"]) == phone.subscription_id
@@ -387,7 +388,7 @@ async def test_no_notification_for_the_conversation_a_focused_page_shows_and_pay
     assert unreadable["title"] == "New message"
 
 
-async def test_turning_off_and_signing_out_delete_the_subscription_on_the_server_and_unsubscribe(
+async def test_push_stays_on_across_a_restart_and_turning_off_or_signing_out_deletes_it_and_unsubscribes(
     push_phones: Phones, push_site: Site, push_service: PushService, push_api: Api
 ) -> None:
     t = _short()
@@ -400,7 +401,14 @@ async def test_turning_off_and_signing_out_delete_the_subscription_on_the_server
         return bool(await phone.page.evaluate(stored))
 
     await phone.enable()
-    assert len(await _subscriptions(push_api, medic.account)) == 1 and await held()
+    [before] = await _subscriptions(push_api, medic.account)
+    assert await held()
+
+    # A restart keeps it on: the app gives the server the same subscription again (the same row).
+    restarted = await phone.phone.restart()
+    await expect(restarted.connection).to_have_attribute("data-state", "live")
+    await expect(phone.page.locator("#notifications-open")).to_have_text("Notifications")
+    assert await _subscriptions(push_api, medic.account) == [before]
 
     await phone.phone.dashboard.choose("#notifications-open")
     await phone.page.click("#notifications-disable")

@@ -11,7 +11,7 @@
 // asks an open page which conversation it shows while focused (it then shows no notification
 // for that one), and tells it to open a conversation when a notification is tapped.
 
-import { api } from "./session.js";
+import { api, HttpError } from "./session.js";
 import { OPEN_PARAMETER, PushMessage, tagFor } from "./notices.js";
 import { $ } from "./dom.js";
 
@@ -52,9 +52,7 @@ function base64url(buffer) {
 }
 
 async function serverKey() {
-  const response = await fetch("/v1/push/key");
-  if (!response.ok) throw new Error(`the server has no push key (HTTP ${response.status})`);
-  return (await response.json()).public_key;
+  return (await api("GET", "/v1/push/key")).public_key;
 }
 
 async function enable() {
@@ -104,8 +102,9 @@ export async function resumeSubscription(userId) {
   try {
     await api("POST", "/v1/push/subscriptions", subscription.toJSON());
     setActive(true);
-  } catch (error) { // offline: it is still there from last time
-    setActive(true);
+  } catch (error) {
+    if (error instanceof HttpError && error.status < 500) { await dropSubscription(); return; } // refused: off here too
+    setActive(true); // offline, or the server's trouble: it is still there from last time
     console.info("could not renew the push subscription", error.message);
   }
 }
