@@ -39,6 +39,7 @@ class Phone:
     launches: list[Dashboard] = field(default_factory=list)  # one page per launch, the latest last
     tabs: list[Dashboard] = field(default_factory=list)  # more tabs opened with `tab()`
     init_scripts: list[str] = field(default_factory=list)  # run in every page first (e.g. to remove an API)
+    permissions: list[str] = field(default_factory=list)  # granted at each launch (a grant does not outlive one)
     sockets: list[tuple[Page, WebSocket]] = field(default_factory=list)  # every socket of any tab
 
     @property
@@ -56,6 +57,7 @@ class Phone:
             viewport=PHONE,
             is_mobile=True,
             has_touch=True,
+            permissions=self.permissions,
             timeout=LAUNCH_TIMEOUT_MS,
         )
         self.context.set_default_timeout(TIMEOUT_MS)
@@ -103,11 +105,11 @@ class Phones:
         self._directory = directory
         self.phones: list[Phone] = []
 
-    async def new(self, *, init_scripts: tuple[str, ...] = ()) -> Phone:
-        """A launched phone on a new, empty profile."""
+    async def new(self, *, init_scripts: tuple[str, ...] = (), permissions: tuple[str, ...] = ()) -> Phone:
+        """A launched phone on a new, empty profile (with `permissions` granted, e.g. "notifications")."""
         profile = self._directory / f"phone-{len(self.phones) + 1}"
         profile.mkdir()
-        phone = Phone(self._driver, self._site, profile, init_scripts=list(init_scripts))
+        phone = Phone(self._driver, self._site, profile, init_scripts=list(init_scripts), permissions=list(permissions))
         self.phones.append(phone)
         await phone.launch()
         return phone

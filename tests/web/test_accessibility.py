@@ -53,6 +53,12 @@ async def open_users(dashboard: Dashboard) -> None:
     await expect(dashboard.page.locator("#users-list li").first).to_be_visible()
 
 
+async def open_notifications(dashboard: Dashboard) -> None:
+    await dashboard.choose("#notifications-open")
+    await expect(dashboard.page.locator("#notifications")).to_be_visible()
+    await expect(dashboard.page.locator("#notifications-status")).not_to_be_empty()
+
+
 async def list_shown(dashboard: Dashboard) -> None:
     await expect(dashboard.items.first).to_be_visible()
 
@@ -64,6 +70,7 @@ SIGNED_IN_VIEWS: dict[str, Callable[[Dashboard], Awaitable[None]]] = {
     "who read a broadcast": open_readers,
     "my account": open_account,
     "users": open_users,
+    "notifications": open_notifications,
 }
 
 

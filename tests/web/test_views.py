@@ -299,7 +299,7 @@ NOTIFICATIONS_STUB = """(() => {
 })()"""
 
 
-async def test_notifications_are_asked_for_from_the_menu_and_shown_while_hidden_with_the_app_badge(
+async def test_notifications_are_asked_for_from_the_menu_and_shown_by_the_page_while_hidden_without_push(
     dashboards: Dashboards, api: Api
 ) -> None:
     t = tag()
@@ -311,9 +311,12 @@ async def test_notifications_are_asked_for_from_the_menu_and_shown_while_hidden_
     await admin.goto()
     await admin.sign_in("admin@demo.example")
     assert await page.evaluate("window.__asked") == 0  # never on load
-    await admin.choose("#notifications-on")
-    await page.wait_for_function("window.__asked === 1", timeout=TIMEOUT_MS)
-    await expect(page.locator("#notifications-on")).to_be_hidden()
+    await admin.choose("#notifications-open")  # the dialog says why; its button asks
+    await expect(page.locator("#notifications-why")).to_be_visible()
+    assert await page.evaluate("window.__asked") == 0
+    await page.click("#notifications-enable")
+    await page.wait_for_function("() => window.__asked === 1", timeout=TIMEOUT_MS)
+    await page.click("#notifications-close")
 
     await api.send(medic.account, medic.conversation_id, f"While visible {t}")
     await expect(admin.badge(medic.conversation_id)).to_have_text("1")

@@ -9,10 +9,10 @@ policy is the API's — `default-src 'none'`: a JSON answer loads nothing — ex
 pages: the dashboard (`/`: its own script, styles, connections, service worker and manifest,
 all of this origin) and the API docs (`/docs`: the vendored Swagger UI and this origin's schema),
 and on the service worker's script (`/sw.js`: a worker's policy is its own response's, and it
-imports this origin's modules and fetches the app shell from it). `install` wraps the whole
-middleware stack, Starlette's error middleware included, so even an unhandled error's 500 is
-covered; the lists are built once and appended to `http.response.start`. The server's own
-answers before the app (414, 431, 408 in `head_limits`) carry `API_HEADERS`.
+imports this origin's modules, fetches the app shell from it and shows notifications with its
+icons). `install` wraps the whole middleware stack, Starlette's error middleware included, so
+even an unhandled error's 500 is covered; the lists are built once and appended to
+`http.response.start`. The server's own answers before the app (414, 431, 408 in `head_limits`) carry `API_HEADERS`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ DASHBOARD_POLICY = (
     "connect-src 'self'; worker-src 'self'; manifest-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-WORKER_POLICY = "default-src 'none'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+# img-src: the icon and badge of the notifications the worker shows for a push.
+WORKER_POLICY = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 DOCS_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"

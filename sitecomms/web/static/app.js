@@ -7,7 +7,9 @@
 // cursor, opens the one socket, and delivers the outbox: on start, when the socket goes live,
 // on `online`, when the page becomes visible, when another tab queued a message, and after a
 // backoff when a delivery could not reach the server; the service worker's Background Sync
-// delivers it with the app closed. No polling: an idle page makes no request.
+// delivers it with the app closed. No polling: an idle page makes no request. Push (push.js):
+// this device's subscription follows the session, and a tapped notification opens its
+// conversation, now or once the store holds it.
 
 import { Backoff, backoffDelay, THREAD_PAGE_DEFAULT } from "./protocol.js";
 import { api, HttpError, isSignedIn, loadSession, login, logout, onSession, signedInUser } from "./session.js";
@@ -18,16 +20,20 @@ import { deliver, Delivery } from "./outbox.js";
 import { olderMessages, pull, refreshMe } from "./sync.js";
 import { Realtime } from "./socket.js";
 import { packTouched, TabMessage, Tabs, unpackTouched } from "./tabs.js";
-import { installViews, render } from "./views.js";
+import { installViews, render, showConversation } from "./views.js";
 import { confirmSignOut, installScreens, showApp, showLogin, showNotice, showReaders } from "./screens.js";
 import { fetchReaders } from "./receipts.js";
 import { closeAccountViews, installAccounts, userChanged } from "./accounts.js";
 import { installShell, OUTBOX_SYNC_TAG } from "./shell.js";
+import {
+  clearNotifications, dropSubscription, installPush, resumeSubscription, signOutDevice, takeConversationToOpen,
+} from "./push.js";
 
 let store = null;    // the signed-in user's Store
 let tabs = null;     // this tab among the user's tabs
 let realtime = null; // the leader's socket
 let deliveryTimer = null, deliveryFailures = 0, delivering = null, deliverAgain = false;
+let toOpen = takeConversationToOpen(); // a tapped notification opened the app on this conversation
 
 // ---- committed changes: read back into the model here, and in every other tab --------------
 
@@ -135,6 +141,7 @@ async function discard(key) { if (store) committed(await store.discard(key)); }
 
 async function markRead(id) {
   if (!store || document.visibilityState === "hidden" || !model.conversations.has(id)) return;
+  clearNotifications(id).catch(() => {}); // read here: its notifications go
   const newest = newestKnown(id);
   if (newest <= (model.readUpTo.get(id) || 0)) return;
   committed(await store.markRead(id, newest));
@@ -176,6 +183,7 @@ async function signOut() {
   const unsent = (await store.outbox()).length;
   if (unsent && !(await confirmSignOut(unsent))) return;
   const userId = store.userId;
+  await signOutDevice(); // this device's push subscription first, while the session can still delete it
   await logout(); // revokes the session on the server (best effort), forgets it here and in every tab
   tabs.post({ type: TabMessage.WIPE });
   await leave();
@@ -222,6 +230,19 @@ function showReadersOf(key) {
 
 function reconnect() { if (realtime) realtime.reconnect(); }
 
+// A notification was tapped: show its conversation once the signed-in store holds it.
+function openWhenKnown(id) {
+  toOpen = id;
+  openPending();
+}
+
+function openPending() {
+  if (!toOpen || !store || !model.conversations.has(toOpen)) return;
+  const id = toOpen;
+  toOpen = null;
+  showConversation(id);
+}
+
 // ---- start-up and sign-in -------------------------------------------------------------------
 
 async function enter(userId) {
@@ -231,6 +252,8 @@ async function enter(userId) {
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   tabs = new Tabs(userId, { onLead: becomeLeader, onMessage: onTabMessage });
   tabs.post({ type: TabMessage.ASK_STATE });
+  resumeSubscription(userId).catch((error) => console.warn("push subscription", error));
+  openPending();
   if (!model.me) {
     // First sign-in on this device: nothing to show until the server answers.
     try { await refreshMe(store, committed); } catch { /* the leader retries */ }
@@ -245,6 +268,7 @@ async function signIn(email, password) {
 onSession({
   refreshed: (token) => { if (realtime) realtime.authenticate(token.access_token); },
   signedOut: (message) => {
+    dropSubscription(); // the server dropped it with the session
     const mine = store;
     if (!mine) { leave(message); return; }
     mine.forgetServerData().catch((error) => console.warn("could not forget the server's data", error))
@@ -253,15 +277,17 @@ onSession({
 });
 
 subscribe(render);
+subscribe(() => queueMicrotask(openPending)); // after the views rendered this change
 installViews({ open, back, send, retry, discard, loadOlder, markRead, signOut, reconnect, showReaders: showReadersOf });
 installScreens({ signIn });
 installAccounts({ me: () => model.me });
 installShell();
+installPush({ user: signedInUser, shown: () => (store ? model.openId : null), open: openWhenKnown });
 
 (async () => {
   const session = await loadSession();
   if (session && isSignedIn()) await enter(signedInUser());
-  else { showLogin(""); await forgetSignedOutStores(); }
+  else { showLogin(""); await dropSubscription(); await forgetSignedOutStores(); }
 })().catch((error) => {
   // The browser refused its storage (private mode, quota, a broken profile): say so, not a blank page.
   console.warn("could not open the local store", error);

@@ -15,6 +15,8 @@ import {
 } from "./model.js";
 import { clockTime, dayKey, dayLabel, fullDateTime, linkified } from "./format.js";
 import { $, button, el, relativeTime } from "./dom.js";
+import { pushActive } from "./push.js";
+import { tagFor } from "./notices.js";
 
 const APP_NAME = "SiteComms";
 const AT_BOTTOM_PX = 24;
@@ -47,7 +49,6 @@ function renderHeader() {
   const admin = model.me.user.role === Role.ADMIN;
   $("add-user-open").hidden = !admin;
   $("users-open").hidden = !admin;
-  $("notifications-on").hidden = !("Notification" in window) || Notification.permission !== "default";
   showTotal(total);
 }
 
@@ -232,6 +233,11 @@ function readIfShown() {
   if (conversation && (conversation.unread > 0 || newestKnown(id) > (model.readUpTo.get(id) || 0))) actions.markRead(id);
 }
 
+/** Show conversation `id` (a notification was tapped), as if chosen from the list. */
+export function showConversation(id) {
+  if (model.conversations.has(id)) openThread(id);
+}
+
 function openThread(id) {
   if (history.state?.thread) history.replaceState({ thread: id }, "");
   else history.pushState({ thread: id }, "");
@@ -252,9 +258,10 @@ function announceNew(changed) {
       if (isMine(m)) continue;
       // A new text node each time: the same words again are announced again.
       $("announcer").replaceChildren(document.createTextNode(`New message from ${m.sender_name}`));
-      if (document.visibilityState === "hidden" && "Notification" in window && Notification.permission === "granted") {
+      // With push on for this device the service worker notifies (push.js); else this page does, while hidden.
+      if (document.visibilityState === "hidden" && !pushActive() && "Notification" in window && Notification.permission === "granted") {
         try {
-          const notification = new Notification(`${m.sender_name} · ${APP_NAME}`, { body: m.content, tag: key });
+          const notification = new Notification(`${m.sender_name} · ${APP_NAME}`, { body: m.content, tag: tagFor(id) });
           notification.onclick = () => { window.focus(); openThread(id); notification.close(); }; // to its conversation
         } catch { /* not allowed here */ }
       }
@@ -352,9 +359,5 @@ export function installViews(given) {
   });
   $("sign-out").addEventListener("click", () => actions.signOut());
   $("notice-reconnect").addEventListener("click", () => { $("notice").hidden = true; actions.reconnect(); });
-  $("notifications-on").addEventListener("click", async () => {
-    await Notification.requestPermission();
-    $("notifications-on").hidden = Notification.permission !== "default";
-  });
   setInterval(() => { if (model.me) renderList({ all: true, conversations: new Set(), messages: new Map() }, false); }, 60000);
 }

@@ -111,6 +111,7 @@ async def test_the_service_worker_script_gets_a_policy_that_lets_it_run_and_fetc
     _assert_secured(response, WORKER_POLICY)
     directives = dict(part.strip().split(" ", 1) for part in WORKER_POLICY.split(";"))
     assert directives["script-src"] == "'self'" and directives["connect-src"] == "'self'"
+    assert directives["img-src"] == "'self'"  # the notifications' icons
     assert directives["default-src"] == "'none'" and "unsafe" not in WORKER_POLICY
     assert response.headers.get_list("cache-control") == ["no-cache"]
 
