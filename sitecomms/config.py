@@ -128,7 +128,10 @@ class Settings(BaseSettings):
     push_concurrency: int = Field(64, ge=1, le=1024, description="Pushes in flight per process")
     push_key_file: Path | None = Field(
         None,
-        description="The VAPID key (P-256, mode 0600); unset: next to the key file (sitecomms.keys -> sitecomms.vapid)",
+        description=(
+            "The VAPID key (P-256, mode 0600), shared by every process and host of one database (subscriptions are"
+            " bound to it); unset: next to the key file (sitecomms.keys -> sitecomms.vapid)"
+        ),
     )
     push_worker: bool = Field(True, description="This process delivers pushes (every process may)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")

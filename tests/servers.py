@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import JWT_SECRET, create_postgres_database, drop_postgres_database
+from tests.support import JWT_SECRET, PUSH_KEY_FILE, create_postgres_database, drop_postgres_database
 
 SITECOMMS = Path(sys.executable).with_name("sitecomms")
 HOST = "127.0.0.1"
@@ -55,6 +55,7 @@ def base_env(database_url: str, *, jwt_secret: str | None = JWT_SECRET, **extra:
         SITECOMMS_ARGON2_MEMORY_KIB="64",
         SITECOMMS_ARGON2_PARALLELISM="1",
         SITECOMMS_SQLITE_SYNCHRONOUS="NORMAL",
+        SITECOMMS_PUSH_KEY_FILE=str(PUSH_KEY_FILE),
         PYTHONUNBUFFERED="1",
     )
     if jwt_secret is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,9 @@ from sitecomms.server.services.visibility import Viewer
 POSTGRES_ADMIN_URL = os.environ.get("SITECOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 JWT_SECRET = "test-secret-test-secret-test-secret-0123456789"
 PASSWORD = "correct horse battery"
+# One VAPID key for every app and server this test process starts (its directory is the
+# owner's only), instead of one beside each database, or in the working directory on PostgreSQL.
+PUSH_KEY_FILE = Path(tempfile.mkdtemp(prefix="sitecomms-test-push-")) / "push.vapid"
 
 
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
@@ -32,6 +37,7 @@ def fast_settings(database_url: str, **overrides: Any) -> Settings:
         argon2_memory_kib=64,
         argon2_parallelism=1,
         sqlite_synchronous="NORMAL",
+        push_key_file=PUSH_KEY_FILE,
     )
     values.update(overrides)
     return Settings(**values)

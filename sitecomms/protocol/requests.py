@@ -68,7 +68,7 @@ class PushSubscriptionRequest:
 
     endpoint: str
     keys: PushKeys
-    expirationTime: float | None = None  # noqa: N815 - the browser's name
+    expirationTime: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

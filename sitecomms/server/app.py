@@ -48,8 +48,8 @@ from sitecomms.server.services.audit_log import AuditLog
 from sitecomms.server.services.feed import Feed
 from sitecomms.server.services.health import Health
 from sitecomms.server.services.messaging import Messaging
-from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.outbound import Outbound, OutboundPolicy
+from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import NoPublisher, Publisher
 from sitecomms.server.services.push import PushSubscriptions
 from sitecomms.server.services.push_delivery import PushDelivery, PushPolicy

@@ -9,7 +9,7 @@ and delete or reschedule each once the push service has answered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,7 +109,7 @@ _ANY_BEHIND = Statement(
 )
 _CURSOR_MOVE = Statement(
     "push.cursor.move",
-    update(push_cursors).where(push_cursors.c.org_id == bindparam("org_id")).values(position=bindparam("position")),
+    update(push_cursors).where(push_cursors.c.org_id == bindparam("org")).values(position=bindparam("position")),
 )
 _TARGETS = Statement(
     "push.targets",
@@ -128,7 +128,9 @@ _TARGETS = Statement(
 
 _DELIVERY_INSERT = Statement(
     "push.delivery.insert",
-    insert(push_deliveries).values(
+    insert(push_deliveries)
+    .inline()  # no RETURNING of the new id on PostgreSQL: nothing reads it
+    .values(
         subscription_id=bindparam("subscription_id"),
         message_id=bindparam("message_id"),
         due_at=bindparam("due_at"),
@@ -175,6 +177,8 @@ _DUE = Statement(
         _sender.c.role,
         _sender.c.display_name,
         messages.c.content,
+        _owner.c.org_id,
+        messages.c.sender_id,
     )
     .join(push_subscriptions, _SUB.id == _DEL.subscription_id)
     .join(_owner, _owner.c.id == _SUB.user_id)
@@ -270,7 +274,7 @@ def any_org_behind(conn: Connection) -> bool:
 
 
 def move_cursor(conn: Connection, org_id: str, position: int) -> None:
-    _CURSOR_MOVE.run(conn, org_id=org_id, position=position)
+    _CURSOR_MOVE.run(conn, org=org_id, position=position)
 
 
 def targets_of_org(conn: Connection, org_id: str, *, active_since: datetime) -> list[PushTarget]:
@@ -279,7 +283,7 @@ def targets_of_org(conn: Connection, org_id: str, *, active_since: datetime) -> 
     return [PushTarget(*row) for row in _TARGETS.rows(conn, org_id=org_id, active_since=active_since)]
 
 
-def record_deliveries(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
+def record_deliveries(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Deliveries due: each `{subscription_id, message_id, due_at, expires_at, leased_until}`."""
     _DELIVERY_INSERT.run_many(conn, rows)
 

@@ -155,3 +155,5 @@ class DuePush:
     sender_role: str
     sender_name: str
     content: str
+    user_org_id: str  # the subscription's owner's org (checked against the conversation's at send time)
+    sender_id: str

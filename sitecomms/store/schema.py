@@ -235,9 +235,7 @@ push_deliveries = Table(
     "push_deliveries",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column(
-        "subscription_id", String(36), ForeignKey("push_subscriptions.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("subscription_id", String(36), ForeignKey("push_subscriptions.id", ondelete="CASCADE"), nullable=False),
     Column("message_id", String(36), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

@@ -4,8 +4,8 @@ Building a Core statement, computing its cache key and looking up its compiled f
 tens of microseconds per `execute`, several times what SQLite takes to run it (measured in
 docs/performance.md), and a send runs several statements. So every query of the store is a
 module-level `Statement(name, core_statement)` with named `bindparam`s, run by
-`rows/first/scalar/run(conn, **params)` (and `run_many(conn, rows)` for a batch of inserts); rows come back as plain tuples in the order of the
-statement's columns.
+`rows/first/scalar/run(conn, **params)` (`run_many(conn, rows)` for a batch of inserts); rows come
+back as plain tuples in the order of the statement's columns.
 
 - **SQLite** (the only fast path): the statement is compiled once with SQLAlchemy's public
   compiler API (`positiontup`, `binds`, and each type's `dialect_impl(dialect)` bind and result

@@ -79,13 +79,14 @@ def test_every_enum_member_and_limit_is_exported_under_its_python_name(from_node
     assert exported["Backoff"] == {
         "RECONNECT": {"base": backoff.RECONNECT.base, "cap": backoff.RECONNECT.cap},
         "RETRY_SEND": {"base": backoff.RETRY_SEND.base, "cap": backoff.RETRY_SEND.cap},
+        "RETRY_PUSH": {"base": backoff.RETRY_PUSH.base, "cap": backoff.RETRY_PUSH.cap},
     }
     assert from_node["frozen"], "app.js must not be able to change the vocabulary"
 
 
 def test_the_javascript_backoff_computes_what_the_python_one_does(from_node: dict[str, Any]) -> None:
-    policies = {"RECONNECT": backoff.RECONNECT, "RETRY_SEND": backoff.RETRY_SEND}
-    assert len(from_node["delays"]) == 2 * 41 * 4
+    policies = {"RECONNECT": backoff.RECONNECT, "RETRY_SEND": backoff.RETRY_SEND, "RETRY_PUSH": backoff.RETRY_PUSH}
+    assert len(from_node["delays"]) == len(policies) * 41 * 4
     for name, attempt, r, seconds in from_node["delays"]:
         assert seconds == pytest.approx(policies[name].delay(attempt, rng=lambda r=r: r), rel=1e-12), (name, attempt, r)
     assert 2.0 <= from_node["nominal"] < 4.0  # Math.random by default: attempt 3 of RECONNECT is 4 s · [0.5, 1)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sitecomms.server import keys
-from sitecomms.server.keys import KeyFileError, Keyring, key_path, keyring_for, rotate
+from sitecomms.server.keys import KeyFileError, Keyring, key_path, keyring_for, push_key_path, rotate
 from tests.support import JWT_SECRET, fast_settings
 
 DAY = 86_400
@@ -277,6 +277,18 @@ def test_the_key_file_is_next_to_the_sqlite_file_unless_set(tmp_path: Path) -> N
     assert key_path(fast_settings("sqlite://")) == Path("sitecomms.keys")
     chosen = tmp_path / "elsewhere.json"
     assert key_path(fast_settings("sqlite:///./sitecomms.db", key_file=chosen)) == chosen
+
+
+def test_the_vapid_key_is_beside_the_key_file_unless_set(tmp_path: Path) -> None:
+    site = f"sqlite:///{tmp_path / 'data' / 'site.db'}"
+    assert push_key_path(fast_settings(site, push_key_file=None)) == tmp_path / "data" / "site.vapid"
+    keys_elsewhere = fast_settings(site, push_key_file=None, key_file=tmp_path / "k" / "prod.keys")
+    assert push_key_path(keys_elsewhere) == tmp_path / "k" / "prod.vapid"
+    assert push_key_path(fast_settings("postgresql://u@127.0.0.1:5432/db", push_key_file=None)) == Path(
+        "sitecomms.vapid"
+    )
+    chosen = tmp_path / "vapid.pem"
+    assert push_key_path(fast_settings(site, push_key_file=chosen)) == chosen
 
 
 def test_keyring_for_uses_the_jwt_secret_when_set_else_the_key_file(tmp_path: Path) -> None:

@@ -274,7 +274,10 @@ def _push_cases(s: Seed) -> dict[str, Case]:
         "push.subscription.of_user": Case([{"user_id": s.medic_id}, {"user_id": s.admin_id}], prepare=sub),
         "push.subscription.count_of_user": Case([{"user_id": s.medic_id}], prepare=sub),
         "push.subscription.delete_mine": Case(
-            [{"subscription_id": SUBSCRIPTION_ID, "user_id": s.admin_id}, {"subscription_id": SUBSCRIPTION_ID, "user_id": s.medic_id}],
+            [
+                {"subscription_id": SUBSCRIPTION_ID, "user_id": s.admin_id},
+                {"subscription_id": SUBSCRIPTION_ID, "user_id": s.medic_id},
+            ],
             prepare=sub,
         ),
         "push.subscription.delete_of_session": Case([{"session_id": SESSION_ID}], prepare=sub),
@@ -288,7 +291,7 @@ def _push_cases(s: Seed) -> dict[str, Case]:
         ),
         "push.cursor.behind": Case([{"limit": 10}], prepare=planned),
         "push.cursor.any_behind": Case([{}], prepare=planned),
-        "push.cursor.move": Case([{"org_id": s.org_id, "position": s.head}], prepare=planned),
+        "push.cursor.move": Case([{"org": s.org_id, "position": s.head}], prepare=planned),
         "push.targets": Case(
             [
                 {"org_id": s.org_id, "active_since": NOW - timedelta(days=1)},
@@ -329,161 +332,169 @@ def _cases(s: Seed) -> dict[str, Case]:
         "now": NOW,
         "preview": "parity",
     }
-    return {
-        "stream.take": Case([{"org": s.org_id, "count": 2}]),
-        "stream.head": Case([{"org_id": s.org_id}]),
-        "orgs.insert": Case([{"org_id": fresh_org, "name": "parity org", "created_at": NOW}]),
-        "orgs.insert_stream": Case([{"org_id": fresh_org}], prepare=_org_row(fresh_org)),
-        "orgs.by_id": Case([{"org_id": s.org_id}]),
-        "orgs.by_name": Case([{"name": s.org_name}]),
-        "users.insert": Case(
-            [
-                {
-                    "id": fresh_user,
-                    "org_id": s.org_id,
-                    "email": f"{fresh_user}@parity.test",
-                    "display_name": "Parity",
-                    "role": Role.MEDIC.value,
-                    "password_hash": "x",
-                    "created_at": NOW,
-                    "position": s.head + 1,
-                    "active": True,
-                    "deactivated_at": None,
-                }
-            ]
-        ),
-        "users.set_active": Case(
-            [
-                {"user_id": s.medic_id, "active": False, "deactivated_at": NOW, "position": s.head + 1},
-                {"user_id": s.medic_id, "active": True, "deactivated_at": None, "position": s.head + 2},
-            ]
-        ),
-        "users.set_role": Case([{"user_id": s.medic_id, "role": Role.ADMIN.value, "position": s.head + 1}]),
-        "users.set_password": Case([{"user_id": s.medic_id, "password_hash": "new hash"}]),
-        "users.active_admins": Case([{"org_id": s.org_id}, {"org_id": "no-such-org"}]),
-        "sessions.insert": Case([_session_row(s.medic_id, s.org_id)]),
-        "sessions.by_id": Case([{"session_id": SESSION_ID}], prepare=_session(s.medic_id, s.org_id)),
-        "sessions.of_user": Case([{"user_id": s.medic_id}], prepare=_session(s.medic_id, s.org_id)),
-        "sessions.access": Case(
-            [{"session_id": SESSION_ID}, {"session_id": "no-such-session"}], prepare=_session(s.medic_id, s.org_id)
-        ),
-        "sessions.rotate": Case(
-            [
-                {"session_id": SESSION_ID, "generation": 3, "refresh_hash": "1" * 64, "now": NOW, "address": "::1"},
-                {"session_id": SESSION_ID, "generation": 2, "refresh_hash": "1" * 64, "now": NOW, "address": "::1"},
-            ],
-            prepare=_session(s.medic_id, s.org_id),
-        ),
-        "sessions.touch": Case(
-            [{"session_id": SESSION_ID, "now": NOW, "address": "10.0.0.1"}], prepare=_session(s.medic_id, s.org_id)
-        ),
-        "sessions.revoke": Case(
-            [{"session_id": SESSION_ID, "now": NOW, "reason": "revoked"}], prepare=_session(s.medic_id, s.org_id)
-        ),
-        "sessions.revoke_user": Case(
-            [
-                {"owner": s.medic_id, "keep": "", "now": NOW, "reason": "deactivated"},
-                {"owner": s.medic_id, "keep": SESSION_ID, "now": NOW, "reason": "password_changed"},
-            ],
-            prepare=_session(s.medic_id, s.org_id),
-            rows_expected=True,
-        ),
-        "audit.insert": Case([_audit_event(s.org_id, s.medic_id)], sequenced=True),
-        "audit.page": Case(
-            [
-                {"org_id": s.org_id, "before": 2**62, "limit": 10, "subject_id": None, "kind": None},
-                {"org_id": s.org_id, "before": 2**62, "limit": 1, "subject_id": s.medic_id, "kind": "signed_out"},
-                {"org_id": s.org_id, "before": 2**62, "limit": 10, "subject_id": s.admin_id, "kind": None},
-            ],
-            prepare=_audit(s.org_id, s.medic_id),
-        ),
-        "audit.every_org_page": Case(
-            [{"before": 2**62, "limit": 5, "subject_id": s.medic_id, "kind": None}],
-            prepare=_audit(s.org_id, s.medic_id),
-        ),
-        "audit.expire": Case([{"cutoff": NOW + timedelta(seconds=1)}], prepare=_audit(s.org_id, s.medic_id)),
-        "access_changes.insert": Case([{"at": NOW, "user_id": s.medic_id, "session_id": SESSION_ID}], sequenced=True),
-        "access_changes.after": Case([{"after": 10**9 - 1, "limit": 10}], prepare=_access_change(s.medic_id)),
-        "access_changes.last": Case([{}], prepare=_access_change(s.medic_id)),
-        "access_changes.expire": Case([{"cutoff": NOW + timedelta(seconds=1)}], prepare=_access_change(s.medic_id)),
-        "users.by_id": Case([{"user_id": s.medic_id}]),
-        "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.example"}]),
-        "users.rename": Case([{"user_id": s.medic_id, "display_name": "Renamed", "position": s.head + 1}]),
-        "users.list.org": Case([org]),
-        "users.list.medic": Case([medic]),
-        "users.changed.org": Case(changed[::2]),
-        "users.changed.medic": Case(changed[1:2]),
-        "conversations.insert": Case(
-            [
-                {
-                    "id": str(uuid.uuid4()),
-                    "org_id": fresh_org,
-                    "type": "direct",
-                    "medic_id": fresh_user,
-                    "created_at": NOW,
-                    "position": 2,
-                }
-            ],
-            prepare=_fresh_org(fresh_org, fresh_user),
-        ),
-        "conversations.by_id": Case([{"conversation_id": s.direct_id}]),
-        "conversations.by_ids": Case([{"ids": ids[:1]}, {"ids": ids}, {"ids": ids + ids + ids}]),
-        "conversations.direct_of": Case([{"medic_id": s.medic_id}]),
-        "conversations.touch": Case([{"conversation_id": s.direct_id, "position": s.head + 1}]),
-        "conversations.list.org": Case([org]),
-        "conversations.list.medic": Case([medic]),
-        "conversations.changed.org": Case(changed[::2]),
-        "conversations.changed.medic": Case(changed[1:2]),
-        "conversations.unread_counts": Case([{"user_id": s.medic_id, "ids": ids}, {"user_id": s.admin_id, "ids": ids}]),
-        "messages.send.message": Case([send | {"first": s.head + 1}]),
-        "messages.send.preview": Case([send | {"first": s.head + 1}]),
-        "messages.send.postgresql": Case([send | {"count": 2}]),
-        "messages.by_id": Case([{"message_id": s.message_id}]),
-        "messages.by_key": Case([{"sender_id": s.medic_id, "key": s.message_key}]),
-        "messages.thread": Case(
-            [
-                {"conversation_id": s.direct_id, "before": 2**63 - 1, "limit": 2},
-                {"conversation_id": s.direct_id, "before": s.head, "limit": 50},
-            ]
-        ),
-        "messages.latest_in": Case([{"conversation_id": s.direct_id}]),
-        "messages.newest_per_conversation": Case([{"ids": ids, "per": 1}, {"ids": ids[:2], "per": 100}]),
-        "messages.changed.org": Case(changed[::2]),
-        "messages.changed.medic": Case(changed[1:2]),
-        "reads.get": Case([{"conversation_id": s.broadcast_id, "user_id": s.medic_id}]),
-        "reads.insert": Case(
-            [
-                {
-                    "conversation_id": s.broadcast_id,
-                    "user_id": s.admin_id,
-                    "org_id": s.org_id,
-                    "last_read_position": 1,
-                    "last_read_at": NOW,
-                    "position": s.head + 1,
-                }
-            ]
-        ),
-        "reads.move": Case(
-            [
-                {
-                    "conversation": s.broadcast_id,
-                    "user": s.medic_id,
-                    "target": s.head,
-                    "at": NOW,
-                    "new_position": s.head + 1,
-                }
-            ]
-        ),
-        "reads.of_conversation": Case([{"conversation_id": s.broadcast_id}]),
-        "reads.for_conversations": Case([{"ids": ids}, {"ids": ids[1:2]}]),
-        "reads.positions_of_user": Case([{"user_id": s.medic_id, "ids": ids}]),
-        "reads.in.org": Case([org]),
-        "reads.in.medic": Case([medic]),
-        "reads.changed.org": Case(changed[::2]),
-        "reads.changed.medic": Case(changed[1:2]),
-        "migrate.lock": Case([{"key": 0x5C_C0_33_A2}]),
-        "database.ping": Case([{}]),
-    } | _throttle_cases() | _push_cases(s)
+    return (
+        {
+            "stream.take": Case([{"org": s.org_id, "count": 2}]),
+            "stream.head": Case([{"org_id": s.org_id}]),
+            "orgs.insert": Case([{"org_id": fresh_org, "name": "parity org", "created_at": NOW}]),
+            "orgs.insert_stream": Case([{"org_id": fresh_org}], prepare=_org_row(fresh_org)),
+            "orgs.by_id": Case([{"org_id": s.org_id}]),
+            "orgs.by_name": Case([{"name": s.org_name}]),
+            "users.insert": Case(
+                [
+                    {
+                        "id": fresh_user,
+                        "org_id": s.org_id,
+                        "email": f"{fresh_user}@parity.test",
+                        "display_name": "Parity",
+                        "role": Role.MEDIC.value,
+                        "password_hash": "x",
+                        "created_at": NOW,
+                        "position": s.head + 1,
+                        "active": True,
+                        "deactivated_at": None,
+                    }
+                ]
+            ),
+            "users.set_active": Case(
+                [
+                    {"user_id": s.medic_id, "active": False, "deactivated_at": NOW, "position": s.head + 1},
+                    {"user_id": s.medic_id, "active": True, "deactivated_at": None, "position": s.head + 2},
+                ]
+            ),
+            "users.set_role": Case([{"user_id": s.medic_id, "role": Role.ADMIN.value, "position": s.head + 1}]),
+            "users.set_password": Case([{"user_id": s.medic_id, "password_hash": "new hash"}]),
+            "users.active_admins": Case([{"org_id": s.org_id}, {"org_id": "no-such-org"}]),
+            "sessions.insert": Case([_session_row(s.medic_id, s.org_id)]),
+            "sessions.by_id": Case([{"session_id": SESSION_ID}], prepare=_session(s.medic_id, s.org_id)),
+            "sessions.of_user": Case([{"user_id": s.medic_id}], prepare=_session(s.medic_id, s.org_id)),
+            "sessions.access": Case(
+                [{"session_id": SESSION_ID}, {"session_id": "no-such-session"}], prepare=_session(s.medic_id, s.org_id)
+            ),
+            "sessions.rotate": Case(
+                [
+                    {"session_id": SESSION_ID, "generation": 3, "refresh_hash": "1" * 64, "now": NOW, "address": "::1"},
+                    {"session_id": SESSION_ID, "generation": 2, "refresh_hash": "1" * 64, "now": NOW, "address": "::1"},
+                ],
+                prepare=_session(s.medic_id, s.org_id),
+            ),
+            "sessions.touch": Case(
+                [{"session_id": SESSION_ID, "now": NOW, "address": "10.0.0.1"}], prepare=_session(s.medic_id, s.org_id)
+            ),
+            "sessions.revoke": Case(
+                [{"session_id": SESSION_ID, "now": NOW, "reason": "revoked"}], prepare=_session(s.medic_id, s.org_id)
+            ),
+            "sessions.revoke_user": Case(
+                [
+                    {"owner": s.medic_id, "keep": "", "now": NOW, "reason": "deactivated"},
+                    {"owner": s.medic_id, "keep": SESSION_ID, "now": NOW, "reason": "password_changed"},
+                ],
+                prepare=_session(s.medic_id, s.org_id),
+                rows_expected=True,
+            ),
+            "audit.insert": Case([_audit_event(s.org_id, s.medic_id)], sequenced=True),
+            "audit.page": Case(
+                [
+                    {"org_id": s.org_id, "before": 2**62, "limit": 10, "subject_id": None, "kind": None},
+                    {"org_id": s.org_id, "before": 2**62, "limit": 1, "subject_id": s.medic_id, "kind": "signed_out"},
+                    {"org_id": s.org_id, "before": 2**62, "limit": 10, "subject_id": s.admin_id, "kind": None},
+                ],
+                prepare=_audit(s.org_id, s.medic_id),
+            ),
+            "audit.every_org_page": Case(
+                [{"before": 2**62, "limit": 5, "subject_id": s.medic_id, "kind": None}],
+                prepare=_audit(s.org_id, s.medic_id),
+            ),
+            "audit.expire": Case([{"cutoff": NOW + timedelta(seconds=1)}], prepare=_audit(s.org_id, s.medic_id)),
+            "access_changes.insert": Case(
+                [{"at": NOW, "user_id": s.medic_id, "session_id": SESSION_ID}], sequenced=True
+            ),
+            "access_changes.after": Case([{"after": 10**9 - 1, "limit": 10}], prepare=_access_change(s.medic_id)),
+            "access_changes.last": Case([{}], prepare=_access_change(s.medic_id)),
+            "access_changes.expire": Case([{"cutoff": NOW + timedelta(seconds=1)}], prepare=_access_change(s.medic_id)),
+            "users.by_id": Case([{"user_id": s.medic_id}]),
+            "users.by_email": Case([{"email": s.medic_email}, {"email": "nobody@nowhere.example"}]),
+            "users.rename": Case([{"user_id": s.medic_id, "display_name": "Renamed", "position": s.head + 1}]),
+            "users.list.org": Case([org]),
+            "users.list.medic": Case([medic]),
+            "users.changed.org": Case(changed[::2]),
+            "users.changed.medic": Case(changed[1:2]),
+            "conversations.insert": Case(
+                [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "org_id": fresh_org,
+                        "type": "direct",
+                        "medic_id": fresh_user,
+                        "created_at": NOW,
+                        "position": 2,
+                    }
+                ],
+                prepare=_fresh_org(fresh_org, fresh_user),
+            ),
+            "conversations.by_id": Case([{"conversation_id": s.direct_id}]),
+            "conversations.by_ids": Case([{"ids": ids[:1]}, {"ids": ids}, {"ids": ids + ids + ids}]),
+            "conversations.direct_of": Case([{"medic_id": s.medic_id}]),
+            "conversations.touch": Case([{"conversation_id": s.direct_id, "position": s.head + 1}]),
+            "conversations.list.org": Case([org]),
+            "conversations.list.medic": Case([medic]),
+            "conversations.changed.org": Case(changed[::2]),
+            "conversations.changed.medic": Case(changed[1:2]),
+            "conversations.unread_counts": Case(
+                [{"user_id": s.medic_id, "ids": ids}, {"user_id": s.admin_id, "ids": ids}]
+            ),
+            "messages.send.message": Case([send | {"first": s.head + 1}]),
+            "messages.send.preview": Case([send | {"first": s.head + 1}]),
+            "messages.send.postgresql": Case([send | {"count": 2}]),
+            "messages.by_id": Case([{"message_id": s.message_id}]),
+            "messages.by_key": Case([{"sender_id": s.medic_id, "key": s.message_key}]),
+            "messages.thread": Case(
+                [
+                    {"conversation_id": s.direct_id, "before": 2**63 - 1, "limit": 2},
+                    {"conversation_id": s.direct_id, "before": s.head, "limit": 50},
+                ]
+            ),
+            "messages.latest_in": Case([{"conversation_id": s.direct_id}]),
+            "messages.newest_per_conversation": Case([{"ids": ids, "per": 1}, {"ids": ids[:2], "per": 100}]),
+            "messages.changed.org": Case(changed[::2]),
+            "messages.changed.medic": Case(changed[1:2]),
+            "reads.get": Case([{"conversation_id": s.broadcast_id, "user_id": s.medic_id}]),
+            "reads.insert": Case(
+                [
+                    {
+                        "conversation_id": s.broadcast_id,
+                        "user_id": s.admin_id,
+                        "org_id": s.org_id,
+                        "last_read_position": 1,
+                        "last_read_at": NOW,
+                        "position": s.head + 1,
+                    }
+                ]
+            ),
+            "reads.move": Case(
+                [
+                    {
+                        "conversation": s.broadcast_id,
+                        "user": s.medic_id,
+                        "target": s.head,
+                        "at": NOW,
+                        "new_position": s.head + 1,
+                    }
+                ]
+            ),
+            "reads.of_conversation": Case([{"conversation_id": s.broadcast_id}]),
+            "reads.for_conversations": Case([{"ids": ids}, {"ids": ids[1:2]}]),
+            "reads.positions_of_user": Case([{"user_id": s.medic_id, "ids": ids}]),
+            "reads.in.org": Case([org]),
+            "reads.in.medic": Case([medic]),
+            "reads.changed.org": Case(changed[::2]),
+            "reads.changed.medic": Case(changed[1:2]),
+            "migrate.lock": Case([{"key": 0x5C_C0_33_A2}]),
+            "database.ping": Case([{}]),
+        }
+        | _throttle_cases()
+        | _push_cases(s)
+    )
 
 
 async def _seed(stack: Stack) -> Seed:

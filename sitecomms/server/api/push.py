@@ -20,9 +20,10 @@ from sitecomms.server.services.visibility import Viewer
 def install(api: APIRouter, subscriptions: PushSubscriptions, authenticate: Authenticator) -> None:
     tags: list[str | Enum] = ["push"]
 
-    @api.get("/v1/push/key", tags=tags, response_model=PushKeyView)
-    async def public_key() -> JSON:
-        """The VAPID public key to subscribe with (`applicationServerKey`); the same for every device."""
+    @api.get("/v1/push/key", tags=tags, response_model=PushKeyView, responses=responses())
+    async def public_key(viewer: Viewer = Depends(authenticate)) -> JSON:
+        """The VAPID public key to subscribe with (`applicationServerKey`); the same for every device.
+        (Public, but like every /v1 route it answers signed-in callers only.)"""
         return JSON(subscriptions.public_key())
 
     @api.post(

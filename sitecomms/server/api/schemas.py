@@ -90,7 +90,7 @@ class PushSubscriptionRequest(BaseModel):
 
     endpoint: str = Field(min_length=1, max_length=limits.MAX_PUSH_ENDPOINT_CHARS)
     keys: PushKeys
-    expirationTime: float | None = None  # noqa: N815 - the browser's name
+    expirationTime: float | None = None
 
 
 class UpdateUserRequest(Strict):

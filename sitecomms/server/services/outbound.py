@@ -10,15 +10,17 @@ answer cannot rebind the name; hosts in `OutboundPolicy.allowed_hosts` skip the 
 CAs plus `ca_file`, with SNI and Host the URL's host. Redirects are never followed (a 3xx is just
 a status), at most `max_response_bytes` of a body are read (more closes the connection), and a
 whole call takes at most `total_timeout` seconds; any failure to get an answer is
-`OutboundFailed(reason)`. Connections are kept alive in one httpcore pool, per origin, with at
-most `max_connections` calls in flight. Push endpoints are capabilities: logs and reasons name
-the origin only, never the path.
+`OutboundFailed(reason)`. Connections are kept alive, a list of idle httpcore connections per
+origin, with at most `max_connections` calls in flight and as many idle connections (httpcore's
+own pool scans every connection for every request: milliseconds per call at 64 in flight). Push
+endpoints are capabilities: logs and reasons name the origin only, never the path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import ipaddress
 import logging
 import re
@@ -26,6 +28,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -55,6 +58,8 @@ _HOST_NAME = re.compile(
     r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
 )
 _DIGITS = re.compile(r"[0-9]+")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # inet_aton reads "0x7f000001" or "127.1" as an address
+_PRINTABLE_ASCII = re.compile(r"[!-~]*")  # what a serialised URL is made of (urlsplit drops tabs silently)
 _DROPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
@@ -136,69 +141,110 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 
 
 class Outbound:
-    """A pool of guarded HTTPS connections. `post` calls a URL; `aclose` closes the pool."""
+    """Guarded HTTPS calls, on keep-alive connections kept per origin. `post` calls a URL;
+    `aclose` closes the idle connections. Use one `Outbound` on one event loop."""
 
     def __init__(self, policy: OutboundPolicy, *, max_connections: int, resolver: Resolver | None = None) -> None:
         self._policy = policy
-        context = ssl.create_default_context()
+        self._context = ssl.create_default_context()
         if policy.ca_file is not None:
-            context.load_verify_locations(cafile=policy.ca_file)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=max_connections,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-            network_backend=_GuardedBackend(policy, resolver or _resolve),
-        )
-        self._slots = asyncio.Semaphore(max_connections)  # the total time starts once a connection is free
+            self._context.load_verify_locations(cafile=policy.ca_file)
+        self._backend = _GuardedBackend(policy, resolver or _resolve)
+        self._max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)  # calls in flight; the total time starts once in
+        self._idle: dict[tuple[bytes, int], list[httpcore.AsyncHTTPConnection]] = {}  # by (host, port)
+        self._idle_count = 0
+        self._closed = False
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> OutboundResponse:
         """POST `body` to `url`: the status and Retry-After. OutboundRefused if `url` may not be
         called; OutboundFailed when no answer came in time."""
         parts = _parse(url, self._policy)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        host = _ascii_host(parts)
+        shown = f"{parts.scheme}://{parts.netloc}"  # the origin: what logs may name
+        host, port = _ascii_host(parts), parts.port or 443
         authority = (f"[{host.decode()}]" if b":" in host else host.decode()) + (f":{parts.port}" if parts.port else "")
-        sent = [("Host", authority)]
+        sent = [("Host", authority), ("Content-Length", str(len(body)))]
         sent += [(name, value) for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        request_url = httpcore.URL(scheme=b"https", host=host, port=parts.port, target=target.encode())
-        timeouts = {
-            "connect": self._policy.connect_timeout,
-            "read": self._policy.total_timeout,
-            "write": self._policy.total_timeout,
-            "pool": self._policy.total_timeout,
-        }
+        limit = self._policy.total_timeout
+        request = httpcore.Request(
+            "POST",
+            httpcore.URL(scheme=b"https", host=host, port=port, target=target.encode()),
+            headers=sent,
+            content=body,
+            extensions={"timeout": {"connect": self._policy.connect_timeout, "read": limit, "write": limit}},
+        )
         async with self._slots:
             try:
-                async with asyncio.timeout(self._policy.total_timeout):
-                    return await self._exchange(request_url, sent, body, timeouts)
+                async with asyncio.timeout(limit):
+                    return await self._exchange(httpcore.Origin(b"https", host, port), request)
             except OutboundRefused as refused:
-                log.warning("refused to call %s: %s", origin, refused.reason)
+                log.warning("refused to call %s: %s", shown, refused.reason)
                 raise
             except (TimeoutError, httpcore.TimeoutException):
-                log.info("no answer from %s within %s s", origin, self._policy.total_timeout)
+                log.info("no answer from %s within %s s", shown, limit)
                 raise OutboundFailed("timeout") from None
             except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
                 reason = _describe(exc)
-                log.info("calling %s failed: %s", origin, reason)
+                log.info("calling %s failed: %s", shown, reason)
                 raise OutboundFailed(reason) from None
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        self._closed = True
+        idle = [connection for connections in self._idle.values() for connection in connections]
+        self._idle.clear()
+        self._idle_count = 0
+        for connection in idle:
+            await connection.aclose()
 
-    async def _exchange(
-        self, url: httpcore.URL, headers: list[tuple[str, str]], body: bytes, timeouts: dict[str, float]
-    ) -> OutboundResponse:
-        limit, received = self._policy.max_response_bytes, 0
-        async with self._pool.stream(
-            "POST", url, headers=headers, content=body, extensions={"timeout": timeouts}
-        ) as response:
-            async for chunk in response.aiter_stream():
-                received += len(chunk)
-                if received > limit:  # stop reading: leaving the stream unread closes the connection
-                    break
-            retry_after = _header(response.headers, b"retry-after")
-            return OutboundResponse(response.status, parse_retry_after(retry_after, now=time.time()))
+    async def _exchange(self, origin: httpcore.Origin, request: httpcore.Request) -> OutboundResponse:
+        connection = await self._take(origin)
+        try:
+            response = await connection.handle_async_request(request)
+            try:
+                received = 0
+                async for chunk in response.aiter_stream():
+                    received += len(chunk)
+                    if received > self._policy.max_response_bytes:  # unread, the connection is closed
+                        break
+            finally:
+                await response.aclose()
+        except BaseException:
+            await connection.aclose()
+            raise
+        await self._give_back(origin, connection)
+        retry_after = _header(response.headers, b"retry-after")
+        return OutboundResponse(response.status, parse_retry_after(retry_after, now=time.time()))
+
+    async def _take(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
+        """The origin's most recently used idle connection still open, or a new one."""
+        key = (origin.host, origin.port)
+        while key in self._idle:
+            connection = self._idle[key].pop()
+            self._removed_from(key)
+            if connection.is_idle() and not connection.has_expired():
+                return connection
+            await connection.aclose()
+        return httpcore.AsyncHTTPConnection(
+            origin, ssl_context=self._context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend
+        )
+
+    async def _give_back(self, origin: httpcore.Origin, connection: httpcore.AsyncHTTPConnection) -> None:
+        if self._closed or not connection.is_idle():
+            await connection.aclose()
+            return
+        if self._idle_count >= self._max_connections:  # keep at most max_connections idle
+            crowded = max(self._idle, key=lambda key: len(self._idle[key]))
+            oldest = self._idle[crowded].pop(0)
+            self._removed_from(crowded)
+            await oldest.aclose()
+        self._idle.setdefault((origin.host, origin.port), []).append(connection)
+        self._idle_count += 1
+
+    def _removed_from(self, key: tuple[bytes, int]) -> None:
+        self._idle_count -= 1
+        if not self._idle[key]:
+            del self._idle[key]
 
 
 @dataclass
@@ -251,8 +297,16 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+# Lookups run on threads of their own: a client's name server may hang each one for many
+# seconds (a timeout leaves the thread blocked), which must not starve the loop's default
+# executor (password hashing and the rest share it).
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sitecomms-outbound-dns")
+
+
 async def _resolve(host: str, port: int) -> list[IPAddress]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    )
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0])
@@ -264,6 +318,8 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
 def _parse(url: str, policy: OutboundPolicy) -> SplitResult:
     if len(url) > MAX_URL_CHARS:
         raise OutboundRefused(f"the URL is longer than {MAX_URL_CHARS} characters")
+    if _PRINTABLE_ASCII.fullmatch(url) is None:
+        raise OutboundRefused("the URL has a character that is not printable ASCII (a space, a control)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -287,7 +343,7 @@ def _parse(url: str, policy: OutboundPolicy) -> SplitResult:
             name = _ascii_host(parts).decode()
         except UnicodeError:
             raise OutboundRefused("the URL's host is not a valid name") from None
-        if _HOST_NAME.fullmatch(name) is None or _DIGITS.fullmatch(name.rstrip(".").rsplit(".", 1)[-1]):
+        if _HOST_NAME.fullmatch(name) is None or _NUMERIC_LABEL.fullmatch(name.rstrip(".").rsplit(".", 1)[-1]):
             raise OutboundRefused("the URL's host is not a valid name")
     elif not is_public(literal) and not policy.allows(host):
         raise OutboundRefused(f"the URL's host is an address that is not public ({literal})")

@@ -4,7 +4,8 @@ A subscription belongs to the caller's session (their signed-in device), so endi
 (sign-out, revocation, theft detection, deactivation, a password change elsewhere) deletes it
 in the same transaction (services/sessions.py). The endpoint identifies a browser profile:
 registering it again is idempotent (the same id), from another session or user it moves there
-(a shared phone: only its current owner is notified). A session keeps one subscription (a
+(a shared phone: only its current owner is notified; to another user without the pushes still
+owed to the previous one, and counted against the new user's devices). A session keeps one subscription (a
 browser that renews its endpoint replaces the old one) and a user at most
 `PUSH_DEVICES_PER_USER`. Endpoints are client-supplied URLs the server will POST to, so they
 pass the outbound guard's URL check here and its address check at every send.
@@ -21,7 +22,7 @@ from sitecomms.server.services import webpush
 from sitecomms.server.services.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from sitecomms.server.services.outbound import OutboundPolicy, OutboundRefused, check_url
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import push, stream
+from sitecomms.store import push, sessions, stream
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.errors import Duplicate
 from sitecomms.store.rows import PushSubscriptionRow
@@ -78,6 +79,9 @@ class PushSubscriptions:
 def _subscribe_txn(
     conn: Connection, viewer: Viewer, request: PushSubscriptionRequest
 ) -> tuple[PushSubscriptionRow, bool]:
+    session = sessions.get_session(conn, viewer.session_id)
+    if session is None or session.revoked_at is not None:  # ended since the request was authenticated
+        raise Unauthenticated("this device's session has ended; sign in again")
     found = push.subscription_by_endpoint(conn, request.endpoint)
     row = PushSubscriptionRow(
         id=found.id if found is not None else str(uuid.uuid4()),
@@ -92,7 +96,7 @@ def _subscribe_txn(
     for other in push.subscriptions_of(conn, viewer.user_id):
         if other.session_id == viewer.session_id and other.id != row.id:  # the device renewed its endpoint
             push.delete_subscriptions(conn, [other.id])
-    if found is not None:
+    if found is not None and found.user_id == viewer.user_id:
         if found != row:
             push.rebind_subscription(conn, row)
         return row, False
@@ -102,5 +106,7 @@ def _subscribe_txn(
         )
     # Pushes start with the messages after now (never the org's history), from the org's first subscription.
     push.start_cursor(conn, viewer.org_id, stream.current_position(conn, viewer.org_id))
+    if found is not None:  # another user's until now: it goes without the pushes still owed to them
+        push.delete_subscriptions(conn, [found.id])
     push.insert_subscription(conn, row)
-    return row, True
+    return row, found is None

@@ -6,9 +6,11 @@ visibility module's `may_be_notified`, never the sender's devices), in the trans
 moves the cursor: a crash after a send's commit loses nothing, since the cursor still points
 before it. The *worker* claims due deliveries for a lease (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL: two processes never both send one), sends them with bounded concurrency through the
-outbound guard, and settles each: accepted → deleted; 404/410 or a refused address → the
-subscription is deleted; 413 → sent again at once without content; 429/5xx/no answer → retried
-after `Retry-After` or the push backoff, until the TTL runs out; anything else → given up. A
+outbound guard, and settles each: accepted → deleted; 404/410, a refused address or keys that
+cannot encrypt → the subscription is deleted; 413 → sent again at once without content;
+429/5xx/no answer (or an unexpected error) → retried after the longer of `Retry-After` and the
+push backoff, until the TTL runs out; anything else → given up. Visibility is checked again at
+the claim (a role changed since planning: what its owner may no longer see is dropped). A
 worker that dies mid-send leaves its lease to expire, and the push goes out again then. The
 send path never waits for any of this: notices wake the worker, and a poll catches what a lost
 notice or another process's crash left behind. No message text is logged.
@@ -38,7 +40,7 @@ from sitecomms.server.services.outbound import Outbound, OutboundFailed, Outboun
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, push
 from sitecomms.store.database import Connection, Database
-from sitecomms.store.rows import DuePush
+from sitecomms.store.rows import ConversationRow, DuePush
 from sitecomms.store.types import utcnow
 
 log = logging.getLogger("sitecomms.push")
@@ -46,6 +48,10 @@ log = logging.getLogger("sitecomms.push")
 LEASE = timedelta(seconds=60)  # longer than the outbound guard's total timeout
 _ORGS_PER_PLAN = 8
 _MESSAGES_PER_PLAN = 500
+# Deliveries one planning transaction records (past it, after the message that reached it): it
+# shares the writer (SQLite) or the loop (PostgreSQL's run_sync) with the send path, and a
+# backlog of 500 messages to 10,000 devices would be 5 million rows in one go.
+_DELIVERIES_PER_PLAN = 5000
 _ACCEPTED = frozenset({200, 201, 202, 204})
 _GONE = frozenset({404, 410})
 _TOO_LARGE = 413
@@ -112,11 +118,12 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
         full = len(rows) == _MESSAGES_PER_PLAN
         more = more or full
         fresh = [row for row in rows if row.created_at + ttl > now]  # older ones would expire unsent
+        reached = rows[-1].position if full else head
         if fresh:
             targets = push.targets_of_org(conn, org_id, active_since=active_since)
             viewers = [(t.subscription_id, Viewer(t.user_id, org_id, Role(t.role))) for t in targets]
             found = conversations.get_conversations(conn, sorted({row.conversation_id for row in fresh}))
-            due = []
+            due: list[dict[str, object]] = []
             for row in fresh:
                 conversation = found.get(row.conversation_id)
                 if conversation is None:
@@ -133,10 +140,31 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
                     for subscription_id, viewer in viewers
                     if visibility.may_be_notified(viewer, conversation, row.sender_id)
                 )
+                if recorded + len(due) >= _DELIVERIES_PER_PLAN and row is not fresh[-1]:
+                    reached, more = row.position, True  # the rest in the next transaction
+                    break
             push.record_deliveries(conn, due)
             recorded += len(due)
-        push.move_cursor(conn, org_id, rows[-1].position if full else head)
+        push.move_cursor(conn, org_id, reached)
+        if recorded >= _DELIVERIES_PER_PLAN:
+            return recorded, True
     return recorded, more
+
+
+def claim_txn(
+    conn: Connection, *, now: datetime, until: datetime, limit: int
+) -> tuple[list[DuePush], dict[str, ConversationRow]]:
+    """Lease due deliveries (`push.claim`), with their conversations as they are now."""
+    claimed = push.claim(conn, now=now, until=until, limit=limit)
+    return claimed, conversations.get_conversations(conn, sorted({due.conversation_id for due in claimed}))
+
+
+def _still_notified(due: DuePush, found: dict[str, ConversationRow]) -> bool:
+    """Whether the device's owner may still be pushed the message: a role changed since it was
+    planned (an admin made medic) takes away what they may no longer see."""
+    conversation = found.get(due.conversation_id)
+    viewer = Viewer(due.user_id, due.user_org_id, Role(due.user_role))
+    return conversation is not None and visibility.may_be_notified(viewer, conversation, due.sender_id)
 
 
 def _pending_txn(conn: Connection) -> tuple[bool, datetime | None]:
@@ -171,6 +199,9 @@ class PushDelivery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(policy.concurrency)
+        self._rounds = 0  # rounds running (the task's, and any caller's)
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self.delivered = 0  # pushes accepted by a push service, since start (for the benchmark and tests)
 
     def poke(self) -> None:
@@ -204,13 +235,27 @@ class PushDelivery:
                 wait = backoff.RECONNECT.delay(failures)
                 failures += 1
 
+    async def quiet(self) -> None:
+        """Until no round is running: every push claimed in this process has been settled."""
+        await self._quiet.wait()
+
     async def round(self) -> float:
         """Plan and send everything due now; seconds until the next retry is due (or the poll)."""
+        self._rounds += 1
+        self._quiet.clear()
+        try:
+            return await self._round()
+        finally:
+            self._rounds -= 1
+            if not self._rounds:
+                self._quiet.set()
+
+    async def _round(self) -> float:
         while True:
             behind, next_due = await self._db.read("push_pending", _pending_txn)
             now = utcnow()
             if behind:
-                _, more = await self._db.write(
+                recorded, more = await self._db.write(
                     "push_plan",
                     plan_txn,
                     now=now,
@@ -219,7 +264,8 @@ class PushDelivery:
                 )
                 if more:
                     continue
-                next_due = now
+                if recorded:  # (nothing: no one to push, or another process holds the org and sends)
+                    next_due = now
             if next_due is None or next_due > now:
                 break
             if not await self._deliver_batch():
@@ -231,14 +277,29 @@ class PushDelivery:
 
     async def _deliver_batch(self) -> int:
         now = utcnow()
-        claimed = await self._db.write(
-            "push_claim", push.claim, now=now, until=now + LEASE, limit=self._policy.concurrency * 4
+        claimed, found = await self._db.write(
+            "push_claim", claim_txn, now=now, until=now + LEASE, limit=self._policy.concurrency * 4
         )
         if not claimed:
             return 0
-        settled = await asyncio.gather(*(self._send(due) for due in claimed))
-        await self._db.write("push_settle", settle_txn, list(settled))
+        allowed = [due for due in claimed if _still_notified(due, found)]
+        answers = await asyncio.gather(*(self._send(due) for due in allowed), return_exceptions=True)
+        settled = [
+            self._unexpected(due, answer) if isinstance(answer, BaseException) else answer
+            for due, answer in zip(allowed, answers, strict=True)
+        ]
+        kept = {due.id for due in allowed}
+        settled += [Settled(due, Outcome.GIVE_UP) for due in claimed if due.id not in kept]
+        await self._db.write("push_settle", settle_txn, settled)
         return len(claimed)
+
+    def _unexpected(self, due: DuePush, error: BaseException) -> Settled:
+        """A send that failed unexpectedly (a bug) is retried like a failed call; the others of
+        its batch are settled all the same (unsettled, they would go out again after the lease)."""
+        if not isinstance(error, Exception):
+            raise error
+        log.error("push to subscription %s failed unexpectedly (%r)", due.subscription_id, error)
+        return self._retry(due, None, "an unexpected error")
 
     async def _send(self, due: DuePush) -> Settled:
         async with self._limit:
@@ -248,17 +309,21 @@ class PushDelivery:
             if remaining <= 0:
                 return Settled(due, Outcome.GIVE_UP)
             payload = encode_notice(notice_for(due, include_content=self._policy.include_content))
-            request = webpush.build_request(
-                self._key,
-                endpoint=due.endpoint,
-                p256dh=due.p256dh,
-                auth=due.auth,
-                payload=payload,
-                ttl=remaining,
-                topic=webpush.topic_for(due.conversation_id),
-                subject=self._policy.subject,
-                now=now,
-            )
+            try:
+                request = webpush.build_request(
+                    self._key,
+                    endpoint=due.endpoint,
+                    p256dh=due.p256dh,
+                    auth=due.auth,
+                    payload=payload,
+                    ttl=remaining,
+                    topic=webpush.topic_for(due.conversation_id),
+                    subject=self._policy.subject,
+                    now=now,
+                )
+            except ValueError as exc:  # its keys (or endpoint) can never make a push: as good as gone
+                log.warning("push subscription %s cannot be pushed to (%s): removed", due.subscription_id, exc)
+                return Settled(due, Outcome.GONE)
             try:
                 response = await self._outbound.post(request.endpoint, request.headers, request.body)
             except OutboundRefused as exc:
@@ -273,7 +338,7 @@ class PushDelivery:
         if status in _GONE:
             log.info("push subscription %s is gone (%d): removed", due.subscription_id, status)
             return Settled(due, Outcome.GONE)
-        if status == _TOO_LARGE and due.with_content:
+        if status == _TOO_LARGE and due.with_content and self._policy.include_content:  # else: no smaller
             return Settled(due, Outcome.SHRINK)
         if status in _RETRIED:
             return self._retry(due, response.retry_after, f"status {status}")
@@ -281,10 +346,11 @@ class PushDelivery:
         return Settled(due, Outcome.GIVE_UP)
 
     def _retry(self, due: DuePush, retry_after: float | None, why: str) -> Settled:
-        wait = retry_after if retry_after is not None else backoff.RETRY_PUSH.delay(due.attempts - 1)
-        at = utcnow() + timedelta(seconds=max(0.0, wait))
-        if at >= due.expires_at:
+        # Retry-After is a least wait: a push service's "0" must not make a hot loop of it.
+        wait = max(retry_after or 0.0, backoff.RETRY_PUSH.delay(due.attempts - 1))
+        now = utcnow()
+        if wait >= (due.expires_at - now).total_seconds():  # compared as seconds: any float, even inf
             log.warning("push to subscription %s not delivered before its TTL (%s): given up", due.subscription_id, why)
             return Settled(due, Outcome.GIVE_UP)
         log.info("push to subscription %s: %s; retry in %.1f s", due.subscription_id, why, wait)
-        return Settled(due, Outcome.RETRY, at)
+        return Settled(due, Outcome.RETRY, now + timedelta(seconds=wait))

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sitecomms.server.private_files import KeyFileError, read_private, write_private
 
-__all__ = ["PushRequest", "VapidKey", "build_request", "encrypt", "topic_for", "validate_keys"]
+__all__ = ["PushRequest", "VapidKey", "build_request", "encrypt", "origin_of", "topic_for", "validate_keys"]
 
 TOKEN_SECONDS = 12 * 3600  # a VAPID JWT's lifetime (RFC 8292 allows at most 24 h)
 RESIGN_SECONDS = 3600  # a cached JWT is signed again when less than this remains

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sitecomms.protocol.limits import PUSH_DEVICES_PER_USER
+from sitecomms.store import push, sessions
+from sitecomms.store.types import utcnow
 from tests.conftest import Stack
 from tests.support import PASSWORD, Member
 
@@ -24,8 +26,10 @@ def _b64(raw: bytes) -> str:
 
 def subscription(endpoint: str | None = None) -> dict[str, Any]:
     """What `PushSubscription.toJSON()` gives a browser: an endpoint and fresh receiver keys."""
-    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     )
     return {
         "endpoint": endpoint or f"https://push.example.net/wpush/{uuid.uuid4().hex}",
@@ -54,8 +58,9 @@ async def _login(stack: Stack, member: Member) -> Member:
 
 
 async def test_the_public_key_is_a_p256_point_and_stays_the_same(stack: Stack) -> None:
-    first = await stack.client.get("/v1/push/key")
-    second = await stack.client.get("/v1/push/key")
+    world = await stack.orgs.make(admins=1, medics=1)
+    first = await stack.client.get("/v1/push/key", headers=world.admins[0].headers)
+    second = await stack.client.get("/v1/push/key", headers=world.medics[0].headers)
     assert first.status_code == 200
     key = first.json()["public_key"]
     raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
@@ -98,6 +103,9 @@ async def test_subscribing_needs_a_signed_in_device(stack: Stack) -> None:
         "https://[::1]/wpush/1",
         "https://user:pass@push.example.net/wpush/1",  # credentials in the URL
         "ftp://push.example.net/1",
+        "https://0x7f000001/wpush/1",  # 127.0.0.1 in hex, as the C resolver reads it
+        "https://push.example.net/wpush/\x00",  # PostgreSQL cannot even store it
+        "https://push.example.net/wpush/a b",
         "not a url",
     ],
 )
@@ -217,3 +225,16 @@ async def test_a_password_change_keeps_only_this_devices_subscription(stack: Sta
     )
     assert response.status_code == 204, response.text
     assert [s["id"] for s in await _mine(stack, phone)] == [kept["id"]]
+
+
+async def test_a_session_revoked_while_its_request_was_on_the_way_subscribes_nothing(stack: Stack) -> None:
+    world = await stack.orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    listed = (await stack.client.get("/v1/sessions", headers=medic.headers)).json()["sessions"]
+    (current,) = [s for s in listed if s["current"]]
+    # Revoked in the database, the access log not told yet (the request passed authentication
+    # just before): the subscription would outlive its session, never pushed nor removed.
+    assert await stack.db.write("test_revoke", sessions.revoke, current["id"], now=utcnow(), reason="revoked")
+    response = await stack.client.post("/v1/push/subscriptions", json=subscription(), headers=medic.headers)
+    assert response.status_code == 401, response.text
+    assert await stack.db.read("test_subs", push.subscriptions_of, medic.id) == []

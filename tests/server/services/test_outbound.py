@@ -9,8 +9,10 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,6 +85,34 @@ async def test_an_allowed_host_is_called_with_the_body_headers_and_host(
     assert first.headers["content-length"] == "5"
     assert second.headers["content-length"] == "0" and second.body == b""
     assert server.connections == 1 and first.connection == second.connection == 1  # kept alive
+
+
+async def test_a_connection_the_server_closed_is_not_used_again(server: TLSServer, policy: OutboundPolicy) -> None:
+    outbound = Outbound(policy, max_connections=4)
+    try:
+        async with asyncio.timeout(10):
+            assert (await outbound.post(f"{server.origin}/close", {}, b"")).status == 201  # said so
+            assert (await outbound.post(f"{server.origin}/drop", {}, b"")).status == 201  # did not say so
+            await server.wait_for_disconnects(2)
+            assert (await outbound.post(f"{server.origin}/ok", {}, b"")).status == 201
+    finally:
+        await outbound.aclose()
+    assert [seen.connection for seen in server.requests] == [1, 2, 3]
+
+
+async def test_at_most_max_connections_are_kept_idle_across_origins(server: TLSServer, policy: OutboundPolicy) -> None:
+    both = replace(policy, allowed_hosts=frozenset({"127.0.0.1", "localhost"}))
+    origins = [server.origin, f"https://localhost:{server.port}"] * 2
+    for max_connections, connections in [(1, 4), (2, 2)]:
+        server.connections = 0
+        outbound = Outbound(both, max_connections=max_connections)
+        try:
+            async with asyncio.timeout(10):
+                for origin in origins:
+                    assert (await outbound.post(f"{origin}/ok", {}, b"")).status == 201
+        finally:
+            await outbound.aclose()
+        assert server.connections == connections
 
 
 async def test_a_server_certificate_not_from_a_trusted_ca_fails(server: TLSServer, policy: OutboundPolicy) -> None:
@@ -194,6 +224,26 @@ async def test_a_name_resolving_to_loopback_is_refused(server: TLSServer, policy
     assert await post(replace(policy, allowed_hosts=frozenset({"LOCALHOST"})), url) == (201, None)
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_names_are_resolved_off_the_loops_default_executor(server: TLSServer, policy: OutboundPolicy) -> None:
+    """A push endpoint's name server may hang each lookup for many seconds (a timeout leaves the
+    thread blocked): such lookups must not take the threads password hashing and the rest share."""
+    shared = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(shared)
+    allowed = replace(policy, allowed_hosts=frozenset({"localhost"}))
+    assert await post(allowed, f"https://localhost:{server.port}/ok") == (201, None)
+    assert shared.submitted == 0
+
+
 class Resolver:
     """A DNS double: fixed answers per name, and a count of lookups."""
 
@@ -213,6 +263,28 @@ async def test_a_name_is_refused_if_any_of_its_addresses_is_not_public(
     with pytest.raises(OutboundRefused, match=r"not public \(10\.0\.0\.1\)"):
         await post(policy, f"https://push.example:{server.port}/ok", resolver=resolver)
     assert resolver.lookups == ["push.example"]
+
+
+class FailingResolver:
+    def __init__(self, error: OSError | None) -> None:
+        self.error = error
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        if self.error is not None:
+            raise self.error
+        return []
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "cannot resolve the host"),
+        (None, "resolves to no address"),
+    ],
+)
+async def test_a_name_that_does_not_resolve_fails(error: OSError | None, reason: str, policy: OutboundPolicy) -> None:
+    with pytest.raises(OutboundFailed, match=reason):
+        await post(policy, "https://push.example/ok", resolver=FailingResolver(error))
 
 
 async def test_the_checked_address_is_the_one_connected_to_with_the_names_tls_and_host(
@@ -247,6 +319,12 @@ async def test_the_checked_address_is_the_one_connected_to_with_the_names_tls_an
         ("https://push.example/" + "a" * 2048, "longer than 2048"),
         ("https://2130706433/ok", "not a valid name"),  # 127.0.0.1 as one number
         ("https://0x7f.1/ok", "not a valid name"),
+        ("https://0x7f000001/ok", "not a valid name"),  # what the C resolver reads as 127.0.0.1
+        ("https://127.0.0.0x1/ok", "not a valid name"),
+        ("https://push.example/a b", "printable ASCII"),  # no request line could carry it
+        ("https://push.example/a\x00b", "printable ASCII"),
+        ("https://push.example/\tsecret", "printable ASCII"),  # urlsplit would drop the tab silently
+        ("https://push.example/caf\u00e9", "printable ASCII"),
         ("https://push..example/ok", "not a valid name"),
         ("https://push_example-/ok", "not a valid name"),
     ],
@@ -261,7 +339,16 @@ async def test_a_url_that_is_not_a_plain_https_url_is_refused_even_for_an_allowe
 
 
 @pytest.mark.parametrize(
-    "url", ["https://fcm.googleapis.com/fcm/send/x", "https://[2001:4860:4860::8888]/x", "https://8.8.8.8:8443/x"]
+    "url",
+    [
+        "https://fcm.googleapis.com/fcm/send/x",
+        "https://updates.push.services.mozilla.com/wpush/v2/x",
+        "https://web.push.apple.com/QGx",
+        "https://[2001:4860:4860::8888]/x",
+        "https://8.8.8.8:8443/x",
+        "https://bücher.example/x",
+        "https://ntfy.example.org./up123",
+    ],
 )
 def test_public_https_urls_pass_the_check(url: str) -> None:
     check_url(url, OutboundPolicy())

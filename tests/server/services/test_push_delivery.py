@@ -10,22 +10,28 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from sitecomms.bench.push_service import PushService
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import PushKind, Role
 from sitecomms.server.app import build_accounts, build_signin, create_app
+from sitecomms.server.services import push_delivery
+from sitecomms.server.services.outbound import Outbound, OutboundPolicy
 from sitecomms.server.services.publisher import NoPublisher
-from sitecomms.server.services.push_delivery import PushDelivery
-from sitecomms.server.services.webpush import topic_for
+from sitecomms.server.services.push_delivery import PushDelivery, PushPolicy
+from sitecomms.server.services.webpush import VapidKey, topic_for
 from sitecomms.store import push
 from sitecomms.store.database import Database, open_database
+from sitecomms.store.schema import push_cursors, push_deliveries, push_subscriptions
 from sitecomms.store.types import utcnow
 from tests.server.api.test_isolation import Model, Plan, Sent, _play, plans
 from tests.servers import fresh_database
@@ -48,24 +54,28 @@ class Pushing:
         response = await self.client.post("/v1/auth/login", json={"email": member.email, "password": PASSWORD})
         assert response.status_code == 200, response.text
         headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
-        key = (await self.client.get("/v1/push/key")).json()["public_key"]
+        key = (await self.client.get("/v1/push/key", headers=headers)).json()["public_key"]
         body = self.service.subscribe(key)
         created = await self.client.post("/v1/push/subscriptions", json=body, headers=headers)
         assert created.status_code == 201, created.text
         return PushService.subscription_id(body["endpoint"])
 
     async def settled(self) -> None:
-        """Until the worker has nothing left to send now (every push answered or waiting to retry)."""
+        """Until nothing is left to send now and no send is in flight (the app's own worker may
+        hold a lease): every push answered or waiting to retry."""
         async with asyncio.timeout(TIMEOUT):
             while True:
+                await self.pusher.quiet()
                 await self.pusher.round()
+                await self.pusher.quiet()
                 if not await self.db.read("test_push_pending", _due_now):
                     return
 
 
 def _due_now(conn: Any) -> bool:
-    next_due = push.next_due(conn)
-    return push.any_org_behind(conn) or (next_due is not None and next_due <= utcnow())
+    next_due, now = push.next_due(conn), utcnow()
+    in_flight = conn.execute(select(push_deliveries.c.id).where(push_deliveries.c.leased_until > now)).first()
+    return push.any_org_behind(conn) or (next_due is not None and next_due <= now) or in_flight is not None
 
 
 async def _pushing(url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[Pushing]:
@@ -265,7 +275,10 @@ async def test_pushes_reach_exactly_the_devices_that_may_see_each_message(pushin
             for sent in model.messages.values()
             if _may_be_pushed(member, sent, model)
         )
-        await pushing.service.wait_for(lambda s: s.received_count >= sum(expected.values()), TIMEOUT)
+        total = sum(expected.values())
+        await pushing.service.wait_for(
+            lambda s: sum(r.subscription_id in devices for r in s.received) >= total, TIMEOUT
+        )
         await pushing.settled()
         got = Counter(
             (subscription, notice["message_id"])
@@ -278,3 +291,173 @@ async def test_pushes_reach_exactly_the_devices_that_may_see_each_message(pushin
                 sent = model.messages[notice["message_id"]]
                 assert notice["conversation_id"] == sent.conversation_id
                 assert notice["org_id"] == devices[subscription].org_id
+
+
+# --- a hostile or broken push service, subscriptions that change under a pending push -------
+
+
+async def _pending(pushing: Pushing) -> int:
+    return await pushing.db.read("test_push_count", push.pending)
+
+
+async def _due_at_once(pushing: Pushing) -> None:
+    """Every delivery waiting for a retry is due now (as if its Retry-After had passed)."""
+
+    def txn(conn: Any) -> None:
+        conn.execute(update(push_deliveries).values(due_at=push.NEVER))
+
+    await pushing.db.write("test_push_due_now", txn)
+
+
+async def test_a_retry_after_beyond_any_date_gives_that_push_up_and_settles_the_others(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=1, medics=2)
+    hostile = await pushing.subscribe(world.medics[0])
+    fine = await pushing.subscribe(world.medics[1])
+    pushing.service.script(429, subscription_id=hostile, retry_after="9" * 400)  # a float: infinity
+    await pushing.orgs.send(world.admins[0], world.broadcast_id, "everyone")
+    await pushing.service.wait_for(lambda s: len(s.attempts) >= 2, TIMEOUT)
+    await pushing.settled()
+    assert await _pending(pushing) == 0  # both settled: nothing left leased to be sent again
+    assert sorted((a.subscription_id, a.status) for a in pushing.service.attempts) == sorted(
+        [(hostile, 429), (fine, 201)]
+    )
+
+
+async def test_a_retry_after_of_zero_still_backs_off(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=1, medics=1)
+    device = await pushing.subscribe(world.medics[0])
+    pushing.service.script(429, subscription_id=device, retry_after="0")
+    await pushing.orgs.send(world.admins[0], world.broadcast_id, "again and again")
+    await pushing.service.wait_for(1, TIMEOUT)
+    first, second = pushing.service.attempts
+    assert (first.status, second.status) == (429, 201)
+    assert second.at - first.at >= 1.0  # RETRY_PUSH's first delay at least, not at once (a hot loop)
+
+
+async def test_a_subscription_whose_keys_no_longer_encrypt_is_removed_and_the_others_are_delivered(
+    pushing: Pushing,
+) -> None:
+    world = await pushing.orgs.make(admins=1, medics=2)
+    broken = await pushing.subscribe(world.medics[0])
+    fine = await pushing.subscribe(world.medics[1])
+    (row,) = await pushing.db.read("test_subs", push.subscriptions_of, world.medics[0].id)
+    assert row.endpoint.endswith(broken)
+
+    def corrupt(conn: Any) -> None:  # a row from before key checks, or edited by hand
+        conn.execute(update(push_subscriptions).where(push_subscriptions.c.id == row.id).values(p256dh="AAAA"))
+
+    await pushing.db.write("test_corrupt", corrupt)
+    await pushing.orgs.send(world.admins[0], world.broadcast_id, "everyone")
+    await pushing.service.wait_for(1, TIMEOUT)
+    await pushing.settled()
+    assert [r.subscription_id for r in pushing.service.received] == [fine]
+    assert await _pending(pushing) == 0
+    assert await pushing.db.read("test_subs", push.subscriptions_of, world.medics[0].id) == []
+
+
+async def test_an_endpoint_moved_to_another_user_carries_none_of_the_first_users_pushes(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=1, medics=2)
+    first, second = world.medics
+    key = (await pushing.client.get("/v1/push/key")).json()["public_key"]
+    body = pushing.service.subscribe(key)  # one browser profile, signed into by both medics in turn
+    device = PushService.subscription_id(body["endpoint"])
+    created = await pushing.client.post("/v1/push/subscriptions", json=body, headers=first.headers)
+    assert created.status_code == 201, created.text
+    pushing.service.script(503, subscription_id=device, retry_after=600)
+    assert first.conversation_id is not None
+    await pushing.orgs.send(world.admins[0], first.conversation_id, "for the first medic only")
+    await pushing.service.wait_for(lambda s: len(s.attempts) >= 1, TIMEOUT)
+    await pushing.settled()
+    assert await _pending(pushing) == 1  # due again in 10 minutes
+    moved = await pushing.client.post("/v1/push/subscriptions", json=body, headers=second.headers)
+    assert moved.status_code == 200, moved.text
+    await _due_at_once(pushing)
+    await pushing.settled()
+    assert [a.status for a in pushing.service.attempts] == [503]  # the second medic never gets it
+    assert await _pending(pushing) == 0
+
+
+async def test_a_demoted_admin_gets_no_pending_push_of_a_conversation_no_longer_theirs(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=2, medics=1)
+    sender, demoted = world.admins
+    medic = world.medics[0]
+    device = await pushing.subscribe(demoted)
+    pushing.service.script(503, subscription_id=device, retry_after=600)
+    assert medic.conversation_id is not None
+    await pushing.orgs.send(sender, medic.conversation_id, "between the medic and the admins")
+    await pushing.service.wait_for(lambda s: len(s.attempts) >= 1, TIMEOUT)
+    await pushing.settled()
+    assert await _pending(pushing) == 1
+    response = await pushing.client.put(f"/v1/users/{demoted.id}/role", json={"role": "medic"}, headers=sender.headers)
+    assert response.status_code == 200, response.text
+    await _due_at_once(pushing)
+    await pushing.settled()
+    assert [a.status for a in pushing.service.attempts] == [503]  # a medic may not see another medic's thread
+    assert await _pending(pushing) == 0
+
+
+async def test_413_for_a_push_without_text_is_not_sent_again(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=1, medics=1)
+    device = await pushing.subscribe(world.medics[0])
+    pushing.service.script(413, subscription_id=device, times=2)
+    await pushing.orgs.send(world.admins[0], world.broadcast_id, "short")
+    await pushing.service.wait_for(lambda s: len(s.attempts) >= 1, TIMEOUT)
+    await pushing.settled()
+    assert [a.status for a in pushing.service.attempts] == [413]  # the same ids again would be as large
+    assert await pushing.db.read("test_push_count", push.pending) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_backlog_is_planned_a_bounded_number_of_deliveries_at_a_time_each_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push_delivery, "_DELIVERIES_PER_PLAN", 3)
+    async with fresh_database(backend, tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path, push_worker=False):  # this test plans by hand
+            world = await pushing.orgs.make(admins=1, medics=2)
+            for medic in world.medics:
+                await pushing.subscribe(medic)
+            sent = [await pushing.orgs.send(world.admins[0], world.broadcast_id, f"n{i}") for i in range(3)]
+            now = utcnow()
+            planned = []
+            for _ in range(4):
+                planned.append(
+                    await pushing.db.write(
+                        "test_plan",
+                        push_delivery.plan_txn,
+                        now=now,
+                        ttl=timedelta(hours=1),
+                        active_since=now - timedelta(days=1),
+                    )
+                )
+            # 2 devices a message: the 2nd message reaches 3, the rest waits for the next transaction
+            assert planned == [(4, True), (2, False), (0, False), (0, False)]
+            assert await pushing.db.read("test_push_count", push.pending) == 2 * len(sent)
+
+
+@pytest.mark.postgres
+async def test_an_org_another_process_is_planning_is_waited_for_not_spun_on(tmp_path: Path) -> None:
+    async with fresh_database("postgresql", tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path, push_worker=False):  # this test runs the rounds
+            world = await pushing.orgs.make(admins=1, medics=1)
+            await pushing.subscribe(world.medics[0])
+            await pushing.orgs.send(world.admins[0], world.broadcast_id, "planned elsewhere")
+            key_file = tmp_path / "test.vapid"
+            pusher = PushDelivery(
+                pushing.db,
+                VapidKey.open(key_file),
+                Outbound(OutboundPolicy(frozenset({"127.0.0.1"}), pushing.service.ca_file), max_connections=4),
+                PushPolicy(poll_seconds=1.0),
+            )
+            engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+            try:
+                async with asyncio.timeout(TIMEOUT), engine.connect() as other, other.begin():
+                    await other.execute(select(push_cursors).with_for_update())  # another planner's lock
+                    assert await pusher.round() == 1.0  # the next poll, not at once again (a busy loop)
+                    assert pushing.service.attempts == []
+                async with asyncio.timeout(TIMEOUT):
+                    await pusher.round()  # the lock is gone: planned and sent
+                    await pushing.service.wait_for(1, TIMEOUT)
+            finally:
+                await pusher.close()
+                await engine.dispose()

@@ -6,6 +6,8 @@ import base64
 import os
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
@@ -226,7 +228,20 @@ def test_processes_starting_at_once_agree_on_one_key(tmp_path: Path) -> None:
     assert VapidKey.open(path).public_key == public_keys[0]
 
 
-@pytest.mark.parametrize("unsafe", [0o640, 0o604, 0o660])
+def test_separate_processes_starting_at_once_agree_on_one_key(tmp_path: Path) -> None:
+    path = tmp_path / "sitecomms.vapid"
+    program = "import sys; from pathlib import Path; from sitecomms.server.services.webpush import VapidKey;"
+    program += " print(VapidKey.open(Path(sys.argv[1])).public_key)"
+    starters = [
+        subprocess.Popen([sys.executable, "-c", program, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    public_keys = {starter.communicate(timeout=60)[0].strip() for starter in starters}
+    assert all(starter.returncode == 0 for starter in starters)
+    assert public_keys == {VapidKey.open(path).public_key}
+
+
+@pytest.mark.parametrize("unsafe", [0o644, 0o640, 0o604, 0o660])
 def test_a_file_others_may_read_is_refused_with_the_fix(tmp_path: Path, unsafe: int) -> None:
     path = tmp_path / "sitecomms.vapid"
     VapidKey.open(path)

@@ -4,7 +4,9 @@
 localhost and push.example) with `cryptography`. `TLSServer` answers by path, with h11 checking
 the protocol strictly: `/ok` 201 with a Location; `/redirect` 301 to /ok; `/big` 200 with a
 1 MiB body; `/slow` (and /slow/...) no answer until the server stops; `/retry?after=<value>` 429 with that
-Retry-After. It records every request (`requests`) and counts connections (`connections`).
+Retry-After; `/close` 201 with `Connection: close`; `/drop` 201, then the connection is closed
+without saying so. It records every request (`requests`), counts connections (`connections`)
+and the ones ended (`disconnects`, awaitable with `wait_for_disconnects`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class TLSServer:
     certificates: Certificates
     requests: list[Seen] = field(default_factory=list)
     connections: int = 0
+    disconnects: int = 0
+    _ended: asyncio.Condition = field(default_factory=asyncio.Condition)
     _server: asyncio.Server | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -109,6 +113,10 @@ class TLSServer:
         context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=context)
 
+    async def wait_for_disconnects(self, count: int) -> None:
+        async with self._ended:
+            await self._ended.wait_for(lambda: self.disconnects >= count)
+
     async def stop(self) -> None:
         self._stopping.set()
         assert self._server is not None
@@ -123,17 +131,25 @@ class TLSServer:
         assert task is not None
         self._handlers.add(task)
         self.connections += 1
+        drop = False
         try:
-            await self._serve(reader, writer, self.connections)
+            drop = await self._serve(reader, writer, self.connections)
         except (ConnectionError, ssl.SSLError, h11.RemoteProtocolError):
             pass  # the client went away (as it does after reading part of /big)
         finally:
             self._handlers.discard(task)
-            writer.close()
+            if drop:
+                writer.transport.abort()  # no TLS close_notify: the socket just closes
+            else:
+                writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
                 await writer.wait_closed()
+            async with self._ended:
+                self.disconnects += 1
+                self._ended.notify_all()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> bool:
+        """Answer requests until the connection ends; True when it is to be dropped (after /drop)."""
         connection = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         body = b""
@@ -150,11 +166,13 @@ class TLSServer:
                 headers = {name.decode().lower(): value.decode() for name, value in request.headers}
                 self.requests.append(Seen(request.target.decode(), headers, body, number))
                 await self._answer(connection, writer, request.target.decode())
+                if request.target.startswith(b"/drop"):
+                    return True
                 if connection.our_state is h11.MUST_CLOSE:
-                    return
+                    return False
                 connection.start_next_cycle()
             else:  # ConnectionClosed
-                return
+                return False
 
     async def _answer(self, connection: h11.Connection, writer: asyncio.StreamWriter, target: str) -> None:
         parts = urlsplit(target)
@@ -163,6 +181,8 @@ class TLSServer:
             status, headers, body = 201, [("Location", f"{self.origin}/message/1")], b""
         elif route == "redirect":
             status, headers, body = 301, [("Location", f"{self.origin}/ok")], b""
+        elif route in ("close", "drop"):
+            status, headers, body = 201, [("Connection", "close")] if route == "close" else [], b""
         elif route == "big":
             status, headers, body = 200, [], BIG_BODY
         elif route == "slow":

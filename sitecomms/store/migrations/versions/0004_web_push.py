@@ -72,7 +72,9 @@ def upgrade() -> None:
             ["message_id"], ["messages.id"], name=op.f("fk_push_deliveries_message_id_messages"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_push_deliveries")),
-        sa.UniqueConstraint("subscription_id", "message_id", name=op.f("uq_push_deliveries_subscription_id_message_id")),
+        sa.UniqueConstraint(
+            "subscription_id", "message_id", name=op.f("uq_push_deliveries_subscription_id_message_id")
+        ),
     )
     op.create_index(op.f("ix_push_deliveries_due_at"), "push_deliveries", ["due_at"], unique=False)
 
