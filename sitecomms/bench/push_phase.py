@@ -71,7 +71,7 @@ async def subscribe_devices(world: World, host: PushHost, devices: int) -> int:
 
     await _bounded(users, create)
     tokens = await _bounded(devices, login)
-    key = (await _call(pool, "GET", "/v1/push/key", None, None, 200))["public_key"]
+    key = (await _call(pool, "GET", "/v1/push/key", None, world.admin_token, 200))["public_key"]
     subscriptions = await host.subscribe(key, devices)
 
     async def subscribe(d: int) -> None:
