@@ -3,10 +3,11 @@
 Setup over the API, like any client: ceil(N / PUSH_DEVICES_PER_USER) more medics, one session
 per device (`POST /v1/auth/login`), and per session one subscription (`POST
 /v1/push/subscriptions`) made by the double (`push_host.PushHost`) for the server's key
-(`GET /v1/push/key`). Then three steps, each bounded:
+(`GET /v1/push/key`). The probe: the pairs' direct sends at `probe_rate` for `probe_seconds`,
+paced from this process, and the send path's figures (the HTTP answer, send → realtime
+delivery); it runs once before the setup (no subscription at all, for reference). Then:
 
-1. a probe without pushes: the pairs' direct sends at `probe_rate` for `probe_seconds`, paced
-   from this process; the send path's figures (the HTTP answer, and send → realtime delivery);
+1. the probe again, the subscriptions in place and no push flowing;
 2. broadcast A alone: from the send's acknowledgement to the last push the double accepted, and
    the server processes' CPU over that window per 1,000 pushes;
 3. broadcast B with the same probe running: only the probe's sends made between B's send and
@@ -162,6 +163,8 @@ async def push(
     probe_seconds: float,
     within: float,
 ) -> Result:
+    bare = Sends(world)
+    await probe(world, bare, probe_rate, probe_seconds)
     setup_started = time.perf_counter()
     users = await subscribe_devices(world, host, devices)
     setup_s = time.perf_counter() - setup_started
@@ -228,6 +231,7 @@ async def push(
         "double_rejections": b["tally"].rejections,
         "double_rejection_reasons": b["tally"].reasons,
         "probe_rate": probe_rate,
+        "probe_before_subscriptions": probe_figures(bare),
         "probe_without_pushes": baseline,
         "probe_during_pushes": during,
         "probe_p99_change_percent": p99_change,

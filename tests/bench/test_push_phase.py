@@ -31,6 +31,7 @@ def test_quick_push_phase_pushes_every_device_once_and_reports_the_figures(tmp_p
     assert result["last_push_after_ack_with_probe_ms"] > 0
     assert result["server_cpu_s_per_1000"] > 0
     without, during = result["probe_without_pushes"], result["probe_during_pushes"]
+    assert result["probe_before_subscriptions"]["samples"] > 0
     assert without["samples"] > 0
     assert without["delivery_ms"]["p99"] is not None and without["send_response_ms"]["p99"] is not None
     assert during["lost"] == 0
