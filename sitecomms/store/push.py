@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from sitecomms.protocol.enums import Role
 from sitecomms.store.rows import DuePush, PushSubscriptionRow, PushTarget
 from sitecomms.store.schema import (
     messages,
@@ -93,7 +94,7 @@ _CURSOR_START_POSTGRES = Statement(
 # planner skips it; SQLite has no row locks and needs none: one writer).
 _BEHIND = Statement(
     "push.cursor.behind",
-    select(push_cursors.c.org_id, push_cursors.c.position, org_streams.c.position)
+    select(push_cursors.c.org_id, push_cursors.c.position, push_cursors.c.after_subscription, org_streams.c.position)
     .join(org_streams, org_streams.c.org_id == push_cursors.c.org_id)
     .where(push_cursors.c.position < org_streams.c.position)
     .order_by(push_cursors.c.org_id)
@@ -109,10 +110,11 @@ _ANY_BEHIND = Statement(
 )
 _CURSOR_MOVE = Statement(
     "push.cursor.move",
-    update(push_cursors).where(push_cursors.c.org_id == bindparam("org")).values(position=bindparam("position")),
+    update(push_cursors)
+    .where(push_cursors.c.org_id == bindparam("org"))
+    .values(position=bindparam("position"), after_subscription=bindparam("after_subscription")),
 )
-_TARGETS = Statement(
-    "push.targets",
+_LIVE_TARGETS = (
     select(_SUB.id, _SUB.user_id, users.c.role)
     .join(sessions, sessions.c.id == _SUB.session_id)
     .join(users, users.c.id == _SUB.user_id)
@@ -123,7 +125,14 @@ _TARGETS = Statement(
         sessions.c.revoked_at.is_(None),
         sessions.c.last_used_at >= bindparam("active_since"),
     )
-    .order_by(_SUB.id),
+    .order_by(_SUB.id)
+)
+# Who could be due a push for a message (the visibility module decides who is): the whole org for
+# a broadcast; the org's admins and the one medic for a direct conversation.
+_TARGETS = Statement("push.targets.org", _LIVE_TARGETS)
+_TARGETS_DIRECT = Statement(
+    "push.targets.direct",
+    _LIVE_TARGETS.where(or_(users.c.role == Role.ADMIN.value, users.c.id == bindparam("medic_id"))),
 )
 
 _DELIVERY_INSERT = Statement(
@@ -263,9 +272,12 @@ def start_cursor(conn: Connection, org_id: str, position: int) -> None:
     statement.run(conn, org_id=org_id, position=position)
 
 
-def orgs_behind(conn: Connection, limit: int) -> list[tuple[str, int, int]]:
-    """(org, cursor, stream head) of orgs with changes after their push cursor, locked."""
-    return [(str(org), int(cursor), int(head)) for org, cursor, head in _BEHIND.rows(conn, limit=limit)]
+def orgs_behind(conn: Connection, limit: int) -> list[tuple[str, int, str, int]]:
+    """(org, cursor, last subscription planned of the next message, stream head) of orgs with
+    changes after their push cursor, locked."""
+    return [
+        (str(org), int(cursor), str(after), int(head)) for org, cursor, after, head in _BEHIND.rows(conn, limit=limit)
+    ]
 
 
 def any_org_behind(conn: Connection) -> bool:
@@ -273,14 +285,21 @@ def any_org_behind(conn: Connection) -> bool:
     return _ANY_BEHIND.first(conn) is not None
 
 
-def move_cursor(conn: Connection, org_id: str, position: int) -> None:
-    _CURSOR_MOVE.run(conn, org=org_id, position=position)
+def move_cursor(conn: Connection, org_id: str, position: int, *, after_subscription: str = "") -> None:
+    """Messages up to `position` are planned, and the next one for subscriptions up to
+    `after_subscription` ("": for none)."""
+    _CURSOR_MOVE.run(conn, org=org_id, position=position, after_subscription=after_subscription)
 
 
-def targets_of_org(conn: Connection, org_id: str, *, active_since: datetime) -> list[PushTarget]:
-    """The org's subscriptions whose session is live (not revoked, used since `active_since`)
-    and whose user is active."""
-    return [PushTarget(*row) for row in _TARGETS.rows(conn, org_id=org_id, active_since=active_since)]
+def targets_of(conn: Connection, org_id: str, *, medic_id: str | None, active_since: datetime) -> list[PushTarget]:
+    """The subscriptions whose session is live (not revoked, used since `active_since`) and whose
+    user is active, of the org's users who could see a conversation: everyone (`medic_id` None,
+    the broadcast) or the admins and that medic (a direct conversation)."""
+    if medic_id is None:
+        rows = _TARGETS.rows(conn, org_id=org_id, active_since=active_since)
+    else:
+        rows = _TARGETS_DIRECT.rows(conn, org_id=org_id, medic_id=medic_id, active_since=active_since)
+    return [PushTarget(*row) for row in rows]
 
 
 def record_deliveries(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -221,12 +221,15 @@ push_subscriptions = Table(
 
 # How far each org's stream has been turned into due pushes (a row from the org's first
 # subscription on): the planner reads the messages after it and records their deliveries in
-# the same transaction as it moves it, so what is due survives any crash.
+# the same transaction as it moves it, so what is due survives any crash. A message to more
+# devices than one transaction plans is planned in parts: `after_subscription` is the last
+# subscription (in id order) already planned for the first message after `position` ("": none).
 push_cursors = Table(
     "push_cursors",
     metadata,
     Column("org_id", String(36), ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
     Column("position", BigInteger, nullable=False),
+    Column("after_subscription", String(36), nullable=False, server_default=text("''")),
 )
 
 # One push due to one device for one message. Claimed by a worker for a lease (leased_until);

@@ -291,11 +291,20 @@ def _push_cases(s: Seed) -> dict[str, Case]:
         ),
         "push.cursor.behind": Case([{"limit": 10}], prepare=planned),
         "push.cursor.any_behind": Case([{}], prepare=planned),
-        "push.cursor.move": Case([{"org": s.org_id, "position": s.head}], prepare=planned),
-        "push.targets": Case(
+        "push.cursor.move": Case(
+            [{"org": s.org_id, "position": s.head, "after_subscription": SUBSCRIPTION_ID}], prepare=planned
+        ),
+        "push.targets.org": Case(
             [
                 {"org_id": s.org_id, "active_since": NOW - timedelta(days=1)},
                 {"org_id": s.org_id, "active_since": NOW + timedelta(days=1)},
+            ],
+            prepare=sub,
+        ),
+        "push.targets.direct": Case(
+            [
+                {"org_id": s.org_id, "medic_id": s.medic_id, "active_since": NOW - timedelta(days=1)},
+                {"org_id": s.org_id, "medic_id": s.neighbour_id, "active_since": NOW - timedelta(days=1)},
             ],
             prepare=sub,
         ),

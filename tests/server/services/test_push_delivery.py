@@ -358,7 +358,7 @@ async def test_a_subscription_whose_keys_no_longer_encrypt_is_removed_and_the_ot
 async def test_an_endpoint_moved_to_another_user_carries_none_of_the_first_users_pushes(pushing: Pushing) -> None:
     world = await pushing.orgs.make(admins=1, medics=2)
     first, second = world.medics
-    key = (await pushing.client.get("/v1/push/key")).json()["public_key"]
+    key = (await pushing.client.get("/v1/push/key", headers=first.headers)).json()["public_key"]
     body = pushing.service.subscribe(key)  # one browser profile, signed into by both medics in turn
     device = PushService.subscription_id(body["endpoint"])
     created = await pushing.client.post("/v1/push/subscriptions", json=body, headers=first.headers)
@@ -430,9 +430,34 @@ async def test_a_backlog_is_planned_a_bounded_number_of_deliveries_at_a_time_eac
                         active_since=now - timedelta(days=1),
                     )
                 )
-            # 2 devices a message: the 2nd message reaches 3, the rest waits for the next transaction
-            assert planned == [(4, True), (2, False), (0, False), (0, False)]
+            # 2 devices a message, 3 deliveries a transaction: the 2nd message is planned in two parts
+            assert planned == [(3, True), (3, True), (0, False), (0, False)]
             assert await pushing.db.read("test_push_count", push.pending) == 2 * len(sent)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_broadcast_to_more_devices_than_one_transaction_plans_is_planned_in_parts_each_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push_delivery, "_DELIVERIES_PER_PLAN", 3)
+    async with fresh_database(backend, tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path, push_worker=False):  # this test plans by hand
+            world = await pushing.orgs.make(admins=1, medics=7)
+            devices = [await pushing.subscribe(medic) for medic in world.medics]
+            await pushing.orgs.send(world.admins[0], world.broadcast_id, "everyone")
+            now = utcnow()
+            planned = [
+                await pushing.db.write(
+                    "test_plan",
+                    push_delivery.plan_txn,
+                    now=now,
+                    ttl=timedelta(hours=1),
+                    active_since=now - timedelta(days=1),
+                )
+                for _ in range(4)
+            ]
+            assert planned == [(3, True), (3, True), (1, False), (0, False)]  # a second copy would break the unique key
+            assert await pushing.db.read("test_push_count", push.pending) == len(devices)
 
 
 @pytest.mark.postgres

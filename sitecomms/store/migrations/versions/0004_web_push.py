@@ -48,6 +48,7 @@ def upgrade() -> None:
         "push_cursors",
         sa.Column("org_id", sa.String(length=36), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("after_subscription", sa.String(length=36), server_default=sa.text("''"), nullable=False),
         sa.ForeignKeyConstraint(["org_id"], ["orgs.id"], name=op.f("fk_push_cursors_org_id_orgs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("org_id", name=op.f("pk_push_cursors")),
     )
