@@ -519,7 +519,7 @@ def bench(
     processes: Annotated[int, typer.Option(min=1, max=2, help="Server processes (2 needs PostgreSQL and a bus)")] = 1,
     out: Annotated[Path, typer.Option(help="Where bench.json, bench.txt and latency.png go")] = Path("bench-results"),
     phases: Annotated[
-        str | None, typer.Option(help="Comma-separated: open,closed,fanout,idempotency,catchup,polling,scale")
+        str | None, typer.Option(help="Comma-separated: open,closed,fanout,idempotency,catchup,polling,scale,push")
     ] = None,
     sqlite_synchronous: Annotated[
         str, typer.Option(help="The server's SITECOMMS_SQLITE_SYNCHRONOUS (FULL, the default, or NORMAL)")

@@ -20,15 +20,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sitecomms.bench import phases, report, scale
+from sitecomms.bench import phases, push_phase, report, scale
 from sitecomms.bench.loadgen import HttpConnection, HttpPool, Receiver, quiet_gc, run_async
 from sitecomms.bench.phases import Pair, World
+from sitecomms.bench.push_host import PushHost
 from sitecomms.protocol.enums import ConversationType, Role
 from sitecomms.redact import redact_url
 
 HOST = "127.0.0.1"
 PASSWORD = "bench-password"
-ALL_PHASES = ("open", "closed", "fanout", "idempotency", "catchup", "polling", "scale")
+ALL_PHASES = ("open", "closed", "fanout", "idempotency", "catchup", "polling", "scale", "push")
+# push: 10,000 sessions and subscriptions to set up, then two broadcasts of 10,000 pushes each;
+# minutes, not seconds, so it runs only when asked for (`--phases push`); docs/performance.md
+DEFAULT_PHASES = tuple(p for p in ALL_PHASES if p != "push")
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Config:
     bus_url: str = "memory://"
     processes: int = 1
     out: Path = Path("bench-results")
-    phases: tuple[str, ...] = ALL_PHASES
+    phases: tuple[str, ...] = DEFAULT_PHASES
     pairs: int = 50
     phase_seconds: float = 12.0
     warmup_seconds: float = 3.0
@@ -53,6 +57,10 @@ class Config:
     poll_interval: float = 10.0
     poll_seconds: float = 20.0
     scale_connections: int = 10_000
+    push_devices: int = 10_000
+    push_probe_rate: float = 100.0  # the pairs' sends per second, with and without pushes flowing
+    push_probe_seconds: float = 6.0
+    push_within: float = 120.0  # for a broadcast's pushes, before the missing ones count as lost
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,7 +80,11 @@ class Config:
             poll_interval=0.5,
             poll_seconds=1.0,
             scale_connections=200,
-            phases=tuple(p for p in ALL_PHASES if p != "scale"),
+            push_devices=40,
+            push_probe_rate=20.0,
+            push_probe_seconds=1.0,
+            push_within=60.0,
+            phases=tuple(p for p in ALL_PHASES if p not in ("scale", "push")),
         )
         base.update(kw)
         return cls(**base)
@@ -89,7 +101,7 @@ def _free_port() -> int:
 
 
 class Servers:
-    def __init__(self, config: Config, workdir: Path) -> None:
+    def __init__(self, config: Config, workdir: Path, push_host: PushHost | None = None) -> None:
         self.config = config
         self.workdir = workdir
         url = config.database_url or f"sqlite:///{workdir / 'bench.db'}"
@@ -107,8 +119,11 @@ class Servers:
             # simulated device); the per-user cap is a policy for real users, not a load limit
             SITECOMMS_WS_SOCKETS_PER_USER="1000000",
             PYTHONUNBUFFERED="1",
+            SITECOMMS_PUSH_KEY_FILE=str(workdir / "bench.vapid"),  # one VAPID key for every process
             **config.extra_env,
         )
+        if push_host is not None:  # the push double's endpoints: https on 127.0.0.1, its own CA
+            self.env.update(SITECOMMS_PUSH_ALLOWED_HOSTS=HOST, SITECOMMS_PUSH_CA_FILE=str(push_host.ca_file))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
 
@@ -270,7 +285,7 @@ async def _find_sustained(
     return sustained
 
 
-async def _run_phases(config: Config, world: World, log: Any) -> dict[str, Any]:
+async def _run_phases(config: Config, world: World, log: Any, push_host: PushHost | None) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     sustained: dict[str, Any] | None = None
 
@@ -306,6 +321,21 @@ async def _run_phases(config: Config, world: World, log: Any) -> dict[str, Any]:
         except (OSError, TimeoutError, RuntimeError) as exc:
             errors.append(f"scale: {type(exc).__name__}: {exc}")
             log(f"  the scale phase failed: {errors[-1]}")
+    if "push" in config.phases and push_host is not None:
+        try:  # its setup makes 10,000 sessions: keep what was measured before it
+            result = await push_phase.push(
+                world,
+                push_host,
+                devices=config.push_devices,
+                probe_rate=config.push_probe_rate,
+                probe_seconds=config.push_probe_seconds,
+                within=config.push_within,
+            )
+            done(result)
+            log(f"  {report.push_line(result)}")
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            errors.append(f"push: {type(exc).__name__}: {exc}")
+            log(f"  the push phase failed: {errors[-1]}")
     return {"phases": results, "sustained": sustained, "errors": errors}
 
 
@@ -343,7 +373,13 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
     workdir.mkdir(exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (workdir / "bench.db").unlink()
-    servers = Servers(config, workdir)
+    with contextlib.ExitStack() as stack:  # the push double first: the servers' settings name its CA
+        push_host = stack.enter_context(PushHost()) if "push" in config.phases else None
+        return _run_with(config, workdir, push_host, log)
+
+
+def _run_with(config: Config, workdir: Path, push_host: PushHost | None, log: Any) -> dict[str, Any]:
+    servers = Servers(config, workdir, push_host)
     servers.cli("migrate")
     servers.cli("org", "create", "Bench")
     servers.cli(
@@ -369,7 +405,7 @@ def run(config: Config, log: Any = print) -> dict[str, Any]:
         # spawned: a fresh interpreter, none of this process's sockets
         world.sender = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            return await _run_phases(config, world, log)
+            return await _run_phases(config, world, log, push_host)
         finally:
             if world.sender is not None:
                 world.sender.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,43 @@
+"""`sitecomms bench --quick --phases push` against a real server and the push double in its own
+process: every subscribed device gets exactly one push of each broadcast, and the report has the
+push figures. No timing is asserted (the figures belong in docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.bench.test_smoke import bare_env
+from tests.servers import run_cli
+
+DEVICES = 40  # Config.quick_config: two users with PUSH_DEVICES_PER_USER sessions each
+
+
+def test_quick_push_phase_pushes_every_device_once_and_reports_the_figures(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = run_cli(["bench", "--quick", "--phases", "push", "--out", str(out)], bare_env(), timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    summary = json.loads((out / "bench.json").read_text())
+    assert summary["errors"] == []
+    (result,) = summary["phases"]
+    assert result["push_devices"] == DEVICES
+    assert result["push_users"] == 2
+    assert result["push_devices_reached"] == [DEVICES, DEVICES]  # broadcast A alone, B with the probe
+    assert result["push_pushes"] == [DEVICES, DEVICES]  # so no device got two of one message
+    assert (result["lost"], result["duplicated"], result["double_rejections"]) == (0, 0, 0)
+    assert result["unacknowledged_sends"] == 0
+    assert result["last_push_after_ack_ms"] > 0
+    assert result["last_push_after_ack_with_probe_ms"] > 0
+    assert result["server_cpu_s_per_1000"] > 0
+    without, during = result["probe_without_pushes"], result["probe_during_pushes"]
+    assert result["probe_before_subscriptions"]["samples"] > 0
+    assert without["samples"] > 0
+    assert without["delivery_ms"]["p99"] is not None and without["send_response_ms"]["p99"] is not None
+    assert during["lost"] == 0
+    # 40 pushes take a few ms: the probe may send nothing meanwhile, but the figures are there
+    assert set(during["delivery_ms"]) == set(during["send_response_ms"]) == {"p50", "p95", "p99", "max"}
+    assert set(result["probe_p99_change_percent"]) == {"delivery", "send_response"}
+    text = (out / "bench.txt").read_text()
+    assert "push broadcast to 40 devices" in text
+    assert "send path p99 while pushes flow" in text
