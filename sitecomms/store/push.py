@@ -13,7 +13,19 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sitecomms.protocol.enums import Role
@@ -114,26 +126,35 @@ _CURSOR_MOVE = Statement(
     .where(push_cursors.c.org_id == bindparam("org"))
     .values(position=bindparam("position"), after_subscription=bindparam("after_subscription")),
 )
-_LIVE_TARGETS = (
-    select(_SUB.id, _SUB.user_id, users.c.role)
-    .join(sessions, sessions.c.id == _SUB.session_id)
-    .join(users, users.c.id == _SUB.user_id)
-    .where(
-        _SUB.org_id == bindparam("org_id"),
-        users.c.org_id == _SUB.org_id,
-        users.c.active.is_(True),
-        sessions.c.revoked_at.is_(None),
-        sessions.c.last_used_at >= bindparam("active_since"),
+
+
+def _live_targets(*who: ColumnElement[bool]) -> Select[tuple[str, str, str]]:
+    """Subscriptions of the org's active users picked by `who`, whose session is live. From the
+    users to their subscriptions (by `user_id`): a direct message's few users never walk the
+    org's every subscription."""
+    return (
+        select(_SUB.id, _SUB.user_id, users.c.role)
+        .select_from(users)
+        .join(push_subscriptions, _SUB.user_id == users.c.id)
+        .join(sessions, sessions.c.id == _SUB.session_id)
+        .where(
+            users.c.org_id == bindparam("org_id"),
+            users.c.active.is_(True),
+            sessions.c.revoked_at.is_(None),
+            sessions.c.last_used_at >= bindparam("active_since"),
+            *who,
+        )
     )
-    .order_by(_SUB.id)
-)
+
+
 # Who could be due a push for a message (the visibility module decides who is): the whole org for
-# a broadcast; the org's admins and the one medic for a direct conversation.
-_TARGETS = Statement("push.targets.org", _LIVE_TARGETS)
+# a broadcast; the org's admins and the one medic for a direct conversation (a UNION: a medic
+# since made admin is in both halves once).
+_TARGETS = Statement("push.targets.org", _live_targets().order_by(_SUB.id))
 _TARGETS_DIRECT = Statement(
     "push.targets.direct",
-    _LIVE_TARGETS.where(or_(users.c.role == Role.ADMIN.value, users.c.id == bindparam("medic_id"))),
-)
+    union(_live_targets(users.c.role == Role.ADMIN.value), _live_targets(users.c.id == bindparam("medic_id"))),
+)  # in no order: the planner sorts
 
 _DELIVERY_INSERT = Statement(
     "push.delivery.insert",

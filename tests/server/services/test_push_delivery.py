@@ -486,3 +486,17 @@ async def test_an_org_another_process_is_planning_is_waited_for_not_spun_on(tmp_
             finally:
                 await pusher.close()
                 await engine.dispose()
+
+
+async def test_a_medic_made_admin_is_pushed_their_old_conversation_once(pushing: Pushing) -> None:
+    """The direct conversation's medic is now an admin too: both halves of the audience find them."""
+    world = await pushing.orgs.make(admins=1, medics=1)
+    medic, admin = world.medics[0], world.admins[0]
+    device = await pushing.subscribe(medic)
+    response = await pushing.client.put(f"/v1/users/{medic.id}/role", json={"role": "admin"}, headers=admin.headers)
+    assert response.status_code == 200, response.text
+    assert medic.conversation_id is not None
+    await pushing.orgs.send(admin, medic.conversation_id, "you are an admin now")
+    await pushing.service.wait_for(1, TIMEOUT)
+    await pushing.settled()
+    assert [r.subscription_id for r in pushing.service.received] == [device]
