@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,10 @@ from tests.web.pages import CHROMIUM_ARGS, Api, Dashboards, Site, assert_clean, 
 from tests.web.phones import Phones
 
 
-@pytest.fixture(scope="module")
-async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
-    directory = tmp_path_factory.mktemp("web")
-    env = base_env(f"sqlite:///{directory / 'sitecomms.db'}")
+@asynccontextmanager
+async def demo_site(directory: Path, **settings: str) -> AsyncIterator[Site]:
+    """`sitecomms serve` on a fresh SQLite file in `directory` with the demo organisation."""
+    env = base_env(f"sqlite:///{directory / 'sitecomms.db'}", **settings)
     demo = await asyncio.to_thread(run_cli, ["demo"], env)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     served = await asyncio.wait_for(asyncio.to_thread(start, env, directory / "server-1.log"), 120)
@@ -36,6 +37,12 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         yield site
     finally:
         await site.stop()
+
+
+@pytest.fixture(scope="module")
+async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    async with demo_site(tmp_path_factory.mktemp("web")) as served:
+        yield served
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import pytest
 from playwright.async_api import BrowserContext, CDPSession, Page, Playwright, Worker, expect
 
 from sitecomms.bench.push_service import PushService
-from tests.servers import base_env, run_cli, start
+from tests.web.conftest import demo_site
 from tests.web.pages import TIMEOUT, TIMEOUT_MS, Account, Api, Medic, Site, assert_clean
 from tests.web.phones import Phone, Phones
 
@@ -102,20 +102,12 @@ async def push_service() -> AsyncIterator[PushService]:
 
 @pytest.fixture(scope="module")
 async def push_site(tmp_path_factory: pytest.TempPathFactory, push_service: PushService) -> AsyncIterator[Site]:
-    directory = tmp_path_factory.mktemp("push-web")
-    env = base_env(
-        f"sqlite:///{directory / 'sitecomms.db'}",
+    async with demo_site(
+        tmp_path_factory.mktemp("push-web"),
         SITECOMMS_PUSH_ALLOWED_HOSTS="127.0.0.1",
         SITECOMMS_PUSH_CA_FILE=str(push_service.ca_file),
-    )
-    demo = await asyncio.to_thread(run_cli, ["demo"], env)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    served = await asyncio.wait_for(asyncio.to_thread(start, env, directory / "server-1.log"), 120)
-    site = Site(env, directory, served)
-    try:
+    ) as site:
         yield site
-    finally:
-        await site.stop()
 
 
 @pytest.fixture

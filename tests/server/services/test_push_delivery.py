@@ -407,6 +407,17 @@ async def test_413_for_a_push_without_text_is_not_sent_again(pushing: Pushing) -
     assert await pushing.db.read("test_push_count", push.pending) == 0
 
 
+async def _plan_by_hand(pushing: Pushing, *, rounds: int) -> list[tuple[int, bool]]:
+    """`rounds` planning transactions, as the worker runs them; what each recorded."""
+    now = utcnow()
+    return [
+        await pushing.db.write(
+            "test_plan", push_delivery.plan_txn, now=now, ttl=timedelta(hours=1), active_since=now - timedelta(days=1)
+        )
+        for _ in range(rounds)
+    ]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_backlog_is_planned_a_bounded_number_of_deliveries_at_a_time_each_once(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -418,18 +429,7 @@ async def test_a_backlog_is_planned_a_bounded_number_of_deliveries_at_a_time_eac
             for medic in world.medics:
                 await pushing.subscribe(medic)
             sent = [await pushing.orgs.send(world.admins[0], world.broadcast_id, f"n{i}") for i in range(3)]
-            now = utcnow()
-            planned = []
-            for _ in range(4):
-                planned.append(
-                    await pushing.db.write(
-                        "test_plan",
-                        push_delivery.plan_txn,
-                        now=now,
-                        ttl=timedelta(hours=1),
-                        active_since=now - timedelta(days=1),
-                    )
-                )
+            planned = await _plan_by_hand(pushing, rounds=4)
             # 2 devices a message, 3 deliveries a transaction: the 2nd message is planned in two parts
             assert planned == [(3, True), (3, True), (0, False), (0, False)]
             assert await pushing.db.read("test_push_count", push.pending) == 2 * len(sent)
@@ -445,17 +445,7 @@ async def test_a_broadcast_to_more_devices_than_one_transaction_plans_is_planned
             world = await pushing.orgs.make(admins=1, medics=7)
             devices = [await pushing.subscribe(medic) for medic in world.medics]
             await pushing.orgs.send(world.admins[0], world.broadcast_id, "everyone")
-            now = utcnow()
-            planned = [
-                await pushing.db.write(
-                    "test_plan",
-                    push_delivery.plan_txn,
-                    now=now,
-                    ttl=timedelta(hours=1),
-                    active_since=now - timedelta(days=1),
-                )
-                for _ in range(4)
-            ]
+            planned = await _plan_by_hand(pushing, rounds=4)
             assert planned == [(3, True), (3, True), (1, False), (0, False)]  # a second copy would break the unique key
             assert await pushing.db.read("test_push_count", push.pending) == len(devices)
 
