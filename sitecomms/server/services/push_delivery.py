@@ -48,11 +48,12 @@ log = logging.getLogger("sitecomms.push")
 LEASE = timedelta(seconds=60)  # longer than the outbound guard's total timeout
 _ORGS_PER_PLAN = 8
 _MESSAGES_PER_PLAN = 500
-# Deliveries one planning transaction records (past it, after the message that reached it): it
-# shares the writer (SQLite) or the loop (PostgreSQL's run_sync) with the send path, and a
-# backlog of 500 messages to 10,000 devices would be 5 million rows in one go.
 _LANES = 4  # claim-send-settle loops at once (see `_deliver_due`)
-_DELIVERIES_PER_PLAN = 250  # per planning transaction (SQLite: under 10 ms of the one writer)
+# Deliveries one planning transaction records (a message to more devices is planned in parts):
+# it shares the writer (SQLite) or the loop (PostgreSQL's run_sync) with the send path, and a
+# backlog of 500 messages to 10,000 devices would be 5 million rows in one go. SQLite: under
+# 10 ms of the one writer.
+_DELIVERIES_PER_PLAN = 250
 _ACCEPTED = frozenset({200, 201, 202, 204})
 _GONE = frozenset({404, 410})
 _TOO_LARGE = 413
