@@ -226,7 +226,7 @@ async def test_a_name_resolving_to_loopback_is_refused(server: TLSServer, policy
 
 class CountingExecutor(ThreadPoolExecutor):
     def __init__(self) -> None:
-        super().__init__(max_workers=2)
+        super().__init__()  # as many threads as the loop's own default (other tests share this loop)
         self.submitted = 0
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -238,10 +238,15 @@ async def test_names_are_resolved_off_the_loops_default_executor(server: TLSServ
     """A push endpoint's name server may hang each lookup for many seconds (a timeout leaves the
     thread blocked): such lookups must not take the threads password hashing and the rest share."""
     shared = CountingExecutor()
-    asyncio.get_running_loop().set_default_executor(shared)
-    allowed = replace(policy, allowed_hosts=frozenset({"localhost"}))
-    assert await post(allowed, f"https://localhost:{server.port}/ok") == (201, None)
-    assert shared.submitted == 0
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(shared)
+    try:
+        allowed = replace(policy, allowed_hosts=frozenset({"localhost"}))
+        assert await post(allowed, f"https://localhost:{server.port}/ok") == (201, None)
+        assert shared.submitted == 0
+    finally:  # the session's loop runs every later test: give it a default executor of its own again
+        loop.set_default_executor(ThreadPoolExecutor())
+        shared.shutdown(wait=False)
 
 
 class Resolver:
