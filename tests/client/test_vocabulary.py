@@ -24,6 +24,8 @@ NOT_WIRE = {
     ("chat.py", "live"): "the chat screen's label for that state",
     ("bench/scale.py", "live"): "a message between benchmark processes",
     ("bench/workers.py", "live"): "a message between benchmark processes",
+    ("bench/push_phase.py", "sent"): "the push phase's own record of when the broadcast was sent",
+    ("bench/push_service.py", "auth"): "the push double: the auth secret of a browser's PushSubscription keys",
 }
 
 
