@@ -225,14 +225,10 @@ def create_app(settings: Settings) -> FastAPI:
     messaging = Messaging(db, bus, hub)
     authenticate = auth.Authenticator(access)
     vapid = _off_loop(lambda: VapidKey.open(keys.push_key_path(settings)))
-    subscriptions = PushSubscriptions(db, vapid, outbound_policy(settings))
+    guard = outbound_policy(settings)
+    subscriptions = PushSubscriptions(db, vapid, guard)
     pusher = (
-        PushDelivery(
-            db,
-            vapid,
-            Outbound(outbound_policy(settings), max_connections=settings.push_concurrency),
-            push_policy(settings),
-        )
+        PushDelivery(db, vapid, Outbound(guard, max_connections=settings.push_concurrency), push_policy(settings))
         if settings.push_worker
         else None
     )

@@ -70,9 +70,6 @@ _SUB_OF_USER = Statement(
     "push.subscription.of_user",
     select(*_COLUMNS).where(_SUB.user_id == bindparam("user_id")).order_by(_SUB.created_at, _SUB.id),
 )
-_SUB_COUNT_OF_USER = Statement(
-    "push.subscription.count_of_user", select(func.count()).where(_SUB.user_id == bindparam("user_id"))
-)
 _SUB_DELETE_MINE = Statement(
     "push.subscription.delete_mine",
     delete(push_subscriptions).where(_SUB.id == bindparam("subscription_id"), _SUB.user_id == bindparam("user_id")),
@@ -261,10 +258,6 @@ def rebind_subscription(conn: Connection, row: PushSubscriptionRow) -> None:
 
 def subscriptions_of(conn: Connection, user_id: str) -> list[PushSubscriptionRow]:
     return [PushSubscriptionRow(*row) for row in _SUB_OF_USER.rows(conn, user_id=user_id)]
-
-
-def count_subscriptions_of(conn: Connection, user_id: str) -> int:
-    return int(_SUB_COUNT_OF_USER.scalar(conn, user_id=user_id) or 0)
 
 
 def delete_subscription_of(conn: Connection, subscription_id: str, user_id: str) -> bool:

@@ -272,7 +272,6 @@ def _push_cases(s: Seed) -> dict[str, Case]:
             prepare=sub,
         ),
         "push.subscription.of_user": Case([{"user_id": s.medic_id}, {"user_id": s.admin_id}], prepare=sub),
-        "push.subscription.count_of_user": Case([{"user_id": s.medic_id}], prepare=sub),
         "push.subscription.delete_mine": Case(
             [
                 {"subscription_id": SUBSCRIPTION_ID, "user_id": s.admin_id},

@@ -35,9 +35,10 @@ class SendResult:
     created: bool
 
 
-def preview_of(content: str) -> str:
+def preview_of(content: str, chars: int = PREVIEW_CHARS) -> str:
+    """The text on one line, cut to `chars` with an ellipsis (a conversation's preview, a push's text)."""
     flat = " ".join(content.split())
-    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+    return flat if len(flat) <= chars else flat[: chars - 1] + "…"
 
 
 class Messaging:

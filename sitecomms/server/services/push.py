@@ -93,14 +93,14 @@ def _subscribe_txn(
         auth=request.keys.auth,
         created_at=found.created_at if found is not None else utcnow(),
     )
-    for other in push.subscriptions_of(conn, viewer.user_id):
-        if other.session_id == viewer.session_id and other.id != row.id:  # the device renewed its endpoint
-            push.delete_subscriptions(conn, [other.id])
+    mine = push.subscriptions_of(conn, viewer.user_id)
+    renewed = [other.id for other in mine if other.session_id == viewer.session_id and other.id != row.id]
+    push.delete_subscriptions(conn, renewed)  # the device renewed its endpoint: the old one goes
     if found is not None and found.user_id == viewer.user_id:
         if found != row:
             push.rebind_subscription(conn, row)
         return row, False
-    if push.count_subscriptions_of(conn, viewer.user_id) >= PUSH_DEVICES_PER_USER:
+    if len(mine) - len(renewed) >= PUSH_DEVICES_PER_USER:
         raise Conflict(
             f"notifications are on for {PUSH_DEVICES_PER_USER} devices of yours already; turn them off on one first"
         )

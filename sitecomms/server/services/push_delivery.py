@@ -24,7 +24,6 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,6 +35,7 @@ from sitecomms.protocol.enums import PushKind, Role
 from sitecomms.protocol.limits import PUSH_TEXT_CHARS
 from sitecomms.protocol.models import PushNotice
 from sitecomms.server.services import visibility, webpush
+from sitecomms.server.services.messaging import preview_of
 from sitecomms.server.services.outbound import Outbound, OutboundFailed, OutboundRefused
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, push
@@ -91,8 +91,7 @@ def notice_for(due: DuePush, *, include_content: bool) -> PushNotice:
     if include_content and due.with_content:
         viewer = Viewer(due.user_id, due.org_id, Role(due.user_role))
         sender = visibility.sender_name(viewer, due.sender_role, due.sender_name)
-        flat = " ".join(due.content.split())
-        text = flat if len(flat) <= PUSH_TEXT_CHARS else flat[: PUSH_TEXT_CHARS - 1] + "…"
+        text = preview_of(due.content, PUSH_TEXT_CHARS)
     return PushNotice(
         type=PushKind.MESSAGE,
         org_id=due.org_id,
@@ -210,18 +209,14 @@ class PushDelivery:
         key: webpush.VapidKey,
         outbound: Outbound,
         policy: PushPolicy,
-        *,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db, self._key, self._outbound, self._policy = db, key, outbound, policy
-        self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(policy.concurrency)
         self._rounds = 0  # rounds running (the task's, and any caller's)
         self._quiet = asyncio.Event()
         self._quiet.set()
-        self.delivered = 0  # pushes accepted by a push service, since start (for the benchmark and tests)
 
     def poke(self) -> None:
         self._wake.set()
@@ -337,7 +332,7 @@ class PushDelivery:
     async def _send(self, due: DuePush) -> Settled:
         async with self._limit:
             await asyncio.sleep(0)  # one encryption at a time between the loop's other work
-            now = self._clock()
+            now = time.time()
             remaining = int((due.expires_at - utcnow()).total_seconds())
             if remaining <= 0:
                 return Settled(due, Outcome.GIVE_UP)
@@ -366,7 +361,6 @@ class PushDelivery:
                 return self._retry(due, None, f"no answer ({exc.reason})")
         status = response.status
         if status in _ACCEPTED:
-            self.delivered += 1
             return Settled(due, Outcome.DELIVERED)
         if status in _GONE:
             log.info("push subscription %s is gone (%d): removed", due.subscription_id, status)
