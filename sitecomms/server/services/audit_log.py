@@ -5,7 +5,9 @@ Admins read their own organisation's events, newest first, filtered by the user 
 every org's. Nothing here writes an event: the services record them in the transaction of the
 action itself (store/audit.py). `expire(retention_days)` deletes events older than the
 retention, and the access-change log's old entries with them; `start` runs it once at start-up
-and then every `every_seconds`, logging (never raising) a failure, until `close`.
+and then every `every_seconds`, logging (never raising) a failure, until `close`; a database
+that is busy or away for now (`Unavailable`, say SQLite locked by a backup) is one warning line
+and a sooner retry, not a traceback.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from sitecomms.server.services.errors import Forbidden
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import audit
 from sitecomms.store.database import Database
+from sitecomms.store.errors import Unavailable
 from sitecomms.store.types import utcnow
 
 log = logging.getLogger("sitecomms.audit")
 
 RETENTION_EVERY_SECONDS = 3600.0
 _RETENTION_STEP_SECONDS = 300.0  # one retention pass never runs longer than this
+_RETRY_UNAVAILABLE_SECONDS = 60.0  # after the database said "not now"
 
 Expiry = Callable[[], Awaitable[int]]  # another log's expiry, run with the audit log's (how many rows went)
 
@@ -105,6 +109,7 @@ class AuditLog:
 
     async def _retain(self, retention_days: int, every_seconds: float) -> None:
         while True:
+            pause = every_seconds
             try:
                 async with asyncio.timeout(_RETENTION_STEP_SECONDS):
                     deleted = await self.expire(retention_days)
@@ -112,6 +117,9 @@ class AuditLog:
                     log.info("audit retention: %d event(s) older than %d days deleted", deleted, retention_days)
             except asyncio.CancelledError:
                 raise
+            except Unavailable as exc:
+                pause = min(every_seconds, _RETRY_UNAVAILABLE_SECONDS)
+                log.warning("audit retention postponed (%s); trying again in %.0f s", exc, pause)
             except Exception:
                 log.exception("audit retention failed; trying again in %.0f s", every_seconds)
-            await asyncio.sleep(every_seconds)
+            await asyncio.sleep(pause)

@@ -17,6 +17,7 @@ from sitecomms.server.services.errors import Forbidden
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import audit
 from sitecomms.store.database import Connection
+from sitecomms.store.errors import Unavailable
 from sitecomms.store.types import utcnow
 from tests.conftest import Stack
 from tests.support import Orgs
@@ -118,3 +119,30 @@ async def test_the_retention_task_survives_a_failure_and_runs_again(
             await asyncio.wait_for(log.close(), TIMEOUT)
     assert calls >= 2
     assert "audit retention failed" in caplog.text
+
+
+async def test_a_busy_database_postpones_retention_with_one_warning_and_no_traceback(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+    ran_again = asyncio.Event()
+
+    async def locked() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unavailable("access_expire: database is locked")
+        ran_again.set()
+        return 0
+
+    log = AuditLog(stack.db, expire_also=locked)
+    with caplog.at_level(logging.WARNING, logger="sitecomms.audit"):
+        log.start(365, every_seconds=0.01)
+        try:
+            await asyncio.wait_for(ran_again.wait(), TIMEOUT)
+        finally:
+            await asyncio.wait_for(log.close(), TIMEOUT)
+    postponed = [r for r in caplog.records if "postponed" in r.getMessage()]
+    assert len(postponed) == 1 and postponed[0].levelno == logging.WARNING, caplog.text
+    assert postponed[0].exc_info is None and "database is locked" in postponed[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
