@@ -434,3 +434,73 @@ async def test_a_tap_with_the_app_closed_opens_it_on_that_conversation(
     await expect(page.locator("#thread-title")).to_have_text(conversation["name"])
     await expect(phone.phone.dashboard.message(f"Open me {t}")).to_have_count(1)
     assert page.url == push_site.base_url + "/"
+
+
+# In the worker: the browser's push service replaced the subscription. The worker's PushManager
+# hands out `renewed` (a new one of the double); the event carries the old one's options.
+SUBSCRIPTION_CHANGED = """async ({ renewed, key }) => {
+  PushManager.prototype.subscribe = async (options) => {
+    self.__resubscribed = { userVisibleOnly: options.userVisibleOnly, key: options.applicationServerKey };
+    return { endpoint: renewed.endpoint, toJSON: () => renewed };
+  };
+  const event = new Event('pushsubscriptionchange');
+  Object.defineProperty(event, 'oldSubscription', { value: { options: { applicationServerKey: key } } });
+  let extended = Promise.resolve();
+  Object.defineProperty(event, 'waitUntil', { value: (promise) => { extended = promise; } });
+  dispatchEvent(event);
+  await extended;
+  return self.__resubscribed;
+}"""
+WINDOWS = "async () => (await clients.matchAll({ type: 'window', includeUncontrolled: true })).length"
+
+
+async def test_with_the_app_closed_a_push_still_shows_the_admins_first_words(
+    push_phones: Phones, push_site: Site, push_service: PushService, push_api: Api
+) -> None:
+    """No page of the app open (the phone in a pocket): the worker alone fetches the text with the
+    device's stored session and shows it."""
+    t = _short()
+    admin = await push_api.login("admin@demo.example")
+    medic = await push_api.create_medic(admin, f"Pocket Medic {t}")
+    phone = await push_phone(push_phones, push_site, push_service, medic)
+    await phone.enable()
+    context = phone.phone.context
+    assert context is not None
+    # The browser's push service is played from a blank tab (not a window of the app).
+    blank = await context.new_page()
+    cdp = await context.new_cdp_session(blank)
+    await cdp.send("ServiceWorker.enable")
+    channel = PushChannel(cdp, push_site.base_url, phone.channel.registration_id)
+    await phone.page.close()
+    async with asyncio.timeout(TIMEOUT):
+        assert await phone.worker.evaluate(WINDOWS) == 0, "no page of the app is open"
+
+    sent = await push_api.send(admin, medic.conversation_id, f"Evacuate the east car park {t}")
+    payload = await _payload_of(push_service, phone.subscription_id, sent["id"])
+    assert "text" not in _notice(payload)
+    await channel.deliver(payload)
+    assert await phone.shown_after(1) == [_tag(medic.conversation_id)]
+    [shown] = await phone.notifications(_tag(medic.conversation_id))
+    assert (shown["title"], shown["body"]) == (f"Admin: Evacuate the east car park {t}", "")
+    assert await phone.badge_after(1) == await _unread_total(push_api, medic.account) >= 1
+
+
+async def test_a_replaced_push_subscription_is_renewed_with_the_same_key_and_the_server_told(
+    push_phones: Phones, push_site: Site, push_service: PushService, push_api: Api
+) -> None:
+    t = _short()
+    admin = await push_api.login("admin@demo.example")
+    medic = await push_api.create_medic(admin, f"Renewed Medic {t}")
+    phone = await push_phone(push_phones, push_site, push_service, medic)
+    await phone.enable()
+    [before] = await _subscriptions(push_api, medic.account)
+    key = (await push_api.http.get("/v1/push/key", headers=medic.account.headers)).json()["public_key"]
+    renewed = push_service.subscribe(key)
+    async with asyncio.timeout(TIMEOUT):
+        asked = await phone.worker.evaluate(SUBSCRIPTION_CHANGED, {"renewed": renewed, "key": key})
+    assert asked == {"userVisibleOnly": True, "key": key}
+    [after] = await _subscriptions(push_api, medic.account)  # the session's one subscription, replaced
+    assert after["endpoint"] == renewed["endpoint"] != before["endpoint"]
+
+    sent = await push_api.send(admin, medic.conversation_id, f"After the change {t}")
+    await _payload_of(push_service, PushService.subscription_id(renewed["endpoint"]), sent["id"])
