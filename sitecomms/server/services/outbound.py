@@ -10,7 +10,8 @@ answer cannot rebind the name; hosts in `OutboundPolicy.allowed_hosts` skip the 
 CAs plus `ca_file`, with SNI and Host the URL's host. Redirects are never followed (a 3xx is just
 a status), at most `max_response_bytes` of a body are read (more closes the connection), and a
 whole call takes at most `total_timeout` seconds; any failure to get an answer is
-`OutboundFailed(reason)`. Connections are kept alive, a list of idle httpcore connections per
+`OutboundFailed(reason)`. Calls are httpcore's HTTP/1.1 over asyncio's transports
+(`outbound_stream.py`). Connections are kept alive, a list of idle httpcore connections per
 origin, with at most `max_connections` calls in flight and as many idle connections (httpcore's
 own pool scans every connection for every request: milliseconds per call at 64 in flight). Push
 endpoints are capabilities: logs and reasons name the origin only, never the path.
@@ -35,6 +36,8 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 import httpcore
+
+from sitecomms.server.services.outbound_stream import AsyncioBackend
 
 __all__ = [
     "Outbound",
@@ -253,7 +256,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
     policy: OutboundPolicy
     resolver: Resolver
-    inner: httpcore.AsyncNetworkBackend = field(default_factory=httpcore.AnyIOBackend)
+    inner: httpcore.AsyncNetworkBackend = field(default_factory=AsyncioBackend)
 
     async def connect_tcp(
         self,
