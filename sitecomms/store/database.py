@@ -77,6 +77,11 @@ class Database(Protocol):
 
     async def write(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
 
+    async def write_background(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A write no user waits for (pushes' bookkeeping, retention) that yields to the others:
+        SQLite's writer runs it alone, when no other write waits (writer.py); PostgreSQL has no
+        single writer to share, so there it is `write`."""
+
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -203,6 +208,10 @@ class SQLiteDatabase:
         result: T = await self._write_thread.submit(name, fn, args, kwargs)
         return result
 
+    async def write_background(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = await self._write_thread.submit(name, fn, args, kwargs, background=True)
+        return result
+
     @property
     def checkpointer(self) -> Checkpointer:
         return self._checkpointer
@@ -262,6 +271,9 @@ class PostgresDatabase:
             finally:
                 _timed(name, started)
         raise AssertionError("unreachable")
+
+    async def write_background(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.write(name, fn, *args, **kwargs)
 
     async def ping(self) -> None:
         await self.read("ping", lambda conn: _PING.scalar(conn))

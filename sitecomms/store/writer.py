@@ -19,6 +19,11 @@ to the event loop in one callback, in that order.
 
 Under load this turns N fsyncs and N thread hand-offs into one of each (docs/performance.md).
 
+**Background jobs yield.** A job submitted as background (the push worker's bookkeeping, the
+retention passes) never shares a transaction with the others and runs only when no other job
+waits: alone, in arrival order among its kind. A send then waits at most for the one
+background transaction in progress, never for a batch it was grouped with.
+
 **Checkpoints off the write path.** SQLite's automatic WAL checkpoint runs inside the COMMIT
 that crosses 1,000 WAL pages: it copies those pages into the database file and (with
 `synchronous=FULL`) fsyncs it, while every queued send waits. The writer's connection turns
@@ -31,6 +36,7 @@ is reused from the start once a checkpoint has caught up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -58,6 +64,7 @@ class _Job:
     kwargs: dict[str, Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    background: bool = False
     value: Any = None
     error: BaseException | None = field(default=None)
 
@@ -130,10 +137,18 @@ class WriterThread:
         self._thread.start()
         self.batches = 0  # commits so far (for tests and benchmarks)
 
-    def submit(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def submit(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        background: bool = False,
+    ) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put(_Job(name, fn, args, kwargs, loop, future))
+        self._jobs.put(_Job(name, fn, args, kwargs, loop, future, background))
         return future
 
     def stop(self) -> None:
@@ -144,21 +159,31 @@ class WriterThread:
 
     def _run(self) -> None:
         conn: Connection | None = None
+        waiting: collections.deque[_Job] = collections.deque()  # taken from the queue, not yet run
+        behind: collections.deque[_Job] = collections.deque()  # background jobs, not yet run
+        stopping = False
         try:
             while True:
-                job = self._jobs.get()
-                if job is None:
-                    return
-                batch = [job]
-                while len(batch) < self._max_batch:
+                if not waiting and not behind:
+                    if stopping:
+                        return
+                    job = self._jobs.get()
+                    if job is None:
+                        return
+                    (behind if job.background else waiting).append(job)
+                while not stopping:  # everything queued now, so that a send overtakes the background
                     try:
                         more = self._jobs.get_nowait()
                     except queue.Empty:
                         break
                     if more is None:
-                        self._jobs.put(_STOP)  # finish this batch, then stop
-                        break
-                    batch.append(more)
+                        stopping = True  # finish what is queued, then stop
+                    else:
+                        (behind if more.background else waiting).append(more)
+                if waiting:
+                    batch = [waiting.popleft() for _ in range(min(len(waiting), self._max_batch))]
+                else:
+                    batch = [behind.popleft()]
                 try:
                     if conn is None or conn.invalidated or conn.closed:
                         conn = self._connect(batch)

@@ -134,3 +134,44 @@ async def test_the_writer_survives_a_job_that_escapes_every_handler(db: SQLiteDa
     with pytest.raises(Unavailable):
         await asyncio.wait_for(db.write("escape", _escape), TIMEOUT)
     assert await asyncio.wait_for(db.write("take", next_position, org_id), TIMEOUT) == 1, "the next write works"
+
+
+async def test_background_writes_yield_to_the_others_and_never_share_their_commit(db: SQLiteDatabase) -> None:
+    entered, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+    holder = asyncio.ensure_future(db.write("hold", lambda conn: _hold(entered, release)))
+    assert await asyncio.wait_for(asyncio.to_thread(entered.wait, TIMEOUT), TIMEOUT)
+    batches_before = db.writer_batches
+
+    def job(conn: Connection, name: str) -> str:
+        ran.append(name)
+        return name
+
+    behind = [asyncio.ensure_future(db.write_background(name, job, name)) for name in ("b1", "b2")]
+    await asyncio.sleep(0)
+    ahead = [asyncio.ensure_future(db.write(name, job, name)) for name in ("s1", "s2")]
+    await asyncio.sleep(0)
+    release.set()
+    done = await asyncio.wait_for(asyncio.gather(*behind, *ahead), TIMEOUT)
+    await asyncio.wait_for(holder, TIMEOUT)
+
+    assert done == ["b1", "b2", "s1", "s2"]
+    assert ran == ["s1", "s2", "b1", "b2"], "the sends queued later ran first"
+    assert db.writer_batches - batches_before == 1 + 1 + 2, "the holder; the sends in one; each background job alone"
+
+
+async def test_background_writes_queued_at_close_still_run(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    database = open_database(sqlite_url)
+    org_id = str(uuid.uuid4())
+    write = asyncio.ensure_future(
+        database.write_background("org", lambda conn: orgs.insert_org(conn, org_id=org_id, name="Org", now=utcnow()))
+    )
+    await asyncio.sleep(0)
+    await asyncio.wait_for(database.close(), TIMEOUT)
+    await asyncio.wait_for(write, TIMEOUT)
+    again = open_database(sqlite_url)
+    try:
+        assert await again.read("org", orgs.get_org, org_id) is not None
+    finally:
+        await again.close()

@@ -178,4 +178,4 @@ class Access:
 
     async def expire_log(self) -> int:
         """Drop access changes older than a day (every process has long applied them)."""
-        return await self._db.write("access_changes_expire", access_changes.expire, utcnow() - _KEEP_CHANGES)
+        return await self._db.write_background("access_changes_expire", access_changes.expire, utcnow() - _KEEP_CHANGES)

@@ -93,7 +93,7 @@ class AuditLog:
         """Delete the events older than `retention_days` (and the access-change log's old
         entries); how many audit events went."""
         cutoff = utcnow() - timedelta(days=retention_days)
-        deleted = await self._db.write("audit_expire", audit.expire, cutoff)
+        deleted = await self._db.write_background("audit_expire", audit.expire, cutoff)
         if self._expire_also is not None:
             await self._expire_also()
         return deleted

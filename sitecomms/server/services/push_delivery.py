@@ -269,7 +269,7 @@ class PushDelivery:
             behind, next_due = await self._db.read("push_pending", _pending_txn)
             now = utcnow()
             if behind:
-                recorded, more = await self._db.write(
+                recorded, more = await self._db.write_background(
                     "push_plan",
                     plan_txn,
                     now=now,
@@ -305,7 +305,7 @@ class PushDelivery:
 
     async def _deliver_batch(self) -> int:
         now = utcnow()
-        claimed, found = await self._db.write(
+        claimed, found = await self._db.write_background(
             "push_claim", claim_txn, now=now, until=now + LEASE, limit=self._policy.concurrency
         )
         if not claimed:
@@ -318,7 +318,7 @@ class PushDelivery:
         ]
         kept = {due.id for due in allowed}
         settled += [Settled(due, Outcome.GIVE_UP) for due in claimed if due.id not in kept]
-        await self._db.write("push_settle", settle_txn, settled)
+        await self._db.write_background("push_settle", settle_txn, settled)
         return len(claimed)
 
     def _unexpected(self, due: DuePush, error: BaseException) -> Settled:

@@ -93,7 +93,7 @@ class Throttle:
 
     async def prune(self) -> int:
         """Delete the keys quiet for `quiet` (they would start afresh anyway); how many."""
-        return await self._db.write("login_throttle_prune", store.delete_quiet, self._clock() - self._quiet)
+        return await self._db.write_background("login_throttle_prune", store.delete_quiet, self._clock() - self._quiet)
 
     def _keys(self, email: str, address: str) -> list[str]:
         account = account_key(email)
