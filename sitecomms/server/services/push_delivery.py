@@ -11,7 +11,8 @@ cannot encrypt → the subscription is deleted; 413 → sent again at once witho
 429/5xx/no answer (or an unexpected error) → retried after the longer of `Retry-After` and the
 push backoff, until the TTL runs out; anything else → given up. Visibility is checked again at
 the claim (a role changed since planning: what its owner may no longer see is dropped). A
-worker that dies mid-send leaves its lease to expire, and the push goes out again then. The
+worker that dies mid-send leaves its lease to expire, and the push goes out again then; one
+that is closed claims no more and finishes the pushes in flight (for up to `CLOSE_GRACE`). The
 send path never waits for any of this: notices wake the worker, and a poll catches what a lost
 notice or another process's crash left behind. No message text is logged.
 """
@@ -46,6 +47,7 @@ from sitecomms.store.types import utcnow
 log = logging.getLogger("sitecomms.push")
 
 LEASE = timedelta(seconds=60)  # longer than the outbound guard's total timeout
+CLOSE_GRACE = 4.0  # seconds `close` waits for the pushes in flight (within the app's 5 s shutdown step)
 _ORGS_PER_PLAN = 8
 _MESSAGES_PER_PLAN = 500
 _LANES = 4  # claim-send-settle loops at once (see `_deliver_due`)
@@ -221,6 +223,7 @@ class PushDelivery:
         self._rounds = 0  # rounds running (the task's, and any caller's)
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._closing = False
 
     def poke(self) -> None:
         self._wake.set()
@@ -229,7 +232,13 @@ class PushDelivery:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="push-delivery")
 
-    async def close(self) -> None:
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Claim no more; let the pushes in flight be answered and settled (for up to `grace`
+        seconds: the rest keep their lease and go out again when it ends); stop."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._quiet.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -269,7 +278,8 @@ class PushDelivery:
                 self._quiet.set()
 
     async def _round(self) -> float:
-        while True:
+        next_due: datetime | None = None
+        while not self._closing:
             behind, next_due = await self._db.read("push_pending", _pending_txn)
             now = utcnow()
             if behind:
@@ -299,7 +309,7 @@ class PushDelivery:
 
         async def lane() -> int:
             total = 0
-            while count := await self._deliver_batch():
+            while not self._closing and (count := await self._deliver_batch()):
                 total += count
             return total
 

@@ -490,3 +490,45 @@ async def test_a_medic_made_admin_is_pushed_their_old_conversation_once(pushing:
     await pushing.service.wait_for(1, TIMEOUT)
     await pushing.settled()
     assert [r.subscription_id for r in pushing.service.received] == [device]
+
+
+class _HeldOutbound(Outbound):
+    """Outbound calls that wait, once started, until the test lets them go."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        super().__init__(policy, max_connections=4)
+        self.started, self.go = asyncio.Event(), asyncio.Event()
+
+    async def post(self, url: str, headers: Any, body: bytes) -> Any:
+        self.started.set()
+        await self.go.wait()
+        return await super().post(url, headers, body)
+
+
+def _leased(conn: Any) -> int:
+    return len(conn.execute(select(push_deliveries.c.id).where(push_deliveries.c.leased_until > utcnow())).all())
+
+
+async def test_closing_finishes_the_pushes_in_flight_and_claims_no_more(tmp_path: Path) -> None:
+    async with fresh_database("sqlite", tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path, push_worker=False):
+            world = await pushing.orgs.make(admins=1, medics=1)
+            admin, medic = world.admins[0], world.medics[0]
+            device = await pushing.subscribe(medic)
+            assert medic.conversation_id is not None
+            policy = OutboundPolicy(allowed_hosts=frozenset({"127.0.0.1"}), ca_file=pushing.service.ca_file)
+            outbound = _HeldOutbound(policy)
+            pusher = PushDelivery(pushing.db, VapidKey.open(tmp_path / "test.vapid"), outbound, PushPolicy())
+            pusher.start()
+            try:
+                await pushing.orgs.send(admin, medic.conversation_id, "in flight at shutdown")
+                pusher.poke()
+                await asyncio.wait_for(outbound.started.wait(), TIMEOUT)
+                closing = asyncio.ensure_future(pusher.close())
+                await pushing.orgs.send(admin, medic.conversation_id, "after the close began")
+                outbound.go.set()
+                await asyncio.wait_for(closing, TIMEOUT)
+            finally:
+                await asyncio.wait_for(pusher.close(), TIMEOUT)
+            assert [r.subscription_id for r in pushing.service.received] == [device], "the one in flight went out"
+            assert await pushing.db.read("leased", _leased) == 0, "nothing is left under a lease"
