@@ -19,6 +19,9 @@ LISTED = 200  # "my devices" lists the most recently used this many (a script si
 
 _INSERT = Statement("sessions.insert", insert(sessions).values({c.name: bindparam(c.name) for c in sessions.c}))
 _BY_ID = Statement("sessions.by_id", select(*_COLUMNS).where(sessions.c.id == bindparam("session_id")))
+# The same, locked until the transaction ends (PostgreSQL; SQLite's one writer needs no lock):
+# what is bound to a session meanwhile is either refused or seen by a revocation.
+_LOCK = Statement("sessions.lock", select(*_COLUMNS).where(sessions.c.id == bindparam("session_id")).with_for_update())
 _OF_USER = Statement(
     "sessions.of_user",
     select(*_COLUMNS)
@@ -86,6 +89,12 @@ def insert_session(conn: Connection, row: SessionRow) -> None:
 
 def get_session(conn: Connection, session_id: str) -> SessionRow | None:
     row = _BY_ID.first(conn, session_id=session_id)
+    return None if row is None else SessionRow(*row)
+
+
+def lock_session(conn: Connection, session_id: str) -> SessionRow | None:
+    """The session, its row locked for this write transaction (a revocation waits for it)."""
+    row = _LOCK.first(conn, session_id=session_id)
     return None if row is None else SessionRow(*row)
 
 

@@ -375,6 +375,7 @@ def _cases(s: Seed) -> dict[str, Case]:
             "users.active_admins": Case([{"org_id": s.org_id}, {"org_id": "no-such-org"}]),
             "sessions.insert": Case([_session_row(s.medic_id, s.org_id)]),
             "sessions.by_id": Case([{"session_id": SESSION_ID}], prepare=_session(s.medic_id, s.org_id)),
+            "sessions.lock": Case([{"session_id": SESSION_ID}], prepare=_session(s.medic_id, s.org_id)),
             "sessions.of_user": Case([{"user_id": s.medic_id}], prepare=_session(s.medic_id, s.org_id)),
             "sessions.access": Case(
                 [{"session_id": SESSION_ID}, {"session_id": "no-such-session"}], prepare=_session(s.medic_id, s.org_id)

@@ -79,7 +79,7 @@ class PushSubscriptions:
 def _subscribe_txn(
     conn: Connection, viewer: Viewer, request: PushSubscriptionRequest
 ) -> tuple[PushSubscriptionRow, bool]:
-    session = sessions.get_session(conn, viewer.session_id)
+    session = sessions.lock_session(conn, viewer.session_id)  # a revocation now waits, then removes this too
     if session is None or session.revoked_at is not None:  # ended since the request was authenticated
         raise Unauthenticated("this device's session has ended; sign in again")
     found = push.subscription_by_endpoint(conn, request.endpoint)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sitecomms.bench.push_service import PushService
@@ -28,8 +28,10 @@ from sitecomms.server.services import push_delivery
 from sitecomms.server.services.outbound import Outbound, OutboundPolicy
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.server.services.push_delivery import PushDelivery, PushPolicy
+from sitecomms.server.services.sessions import RevokeReason, revoke_session
 from sitecomms.server.services.webpush import VapidKey, topic_for
 from sitecomms.store import push
+from sitecomms.store import sessions as store_sessions
 from sitecomms.store.database import Database, open_database
 from sitecomms.store.schema import push_cursors, push_deliveries, push_subscriptions
 from sitecomms.store.types import utcnow
@@ -532,3 +534,42 @@ async def test_closing_finishes_the_pushes_in_flight_and_claims_no_more(tmp_path
                 await asyncio.wait_for(pusher.close(), TIMEOUT)
             assert [r.subscription_id for r in pushing.service.received] == [device], "the one in flight went out"
             assert await pushing.db.read("leased", _leased) == 0, "nothing is left under a lease"
+
+
+@pytest.mark.postgres
+async def test_a_subscription_made_while_its_session_is_being_revoked_is_refused(tmp_path: Path) -> None:
+    """PostgreSQL, two transactions at once: the revocation (revoked, its subscriptions deleted) is
+    not yet committed when the subscribe reads the session. The subscribe waits for it and is
+    refused, never leaving a subscription bound to the ended session."""
+    async with fresh_database("postgresql", tmp_path) as url:
+        async for pushing in _pushing(url, tmp_path):
+            medic = (await pushing.orgs.make(admins=1, medics=1)).medics[0]
+            login = await pushing.client.post("/v1/auth/login", json={"email": medic.email, "password": PASSWORD})
+            token, session_id = login.json()["access_token"], login.json()["session_id"]
+            headers = {"Authorization": f"Bearer {token}"}
+            key = (await pushing.client.get("/v1/push/key", headers=headers)).json()["public_key"]
+            engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+            try:
+                async with asyncio.timeout(TIMEOUT), engine.connect() as revoker, engine.connect() as watcher:
+                    await revoker.begin()
+                    session = await revoker.run_sync(store_sessions.get_session, session_id)
+                    assert session is not None
+                    await revoker.run_sync(revoke_session, session, reason=RevokeReason.REVOKED, now=utcnow())
+                    subscription = pushing.service.subscribe(key)
+                    subscribing = asyncio.ensure_future(
+                        pushing.client.post("/v1/push/subscriptions", json=subscription, headers=headers)
+                    )
+                    waiting = text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                    while not (await watcher.execute(waiting)).scalar():  # until the subscribe waits on the lock
+                        assert not subscribing.done(), (await subscribing).text
+                        await asyncio.sleep(0.01)
+                    await revoker.commit()
+                    refused = await subscribing
+            finally:
+                await engine.dispose()
+            assert refused.status_code == 401, refused.text
+            rows = await pushing.db.read("subs", lambda conn: conn.execute(select(push_subscriptions.c.id)).all())
+            assert rows == []
