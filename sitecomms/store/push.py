@@ -147,7 +147,25 @@ def _live_targets(*who: ColumnElement[bool]) -> Select[tuple[str, str, str]]:
 # Who could be due a push for a message (the visibility module decides who is): the whole org for
 # a broadcast; the org's admins and the one medic for a direct conversation (a UNION: a medic
 # since made admin is in both halves once).
-_TARGETS = Statement("push.targets.org", _live_targets().order_by(_SUB.id))
+# A page of the org's devices (a broadcast's possible audience) after `after`, in id order: from
+# the subscriptions (by the (org_id, id) index, in order, so the LIMIT stops the walk) to their
+# users and sessions. The planner reads only as many as one transaction plans.
+_TARGETS = Statement(
+    "push.targets.org",
+    select(_SUB.id, _SUB.user_id, users.c.role)
+    .select_from(push_subscriptions)
+    .join(users, users.c.id == _SUB.user_id)
+    .join(sessions, sessions.c.id == _SUB.session_id)
+    .where(
+        _SUB.org_id == bindparam("org_id"),
+        _SUB.id > bindparam("after"),
+        users.c.active.is_(True),
+        sessions.c.revoked_at.is_(None),
+        sessions.c.last_used_at >= bindparam("active_since"),
+    )
+    .order_by(_SUB.id)
+    .limit(bindparam("limit")),
+)
 _TARGETS_DIRECT = Statement(
     "push.targets.direct",
     union(_live_targets(users.c.role == Role.ADMIN.value), _live_targets(users.c.id == bindparam("medic_id"))),
@@ -305,14 +323,19 @@ def move_cursor(conn: Connection, org_id: str, position: int, *, after_subscript
     _CURSOR_MOVE.run(conn, org=org_id, position=position, after_subscription=after_subscription)
 
 
-def targets_of(conn: Connection, org_id: str, *, medic_id: str | None, active_since: datetime) -> list[PushTarget]:
-    """The subscriptions whose session is live (not revoked, used since `active_since`) and whose
-    user is active, of the org's users who could see a conversation: everyone (`medic_id` None,
-    the broadcast) or the admins and that medic (a direct conversation)."""
-    if medic_id is None:
-        rows = _TARGETS.rows(conn, org_id=org_id, active_since=active_since)
-    else:
-        rows = _TARGETS_DIRECT.rows(conn, org_id=org_id, medic_id=medic_id, active_since=active_since)
+def targets_of_org(
+    conn: Connection, org_id: str, *, after: str, limit: int, active_since: datetime
+) -> list[PushTarget]:
+    """Up to `limit` subscriptions of the org after `after` in id order (a broadcast's possible
+    audience, a page at a time) whose session is live (not revoked, used since `active_since`)
+    and whose user is active."""
+    rows = _TARGETS.rows(conn, org_id=org_id, after=after, limit=limit, active_since=active_since)
+    return [PushTarget(*row) for row in rows]
+
+
+def targets_of_direct(conn: Connection, org_id: str, *, medic_id: str, active_since: datetime) -> list[PushTarget]:
+    """As `targets_of_org`, all at once, for a direct conversation: the admins' and the medic's."""
+    rows = _TARGETS_DIRECT.rows(conn, org_id=org_id, medic_id=medic_id, active_since=active_since)
     return [PushTarget(*row) for row in rows]
 
 

@@ -214,7 +214,7 @@ push_subscriptions = Table(
     Column("auth", String(40), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("endpoint", name=UNIQUE_PUSH_ENDPOINT),
-    Index(None, "org_id"),
+    Index(None, "org_id", "id"),  # a broadcast's devices, a page at a time in id order
     Index(None, "user_id"),
     Index(None, "session_id"),
 )

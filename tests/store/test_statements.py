@@ -295,8 +295,9 @@ def _push_cases(s: Seed) -> dict[str, Case]:
         ),
         "push.targets.org": Case(
             [
-                {"org_id": s.org_id, "active_since": NOW - timedelta(days=1)},
-                {"org_id": s.org_id, "active_since": NOW + timedelta(days=1)},
+                {"org_id": s.org_id, "after": "", "limit": 10, "active_since": NOW - timedelta(days=1)},
+                {"org_id": s.org_id, "after": SUBSCRIPTION_ID, "limit": 10, "active_since": NOW - timedelta(days=1)},
+                {"org_id": s.org_id, "after": "", "limit": 10, "active_since": NOW + timedelta(days=1)},
             ],
             prepare=sub,
         ),

@@ -116,7 +116,8 @@ def encode_notice(notice: PushNotice) -> bytes:
 def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: datetime) -> tuple[int, bool]:
     """Record the deliveries of messages after the push cursors of a few orgs, at most about
     `_DELIVERIES_PER_PLAN` (a broadcast to more devices is planned in parts, in subscription id
-    order), and move those cursors; (deliveries recorded, whether more may be waiting)."""
+    order, reading only each part's devices), and move those cursors; (deliveries recorded,
+    whether more may be waiting)."""
     recorded = 0
     for org_id, cursor, after, head in push.orgs_behind(conn, _ORGS_PER_PLAN):
         rows = messages.messages_changed_since(
@@ -128,30 +129,24 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
         fresh = [row for row in rows if row.created_at + ttl > now]  # older ones would expire unsent
         if fresh:
             found = conversations.get_conversations(conn, sorted({row.conversation_id for row in fresh}))
-            audiences: dict[str | None, list[tuple[str, Viewer]]] = {}  # by the conversation's medic
+            directs: dict[str, list[tuple[str, Viewer]]] = {}  # a direct conversation's, by its medic
             due: list[dict[str, object]] = []
             for row in fresh:
                 conversation = found.get(row.conversation_id)
                 if conversation is None:
                     continue
                 planned_up_to = after if row is rows[0] else ""  # a message planned in part before
-                viewers = audiences.get(conversation.medic_id)
-                if viewers is None:
-                    targets = push.targets_of(conn, org_id, medic_id=conversation.medic_id, active_since=active_since)
-                    viewers = audiences[conversation.medic_id] = [
-                        (t.subscription_id, Viewer(t.user_id, org_id, Role(t.role)))
-                        for t in sorted(targets, key=lambda t: t.subscription_id)
-                    ]
+                room = _DELIVERIES_PER_PLAN - recorded - len(due)
+                examined, more_after = _audience_part(
+                    conn, org_id, conversation.medic_id, directs, after=planned_up_to, room=room, since=active_since
+                )
                 devices = [
                     subscription_id
-                    for subscription_id, viewer in viewers
-                    if subscription_id > planned_up_to
-                    and visibility.may_be_notified(viewer, conversation, row.sender_id)
+                    for subscription_id, viewer in examined
+                    if visibility.may_be_notified(viewer, conversation, row.sender_id)
                 ]
-                room = _DELIVERIES_PER_PLAN - recorded - len(due)
-                if len(devices) > room:  # this message's other devices in the next transaction
-                    devices = devices[:room]
-                    reached, part = row.position - 1, devices[-1] if devices else planned_up_to
+                if more_after:  # this message's other devices in the next transaction
+                    reached, part = row.position - 1, more_after
                 expires = row.created_at + ttl
                 due.extend(
                     {
@@ -173,6 +168,37 @@ def plan_txn(conn: Connection, *, now: datetime, ttl: timedelta, active_since: d
         if recorded >= _DELIVERIES_PER_PLAN or full or part:
             return recorded, True
     return recorded, False
+
+
+def _audience_part(
+    conn: Connection,
+    org_id: str,
+    medic_id: str | None,
+    directs: dict[str, list[tuple[str, Viewer]]],
+    *,
+    after: str,
+    room: int,
+    since: datetime,
+) -> tuple[list[tuple[str, Viewer]], str]:
+    """The next at most `room` devices (after subscription `after`) that could be due a push of
+    a message in a conversation (the broadcast's: the org's, read a page at a time; a direct
+    one's: its users', read once per transaction), each with its owner as a viewer; and the last
+    of them if more may follow ("" if none)."""
+    if medic_id is None:
+        page = push.targets_of_org(conn, org_id, after=after, limit=room, active_since=since)
+        examined = [(t.subscription_id, Viewer(t.user_id, org_id, Role(t.role))) for t in page]
+        return examined, (examined[-1][0] if len(examined) == room else "")
+    viewers = directs.get(medic_id)
+    if viewers is None:
+        targets = push.targets_of_direct(conn, org_id, medic_id=medic_id, active_since=since)
+        viewers = directs[medic_id] = [
+            (t.subscription_id, Viewer(t.user_id, org_id, Role(t.role)))
+            for t in sorted(targets, key=lambda t: t.subscription_id)
+        ]
+    examined = [(subscription_id, viewer) for subscription_id, viewer in viewers if subscription_id > after]
+    if len(examined) > room:
+        return examined[:room], examined[room - 1][0]
+    return examined, ""
 
 
 def claim_txn(
