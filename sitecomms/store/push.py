@@ -347,9 +347,14 @@ def record_deliveries(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> No
 # --- delivering ------------------------------------------------------------------------------
 
 
-def claim(conn: Connection, *, now: datetime, until: datetime, limit: int) -> list[DuePush]:
-    """Lease up to `limit` due deliveries until `until`; each with what sending it takes."""
-    ids = [int(row[0]) for row in _CLAIM.rows(conn, now=now, until=until, limit=limit)]
+def claim(conn: Connection, *, now: datetime, until: datetime, limit: int) -> list[int]:
+    """Lease up to `limit` due deliveries until `until`; their ids (read what sending them takes
+    with `due_pushes`, after the commit and off the writer)."""
+    return [int(row[0]) for row in _CLAIM.rows(conn, now=now, until=until, limit=limit)]
+
+
+def due_pushes(conn: Connection, ids: list[int]) -> list[DuePush]:
+    """The deliveries `ids` (those still there) with what sending each takes."""
     return [DuePush(*row) for row in _DUE.rows(conn, ids=ids)] if ids else []
 
 

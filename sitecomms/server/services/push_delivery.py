@@ -201,11 +201,10 @@ def _audience_part(
     return examined, ""
 
 
-def claim_txn(
-    conn: Connection, *, now: datetime, until: datetime, limit: int
-) -> tuple[list[DuePush], dict[str, ConversationRow]]:
-    """Lease due deliveries (`push.claim`), with their conversations as they are now."""
-    claimed = push.claim(conn, now=now, until=until, limit=limit)
+def claimed_txn(conn: Connection, ids: list[int]) -> tuple[list[DuePush], dict[str, ConversationRow]]:
+    """The claimed deliveries still there (a subscription deleted since took its own along), with
+    their conversations as they are now. A read: the claim's write stays one short statement."""
+    claimed = push.due_pushes(conn, ids)
     return claimed, conversations.get_conversations(conn, sorted({due.conversation_id for due in claimed}))
 
 
@@ -345,11 +344,12 @@ class PushDelivery:
 
     async def _deliver_batch(self) -> int:
         now = utcnow()
-        claimed, found = await self._db.write_background(
-            "push_claim", claim_txn, now=now, until=now + LEASE, limit=self._policy.concurrency
+        ids = await self._db.write_background(
+            "push_claim", push.claim, now=now, until=now + LEASE, limit=self._policy.concurrency
         )
-        if not claimed:
+        if not ids:
             return 0
+        claimed, found = await self._db.read("push_claimed", claimed_txn, ids)
         allowed = [due for due in claimed if _still_notified(due, found)]
         answers = await asyncio.gather(*(self._send(due) for due in allowed), return_exceptions=True)
         settled = [
@@ -359,7 +359,7 @@ class PushDelivery:
         kept = {due.id for due in allowed}
         settled += [Settled(due, Outcome.GIVE_UP) for due in claimed if due.id not in kept]
         await self._db.write_background("push_settle", settle_txn, settled)
-        return len(claimed)
+        return len(ids)
 
     def _unexpected(self, due: DuePush, error: BaseException) -> Settled:
         """A send that failed unexpectedly (a bug) is retried like a failed call; the others of
