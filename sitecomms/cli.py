@@ -524,6 +524,9 @@ def bench(
     sqlite_synchronous: Annotated[
         str, typer.Option(help="The server's SITECOMMS_SQLITE_SYNCHRONOUS (FULL, the default, or NORMAL)")
     ] = "FULL",
+    push_process: Annotated[
+        bool, typer.Option("--push-process", help="Pushes delivered by one more server process, out of the traffic")
+    ] = False,
 ) -> None:
     """Benchmark delivery: start a server, drive it from 127.0.0.1, print the table (bounded; stops by itself)."""
     from sitecomms.bench.runner import ALL_PHASES, Config, run
@@ -542,6 +545,7 @@ def bench(
         "database_url": database_url if database == "postgres" else None,
         "bus_url": bus,
         "processes": processes,
+        "push_process": push_process,
         "out": out,
         "extra_env": {"SITECOMMS_SQLITE_SYNCHRONOUS": sqlite_synchronous.upper()},
     }

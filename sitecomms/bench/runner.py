@@ -42,6 +42,7 @@ class Config:
     database_url: str | None = None  # for postgres: an empty database
     bus_url: str = "memory://"
     processes: int = 1
+    push_process: bool = False  # one more server, out of the traffic, delivers the pushes alone
     out: Path = Path("bench-results")
     phases: tuple[str, ...] = DEFAULT_PHASES
     pairs: int = 50
@@ -136,21 +137,27 @@ class Servers:
         return done.stdout.strip()
 
     def start(self) -> None:
+        api_env = {**self.env, "SITECOMMS_PUSH_WORKER": "false"} if self.config.push_process else self.env
         for index in range(self.config.processes):
-            port = _free_port()
-            log = (self.workdir / f"server-{index}.log").open("wb")
-            self.processes.append(
-                subprocess.Popen(
-                    [_sitecomms(), "serve", "--host", HOST, "--port", str(port)],
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            self.ports.append(self._start(index, api_env))
+        if self.config.push_process:  # its port takes no traffic; its CPU counts as the servers'
+            self._start(self.config.processes, {**self.env, "SITECOMMS_PUSH_WORKER": "true"})
+
+    def _start(self, index: int, env: dict[str, str]) -> int:
+        port = _free_port()
+        log = (self.workdir / f"server-{index}.log").open("wb")
+        self.processes.append(
+            subprocess.Popen(
+                [_sitecomms(), "serve", "--host", HOST, "--port", str(port)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-            log.close()
-            self.ports.append(port)
-            self._wait_ready(index, port)
+        )
+        log.close()
+        self._wait_ready(index, port)
+        return port
 
     def _wait_ready(self, index: int, port: int) -> None:
         deadline = time.monotonic() + 60

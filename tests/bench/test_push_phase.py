@@ -41,3 +41,18 @@ def test_quick_push_phase_pushes_every_device_once_and_reports_the_figures(tmp_p
     text = (out / "bench.txt").read_text()
     assert "push broadcast to 40 devices" in text
     assert "send path p99 while pushes flow" in text
+
+
+def test_with_a_push_process_of_its_own_every_device_still_gets_one_push_of_each(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = run_cli(
+        ["bench", "--quick", "--phases", "push", "--push-process", "--out", str(out)], bare_env(), timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "bench.json").read_text())
+    assert summary["errors"] == [] and summary["config"]["push_process"] is True
+    (result,) = summary["phases"]
+    assert result["push_pushes"] == [DEVICES, DEVICES]
+    assert (result["lost"], result["duplicated"]) == (0, 0)
+    logs = sorted(p.name for p in (out / "work").glob("server-*.log"))
+    assert logs == ["server-0.log", "server-1.log"], "the API server and the push process"
