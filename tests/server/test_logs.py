@@ -6,7 +6,7 @@ sign-in with a distinctive password, a wrong one, a bogus token, a message with 
 text, a WebSocket carrying the access token in its hello, in an `auth` frame, in its query and
 in an Authorization header, a refresh, and hostile `X-Request-ID`s; its whole output must then
 be JSON lines, with access lines naming route templates and the caller, and contain none of
-those strings.
+those strings. The same run in the default text format must not show them either.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -293,9 +294,8 @@ async def drive(base_url: str, email: str, secrets: dict[str, str], scenario_ids
     return str(broadcast)
 
 
-@pytest.fixture(scope="module")
-async def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    directory = tmp_path_factory.mktemp("logs")
+async def run_scenario(directory: Path, log_format: str) -> Scenario:
+    """A server in `log_format` at debug level, driven through everything that could leak, then stopped."""
     url = f"sqlite:///{directory / 'sitecomms.db'}"
     tag = uuid.uuid4().hex[:8]
     secrets = {
@@ -306,7 +306,7 @@ async def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     }
     email = f"logs-{tag}@admin.example"
     fresh_ids: list[str] = []
-    env = base_env(url, SITECOMMS_LOG_FORMAT="json", SITECOMMS_LOG_LEVEL="debug")
+    env = base_env(url, SITECOMMS_LOG_FORMAT=log_format, SITECOMMS_LOG_LEVEL="debug")
     async with aserving(env, directory / "serve.log") as served:
         db = open_database(url, pool_size=2)
         try:
@@ -320,8 +320,13 @@ async def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
             await asyncio.wait_for(db.close(), WAIT)
         broadcast = await drive(served.base_url, email, secrets, fresh_ids)
     raw = served.log()
-    lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()] if log_format == "json" else []
     return Scenario(raw, lines, secrets, user.id, org.id, broadcast, fresh_ids)
+
+
+@pytest.fixture(scope="module")
+async def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    return await run_scenario(tmp_path_factory.mktemp("logs"), "json")
 
 
 def test_every_line_of_the_output_is_a_json_record(scenario: Scenario) -> None:
@@ -399,3 +404,16 @@ def test_no_password_token_or_message_text_is_logged(scenario: Scenario) -> None
     assert scenario.find(lambda line: line["message"].lower() == "< authorization: ***")
     assert scenario.find(lambda line: re.fullmatch(r"> TEXT \[\d+ bytes\]", line["message"]) is not None)
     assert "Bearer" not in scenario.raw
+
+
+async def test_a_text_server_at_debug_level_logs_no_secret_either(tmp_path: Path) -> None:
+    """The redaction of uvicorn's lines holds in the default format too (uvicorn's own lines)."""
+    text = await run_scenario(tmp_path, "text")
+    for name, secret in text.secrets.items():
+        for fragment in fragments(secret):
+            assert fragment not in text.raw, f"the server logged (part of) the {name}: {fragment}"
+    assert '"WebSocket /v1/realtime?***" [accepted]' in text.raw
+    assert "Bearer" not in text.raw and "hostil" not in text.raw
+    assert "sitecomms.requests" not in text.raw and '"route"' not in text.raw  # no JSON access line in text
+    for trouble in ("Traceback", "ERROR"):
+        assert trouble not in text.raw, text.raw[-5000:]
