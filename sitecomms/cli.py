@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import socket
 import sys
 import time
@@ -24,7 +25,7 @@ from sitecomms.protocol import limits
 from sitecomms.protocol.enums import AuditKind, Role
 from sitecomms.protocol.models import AuditPage, UserView
 from sitecomms.redact import redact_url
-from sitecomms.server import keys
+from sitecomms.server import keys, logs
 from sitecomms.server.app import build_accounts, build_signin, command_publisher, create_app
 from sitecomms.server.demo import DEMO_PASSWORD, Demo, ensure_demo
 from sitecomms.server.services.accounts import Accounts, NewUser
@@ -166,15 +167,18 @@ def serve(
     from sitecomms.server import serving
 
     settings = _settings(database_url, host=host, port=port)
+    logs.configure(settings.log_format, settings.log_level)  # JSON lines from the start, when chosen
     if demo:
         result = _with_services(settings, ensure_demo)
         _print_demo(result, f"http://{settings.host}:{settings.port}")
     with _database_errors(settings.database_url):
         application = create_app(settings)
     shown = redact_url(settings.database_url)
-    console.print(
-        f"SiteComms listening on http://{settings.host}:{settings.port} ({shown})", highlight=False, soft_wrap=True
-    )
+    listening = f"SiteComms listening on http://{settings.host}:{settings.port} ({shown})"
+    if settings.log_format == "json":  # every line of the output is JSON
+        logging.getLogger("sitecomms.server").info("%s", listening)
+    else:
+        console.print(listening, highlight=False, soft_wrap=True)
     _tune_gc()
     serving.run(application, settings)
 

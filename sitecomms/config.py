@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     )
     push_worker: bool = Field(True, description="This process delivers pushes (every process may)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "Server log lines: text (uvicorn's) or json (one object a line: time, level, logger, message,"
+            " request_id, user_id, org_id; one access line per request; docs/deployment.md)"
+        ),
+    )
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """The repr (and str) show URLs without their passwords."""

@@ -4,9 +4,11 @@ Database and broker URLs carry passwords (`postgresql://app:s3cret@db/sitecomms`
 `redis://:s3cret@cache:6379/0`, `?password=...`). `redact_url` keeps what an operator needs to
 recognise the target (scheme, user, host, port, path) and puts `***` in place of the password
 and of any query parameter that looks like a secret. `scrub` removes the same secrets from any
-other text, such as a driver's error message that quotes the URL it was given. Nothing here is
-on a request path: URLs are redacted once, when a component is built, or when a failure is
-logged. Stdlib only, imported by any layer.
+other text, such as a driver's error message that quotes the URL it was given. `redact_target`
+hides the whole query of a request target (`/v1/realtime?***`): any parameter a client sends
+may carry a token. Nothing here is on a request's hot path: URLs are redacted once, when a
+component is built, or when a failure or a request target is logged. Stdlib only, imported by
+any layer.
 """
 
 from __future__ import annotations
@@ -74,3 +76,9 @@ def scrub(text: str, url: str) -> str:
     for secret in secrets_of(url):
         text = text.replace(secret, MASK)
     return text
+
+
+def redact_target(target: str) -> str:
+    """A request target (path and query) as logged: its query, whatever it holds, becomes `***`."""
+    path, question, _query = target.partition("?")
+    return f"{path}?{MASK}" if question else target

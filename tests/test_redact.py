@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sitecomms.config import Settings
-from sitecomms.redact import redact_url, scrub
+from sitecomms.redact import redact_target, redact_url, scrub
 
 SECRET = "s3cret"
 
@@ -49,3 +49,18 @@ def test_settings_repr_and_str_show_urls_without_passwords() -> None:
         assert SECRET not in shown
         assert "postgresql://app:***@db/sitecomms" in shown and "redis://:***@cache:6379/0" in shown
     assert settings.database_url == f"postgresql://app:{SECRET}@db/sitecomms"  # the value itself is intact
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [
+        ("/v1/realtime?token=s3cret", "/v1/realtime?***"),
+        ("/v1/sync?cursor=v1.5.abc&limit=10", "/v1/sync?***"),  # every query: any parameter may carry a token
+        ("/v1/x?s3cret", "/v1/x?***"),  # a bare value too
+        ("/v1/x?", "/v1/x?***"),
+        ("/v1/conversations/abc/messages", "/v1/conversations/abc/messages"),  # no query: unchanged
+        ("/", "/"),
+    ],
+)
+def test_redact_target_hides_the_whole_query(target: str, shown: str) -> None:
+    assert redact_target(target) == shown

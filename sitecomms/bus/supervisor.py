@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from enum import Enum
 from typing import Protocol
@@ -122,7 +123,9 @@ class Bus:
 
     def _retry_unsent_soon(self) -> None:
         if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.create_task(self._retry_unsent(), name="sitecomms-bus-retry")
+            self._retry_task = asyncio.create_task(  # started by a request's publish, it is no part of it
+                self._retry_unsent(), name="sitecomms-bus-retry", context=contextvars.Context()
+            )
 
     async def _retry_unsent(self) -> None:
         attempt = 0

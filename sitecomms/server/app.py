@@ -34,6 +34,7 @@ from sitecomms.server.api import (
     health,
     messages,
     push,
+    request_id,
     security_headers,
     sync,
     users,
@@ -294,4 +295,5 @@ def create_app(settings: Settings) -> FastAPI:
     docs.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     security_headers.install(app, hsts_seconds=settings.hsts_seconds)
+    request_id.install(app, access_log=settings.log_format == "json")  # outermost: every answer has its id
     return app

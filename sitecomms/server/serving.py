@@ -6,7 +6,9 @@ The configuration bounds what a client can make the server hold before the app s
 them), bounds h11's buffer the same way should someone choose it, trusts `X-Forwarded-*` only
 from `forwarded_allow_ips`, and turns uvicorn's per-occurrence reports of clients' protocol
 errors (a malformed request, invalid UTF-8 in a WebSocket text frame) into `ClientErrors`: one
-INFO line per kind per interval with a count of the rest, never an ERROR traceback.
+INFO line per kind per interval with a count of the rest, never an ERROR traceback. Its log
+configuration is uvicorn's own (`log_format` text) or JSON lines (`logs.json_config`), and in
+both uvicorn's loggers pass `logs.UvicornRedaction` (no query, token or frame content shown).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from sitecomms.config import Settings
 from sitecomms.protocol.frames import MAX_FRAME_BYTES
+from sitecomms.server import logs
 from sitecomms.server.head_limits import HeadLimits, bounded_protocol
 
 UVICORN_LOG = "uvicorn.error"  # uvicorn logs its protocol errors here, and `serve`'s log config shows it
@@ -102,6 +105,9 @@ def config(app: Any, settings: Settings) -> uvicorn.Config:
     """The uvicorn configuration for `app` (an ASGI app) on `settings.host`:`settings.port`."""
     errors = ClientErrors()
     limits = head_limits(settings, errors)
+    logging_config: dict[str, Any] = (
+        {"log_config": logs.json_config(settings.log_level)} if settings.log_format == "json" else {}
+    )
     configured = uvicorn.Config(
         app,
         host=settings.host,
@@ -115,9 +121,11 @@ def config(app: Any, settings: Settings) -> uvicorn.Config:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
+        access_log=settings.log_level == "debug",  # in JSON, the app's access line is at info (api/request_id.py)
+        **logging_config,
     )
     _route_client_errors(errors)  # after uvicorn.Config, which (re)configures its loggers
+    logs.guard_uvicorn()
     return configured
 
 

@@ -8,7 +8,8 @@ declares its caller as `viewer: Viewer = Depends(authenticate)` with the one ins
 at, so every check here applies to every route by construction. The `HTTPBearer` scheme is
 declared so that OpenAPI documents the security requirement; `Route` does not run it.
 `peer` is the client's address and user agent (`Depends(peer)`), recorded by sessions and
-the audit log.
+the audit log. Once the caller is known (a verified token, a sign-in, a refresh) the request's
+log context names their user and org (`logs.identify`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from sitecomms.protocol.models import RevokedCount, SessionList, TokenView
+from sitecomms.server import logs
 from sitecomms.server.api.responses import JSON, no_content, responses
 from sitecomms.server.api.schemas import LoginRequest, RefreshRequest
 from sitecomms.server.services.access import Access
@@ -59,7 +61,9 @@ class Authenticator:
     async def __call__(
         self, connection: HTTPConnection, _documented: HTTPAuthorizationCredentials | None = Depends(_SCHEME)
     ) -> Viewer:
-        return await self._access.viewer(bearer_token(connection))
+        viewer = await self._access.viewer(bearer_token(connection))
+        logs.identify(viewer.user_id, viewer.org_id)  # the request's log records name the caller from here on
+        return viewer
 
 
 def install(api: APIRouter, signin: SignIn, authenticate: Authenticator) -> None:
@@ -68,12 +72,16 @@ def install(api: APIRouter, signin: SignIn, authenticate: Authenticator) -> None
     @api.post("/v1/auth/login", tags=tags, response_model=TokenView, responses=responses(429))
     async def login(body: LoginRequest, client: Peer = Depends(peer)) -> JSON:
         """Exchange email and password for an access token and this device's refresh token."""
-        return JSON(await signin.login(body.email, body.password, device=body.device, peer=client))
+        signed_in = await signin.login(body.email, body.password, device=body.device, peer=client)
+        logs.identify(signed_in.user.id, signed_in.user.org_id)
+        return JSON(signed_in)
 
     @api.post("/v1/auth/refresh", tags=tags, response_model=TokenView, responses=responses())
     async def refresh(body: RefreshRequest, client: Peer = Depends(peer)) -> JSON:
         """A new access token, and the refresh token that replaces the one given (single use)."""
-        return JSON(await signin.refresh(body.refresh_token, client))
+        refreshed = await signin.refresh(body.refresh_token, client)
+        logs.identify(refreshed.user.id, refreshed.user.org_id)
+        return JSON(refreshed)
 
     @api.post("/v1/auth/logout", tags=tags, status_code=204, responses=responses())
     async def logout(viewer: Viewer = Depends(authenticate)) -> Response:

@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.frames import MAX_FRAME_BYTES, ClientFrame, CloseCode, ResyncReason, ServerFrame
+from sitecomms.server import logs
 from sitecomms.server.realtime.connection import CONTROL, Connection, ConnectionState, control_frame
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.access import Access
@@ -133,6 +134,7 @@ class Session:
             viewer, expires_at = await self.access.session(token)
         except Unauthenticated as exc:
             raise _Closed(CloseCode.UNAUTHENTICATED, exc.message) from None
+        logs.identify(viewer.user_id, viewer.org_id)  # the socket's log records name its user from here on
         cursor: Cursor | None = None
         raw_cursor = frame.get("cursor")
         if raw_cursor is not None:

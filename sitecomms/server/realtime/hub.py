@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import time
@@ -61,7 +62,10 @@ class OrgReader:
         self._notified = -1  # the highest position a notice announced
         self._read_needed = False  # a reset, a gap or a failure: read whatever there is
         self._pending: list[FeedItem] = []  # local commits following `last`, in order
-        self._task = asyncio.create_task(self._run(), name=f"sitecomms-org-reader-{org_id}")
+        # started by a socket's first join, it serves the org: not in that socket's log context
+        self._task = asyncio.create_task(
+            self._run(), name=f"sitecomms-org-reader-{org_id}", context=contextvars.Context()
+        )
 
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
