@@ -1,6 +1,7 @@
 """deploy/haproxy.cfg, run by Debian's HAProxy in front of real `sitecomms serve` processes.
 
-- The committed file is valid as shipped (hardened, plain HTTP) and with TLS on, warnings fatal.
+- The committed file is valid as shipped (hardened, plain HTTP) and with TLS on, warnings fatal;
+  without haproxy installed the tests fail, they never skip.
 - Failover: two servers on one PostgreSQL and Redis behind the balancer; senders post through it
   (a failed send is sent again with the same idempotency key) and receivers follow the realtime
   stream through it (a dropped socket resumes from its cursor) while one server is SIGKILLed
@@ -20,6 +21,7 @@ import contextlib
 import datetime
 import ipaddress
 import itertools
+import shutil
 import ssl
 import time
 import uuid
@@ -42,6 +44,7 @@ from sitecomms.server.services.accounts import NewUser
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store import migrate
 from sitecomms.store.database import open_database
+from tests.deploy import haproxy
 from tests.deploy.haproxy import Balancer, balancing, check
 from tests.deploy.traffic import WAIT, Receiver, Sends, User, send_until_acked
 from tests.realtime_client import RealtimeClient
@@ -185,6 +188,12 @@ def test_the_committed_configuration_is_valid_as_shipped_and_with_tls(tmp_path: 
     assert with_tls.returncode == 0, with_tls.stdout + with_tls.stderr
     missing = check({"SITECOMMS_LB_TLS_CERT": str(tmp_path / "absent.pem")})
     assert missing.returncode != 0, "a TLS certificate that is not there must stop haproxy"
+
+
+def test_without_haproxy_the_test_fails_rather_than_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(pytest.fail.Exception, match="scripts/services"):
+        haproxy.binary()
 
 
 # --- failover -----------------------------------------------------------------------------------
