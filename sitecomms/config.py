@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     )
     ws_heartbeat_seconds: float = Field(15.0, gt=0, description="Server pings an idle socket this often")
     ws_idle_timeout_seconds: float = Field(45.0, gt=0, description="A socket silent this long is dropped")
+    ws_head_check_seconds: float = Field(
+        1.0, gt=0, le=60, description="Each process checks its orgs' stream heads this often (a lost notice)"
+    )
     ws_hello_timeout_seconds: float = Field(10.0, gt=0, description="Time for a socket's first (hello) frame")
     ws_queue_frames: int = Field(1024, ge=1, description="Frames queued per socket before it must resync")
     ws_replay_limit: int = Field(

@@ -221,6 +221,7 @@ def create_app(settings: Settings) -> FastAPI:
         heartbeat_seconds=settings.ws_heartbeat_seconds,
         idle_timeout_seconds=settings.ws_idle_timeout_seconds,
         sockets_per_user=settings.ws_sockets_per_user,
+        head_check_seconds=settings.ws_head_check_seconds,
     )
     hub.guard_with(access)
     messaging = Messaging(db, bus, hub)

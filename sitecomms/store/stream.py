@@ -25,6 +25,12 @@ TAKE = (
 )
 _TAKE = Statement("stream.take", TAKE)
 _HEAD = Statement("stream.head", select(org_streams.c.position).where(org_streams.c.org_id == bindparam("org_id")))
+_HEADS = Statement(
+    "stream.heads",
+    select(org_streams.c.org_id, org_streams.c.position).where(
+        org_streams.c.org_id.in_(bindparam("org_ids", expanding=True))
+    ),
+)
 
 
 def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
@@ -37,3 +43,8 @@ def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
 
 def current_position(conn: Connection, org_id: str) -> int:
     return int(_HEAD.scalar(conn, org_id=org_id) or 0)
+
+
+def current_positions(conn: Connection, org_ids: list[str]) -> dict[str, int]:
+    """The stream heads of those orgs (one indexed read)."""
+    return {str(org): int(position) for org, position in _HEADS.rows(conn, org_ids=org_ids)} if org_ids else {}

@@ -345,6 +345,7 @@ def _cases(s: Seed) -> dict[str, Case]:
         {
             "stream.take": Case([{"org": s.org_id, "count": 2}]),
             "stream.head": Case([{"org_id": s.org_id}]),
+            "stream.heads": Case([{"org_ids": [s.org_id]}, {"org_ids": [s.org_id, "none"]}]),
             "orgs.insert": Case([{"org_id": fresh_org, "name": "parity org", "created_at": NOW}]),
             "orgs.insert_stream": Case([{"org_id": fresh_org}], prepare=_org_row(fresh_org)),
             "orgs.by_id": Case([{"org_id": s.org_id}]),

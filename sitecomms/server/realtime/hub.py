@@ -10,6 +10,13 @@ position fanned out (the feed module's "local hand-off"); anything else falls ba
 After the bus reconnects, `on_reset` wakes every reader: whatever notices were lost, the
 database has the changes.
 
+**No silent gap when a notice never comes.** A process killed between a commit and its notice
+(or a notice the bus dropped) would leave the other processes' readers behind until the org's
+next write. So every `head_check_seconds` the hub reads the stream heads of the orgs it has
+readers for (one indexed read for all of them, `_HEAD_CHECK_ORGS` at a time) and wakes each
+reader whose head is past what it fanned out: such a change is delivered within about that
+interval, with no further write.
+
 **Gapless hand-off.** A new connection joins its org's reader *before* it replays from the
 database. The reader's first position is the stream head read when the reader started, so every
 change is either at or below the replay's snapshot (replayed) or above it (fanned out after the
@@ -47,6 +54,7 @@ from sitecomms.server.services.visibility import EVERY_MEDIC
 log = logging.getLogger("sitecomms.realtime")
 
 _READ_BATCH = 1000
+_HEAD_CHECK_ORGS = 500  # orgs per stream-head read
 
 
 class OrgReader:
@@ -176,9 +184,17 @@ class OrgReader:
 
 class Hub:
     def __init__(
-        self, feed: Feed, *, heartbeat_seconds: float, idle_timeout_seconds: float, sockets_per_user: int = 20
+        self,
+        feed: Feed,
+        *,
+        heartbeat_seconds: float,
+        idle_timeout_seconds: float,
+        sockets_per_user: int = 20,
+        head_check_seconds: float = 1.0,
     ) -> None:
         self._feed = feed
+        self._head_check = head_check_seconds
+        self._head_checker: asyncio.Task[None] | None = None
         self._heartbeat = heartbeat_seconds
         self._idle_timeout = idle_timeout_seconds
         self._sockets_per_user = sockets_per_user
@@ -267,9 +283,10 @@ class Hub:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sitecomms-realtime-sweeper")
+        self._head_checker = asyncio.create_task(self._check_heads_forever(), name="sitecomms-realtime-head-check")
 
     async def close(self) -> None:
-        for task in [self._sweeper, *self._checks]:
+        for task in [self._sweeper, self._head_checker, *self._checks]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -286,6 +303,28 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             self.sweep(time.monotonic(), time.time())
+
+    async def _check_heads_forever(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._head_check)
+            try:
+                await self.check_heads()
+                failing = False
+            except Exception as exc:  # the database is away: the readers' own reads will say so too
+                if not failing:
+                    log.warning("reading the stream heads failed (%r); trying again", exc)
+                failing = True
+
+    async def check_heads(self) -> None:
+        """Wake each reader whose org's stream went past what it fanned out (a lost notice)."""
+        orgs = [org_id for org_id, reader in self._orgs.items() if reader.last >= 0]
+        for start in range(0, len(orgs), _HEAD_CHECK_ORGS):
+            heads = await self._feed.heads(orgs[start : start + _HEAD_CHECK_ORGS])
+            for org_id, head in heads.items():
+                reader = self._orgs.get(org_id)
+                if reader is not None:
+                    reader.wake(head)
 
     def sweep(self, now: float, wall_now: float) -> None:
         ping = control_frame(ServerFrame.PING)

@@ -37,7 +37,7 @@ from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
-from sitecomms.store.stream import current_position
+from sitecomms.store.stream import current_position, current_positions
 
 Row = UserRow | ConversationRow | MessageRow | ReadStatusRow
 
@@ -129,6 +129,9 @@ class Feed:
 
     async def head(self, org_id: str) -> int:
         return await self._db.read("feed_head", current_position, org_id)
+
+    async def heads(self, org_ids: list[str]) -> dict[str, int]:
+        return await self._db.read("feed_heads", current_positions, org_ids)
 
     async def read(self, org_id: str, after: int, limit: int = 1000) -> FeedBatch:
         return await self._db.read("feed_read", _read_txn, org_id, after, limit)
