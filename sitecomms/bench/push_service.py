@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
-import ipaddress
 import re
 import secrets
 import shutil
-import ssl
 import tempfile
 import threading
 import time
@@ -40,10 +37,10 @@ from typing import Any, Self
 import http_ece  # type: ignore[import-untyped]
 import httptools
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sitecomms.bench.local_tls import make_certificates
 
 MAX_BODY = 4096  # RFC 8030 §7.2: the payload size a push service must accept
 MAX_EXP_AHEAD = 24 * 3600  # RFC 8292 §2: exp no more than 24 h after the request
@@ -143,8 +140,9 @@ class PushService:
         directory = Path(tempfile.mkdtemp(prefix="sitecomms-push-"))
         self._remove_files = weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
         self._used = False
-        self.ca_file = directory / "ca.pem"
-        self._ssl = _make_tls(directory, self.ca_file)
+        certificates = make_certificates(directory, ca_name="SiteComms push-service double CA")
+        self.ca_file = certificates.ca_file
+        self._ssl = certificates.server_context()
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -558,59 +556,3 @@ class _Connection(asyncio.Protocol):
         self._transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + answer.body)
         if not keep_alive:
             self._transport.close()
-
-
-def _make_tls(directory: Path, ca_file: Path) -> ssl.SSLContext:
-    """A throwaway CA (written to ca_file, to trust) and a certificate for 127.0.0.1 it signed."""
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_name = "SiteComms push-service double CA"
-    ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, [
-        (x509.BasicConstraints(ca=True, path_length=0), True), (_key_usage(cert_sign=True), True), (ca_ski, False),
-    ])  # fmt: skip
-    addresses = [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-    leaf = _certificate("127.0.0.1", ca_name, key.public_key(), ca_key, [
-        (x509.BasicConstraints(ca=False, path_length=None), True), (_key_usage(cert_sign=False), True),
-        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-        (x509.SubjectAlternativeName(addresses), False),
-        (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
-        (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False),
-    ])  # fmt: skip
-    pem = serialization.Encoding.PEM
-    ca_file.write_bytes(ca.public_bytes(pem))
-    chain, key_file = directory / "cert.pem", directory / "key.pem"
-    chain.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(chain, key_file)
-    return context
-
-
-def _certificate(
-    subject: str,
-    issuer: str,
-    public_key: ec.EllipticCurvePublicKey,
-    signer: ec.EllipticCurvePrivateKey,
-    extensions: list[tuple[x509.ExtensionType, bool]],
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-    )
-    for extension, critical in extensions:
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign, encipher_only=False, decipher_only=False,
-    )  # fmt: skip

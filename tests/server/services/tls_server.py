@@ -1,82 +1,34 @@
 """A small HTTPS/1.1 server on 127.0.0.1 for the outbound client's tests, with its own test CA.
 
 `make_certificates` writes a CA and a server certificate it signed (for 127.0.0.1, ::1,
-localhost and push.example) with `cryptography`. `TLSServer` answers by path, with h11 checking
-the protocol strictly: `/ok` 201 with a Location; `/redirect` 301 to /ok; `/big` 200 with a
-1 MiB body; `/slow` (and /slow/...) no answer until the server stops; `/retry?after=<value>` 429 with that
-Retry-After; `/close` 201 with `Connection: close`; `/drop` 201, then the connection is closed
-without saying so. It records every request (`requests`), counts connections (`connections`)
-and the ones ended (`disconnects`, awaitable with `wait_for_disconnects`).
+localhost and push.example), with the push double's `sitecomms.bench.local_tls`. `TLSServer`
+answers by path, with h11 checking the protocol strictly: `/ok` 201 with a Location;
+`/redirect` 301 to /ok; `/big` 200 with a 1 MiB body; `/slow` (and /slow/...) no answer until
+the server stops; `/retry?after=<value>` 429 with that Retry-After; `/close` 201 with
+`Connection: close`; `/drop` 201, then the connection is closed without saying so. It records
+every request (`requests`), counts connections (`connections`) and the ones ended
+(`disconnects`, awaitable with `wait_for_disconnects`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import h11
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sitecomms.bench import local_tls
+from sitecomms.bench.local_tls import Certificates
 
 BIG_BODY = b"x" * (1 << 20)
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca_file: Path  # the CA to trust (OutboundPolicy.ca_file)
-    cert_file: Path
-    key_file: Path
-
-
 def make_certificates(directory: Path) -> Certificates:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SiteComms test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName("push.example")]
-    names += [x509.IPAddress(ipaddress.ip_address(text)) for text in ("127.0.0.1", "::1")]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "push.example")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    files.key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return files
+    return local_tls.make_certificates(directory, names=("push.example", "localhost", "127.0.0.1", "::1"))
 
 
 @dataclass(frozen=True)
@@ -109,8 +61,7 @@ class TLSServer:
         return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
+        context = self.certificates.server_context()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=context)
 
     async def wait_for_disconnects(self, count: int) -> None:
