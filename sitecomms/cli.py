@@ -1,4 +1,6 @@
-"""The `sitecomms` command: serve, migrate, manage orgs and users, mint tokens, make a demo."""
+"""The `sitecomms` command: serve, migrate, manage orgs and users, mint tokens, make a demo.
+
+The data commands (backup, restore, export) are in cli_ops.py, registered on this `app`."""
 
 from __future__ import annotations
 
@@ -561,3 +563,6 @@ def bench(
 
 def main() -> None:
     app()
+
+
+from sitecomms import cli_ops as _cli_ops  # noqa: E402, F401  (registers backup, restore, export on `app`)

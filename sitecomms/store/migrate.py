@@ -48,3 +48,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 async def upgrade_async(url: str, revision: str = "head") -> None:
     """The same as `upgrade`, from inside a running event loop."""
     await asyncio.to_thread(upgrade, url, revision)
+
+
+def known_revisions() -> frozenset[str]:
+    """Every migration revision this version of SiteComms knows (the ones it can upgrade from)."""
+    return frozenset(script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions())
