@@ -21,8 +21,9 @@ Under load this turns N fsyncs and N thread hand-offs into one of each (docs/per
 
 **Background jobs yield.** A job submitted as background (the push worker's bookkeeping, the
 retention passes) never shares a transaction with the others and runs only when no other job
-waits: alone, in arrival order among its kind. A send then waits at most for the one
-background transaction in progress, never for a batch it was grouped with.
+waits (alone, in arrival order among its kind), or once it has waited `background_max_wait`
+(0.1 s), so that a steady stream of sends cannot starve it. A send then waits at most for the
+one background transaction in progress, never for a batch it was grouped with.
 
 **Checkpoints off the write path.** SQLite's automatic WAL checkpoint runs inside the COMMIT
 that crosses 1,000 WAL pages: it copies those pages into the database file and (with
@@ -65,6 +66,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     background: bool = False
+    submitted: float = field(default_factory=time.monotonic)
     value: Any = None
     error: BaseException | None = field(default=None)
 
@@ -128,10 +130,12 @@ class WriterThread:
         *,
         checkpointer: Checkpointer | None = None,
         max_batch: int = 256,
+        background_max_wait: float = 0.1,
     ):
         self._engine = engine
         self._checkpointer = checkpointer
         self._max_batch = max_batch
+        self._background_max_wait = background_max_wait
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sitecomms-sqlite-writer", daemon=True)
         self._thread.start()
@@ -180,7 +184,8 @@ class WriterThread:
                         stopping = True  # finish what is queued, then stop
                     else:
                         (behind if more.background else waiting).append(more)
-                if waiting:
+                overdue = behind and time.monotonic() - behind[0].submitted >= self._background_max_wait
+                if waiting and not overdue:
                     batch = [waiting.popleft() for _ in range(min(len(waiting), self._max_batch))]
                 else:
                     batch = [behind.popleft()]

@@ -13,13 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, create_engine
 
 from sitecomms.store import migrate, orgs
 from sitecomms.store.database import SQLiteDatabase, open_database
 from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.stream import current_position, next_position
 from sitecomms.store.types import utcnow
+from sitecomms.store.writer import WriterThread
 
 TIMEOUT = 30.0
 
@@ -175,3 +176,26 @@ async def test_background_writes_queued_at_close_still_run(sqlite_url: str) -> N
         assert await again.read("org", orgs.get_org, org_id) is not None
     finally:
         await again.close()
+
+
+async def test_a_background_write_that_waited_long_enough_runs_before_the_sends(sqlite_url: str) -> None:
+    """A steady stream of sends cannot starve background work: once a background job has waited
+    `background_max_wait` (0 here), it goes next."""
+    writer = WriterThread(create_engine(sqlite_url), background_max_wait=0.0)
+    entered, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def job(conn: Connection, name: str) -> str:
+        ran.append(name)
+        return name
+
+    try:
+        holder = writer.submit("hold", lambda conn: _hold(entered, release), (), {})
+        assert await asyncio.wait_for(asyncio.to_thread(entered.wait, TIMEOUT), TIMEOUT)
+        behind = writer.submit("b1", job, ("b1",), {}, background=True)
+        ahead = writer.submit("s1", job, ("s1",), {})
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(holder, behind, ahead), TIMEOUT) == [None, "b1", "s1"]
+        assert ran == ["b1", "s1"]
+    finally:
+        await asyncio.to_thread(writer.stop)
