@@ -46,7 +46,8 @@ from sitecomms.store import migrate
 from sitecomms.store.database import open_database
 from tests.deploy import haproxy
 from tests.deploy.haproxy import Balancer, balancing, check
-from tests.deploy.traffic import WAIT, Receiver, Sends, User, send_until_acked
+from tests.deploy.traffic import WAIT, Sends, User, send_until_acked
+from tests.follower import Follower
 from tests.realtime_client import RealtimeClient
 from tests.servers import HOST, Served, base_env, free_port, fresh_database, start
 from tests.support import PASSWORD, fast_settings
@@ -200,7 +201,7 @@ def test_without_haproxy_the_test_fails_rather_than_skips(monkeypatch: pytest.Mo
 
 
 @asynccontextmanager
-async def receiving(*receivers: Receiver) -> AsyncIterator[None]:
+async def receiving(*receivers: Follower[User]) -> AsyncIterator[None]:
     try:
         for receiver in receivers:  # one at a time: leastconn then alternates between the servers
             await receiver.start()
@@ -237,12 +238,12 @@ async def test_every_acknowledged_message_reaches_every_receiver_once_while_a_ba
         start_cursor = response.json()["next_cursor"]  # the head, before any message
 
         receivers = [
-            Receiver("admin-1", admin, lb.base_url, start_cursor),
-            Receiver("medic1", medic1, lb.base_url, start_cursor),
-            Receiver("admin-2", admin, lb.base_url, start_cursor),
-            Receiver("medic2", medic2, lb.base_url, start_cursor),
+            Follower("admin-1", admin, [lb.base_url], start_cursor),
+            Follower("medic1", medic1, [lb.base_url], start_cursor),
+            Follower("admin-2", admin, [lb.base_url], start_cursor),
+            Follower("medic2", medic2, [lb.base_url], start_cursor),
         ]
-        late = Receiver("admin-late", admin, lb.base_url, start_cursor)  # joins once app1 is back
+        late = Follower("admin-late", admin, [lb.base_url], start_cursor)  # joins once app1 is back
         await stack.enter_async_context(receiving(*receivers))
         stack.push_async_callback(late.stop)
         sends, stop = Sends(), asyncio.Event()

@@ -14,11 +14,9 @@ PostgreSQL and Redis are mandatory: the tests fail, never skip, when they are un
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidHandshake
 
 from sitecomms.protocol.enums import Role
 from sitecomms.protocol.frames import CloseCode
@@ -35,14 +32,13 @@ from sitecomms.server.services.accounts import NewUser
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store import migrate
 from sitecomms.store.database import open_database
-from tests.realtime_client import Closed, Frame, RealtimeClient, is_change
+from tests.follower import Follower
 from tests.servers import Served, aserving, base_env, fresh_database
 from tests.support import PASSWORD, fast_settings
 
 pytestmark = pytest.mark.postgres
 
 WAIT = 15.0  # seconds for any one thing the tests wait for
-DELIVERY_WAIT = 30.0  # seconds for every follower to have every message
 SENDS = 200
 LANES = 4  # concurrent senders
 KILL_AFTER = 60  # acknowledged sends before the kill
@@ -137,122 +133,8 @@ async def send(http: httpx.AsyncClient, user: User, conversation_id: str, conten
     return message
 
 
-# --- a client that follows the stream across servers --------------------------------------------
-
-
-@dataclass
-class Follower:
-    """A user's realtime client that resumes from its last cursor on another server when dropped.
-
-    It keeps every change frame it receives, in arrival order, and never deduplicates: the
-    tests check positions strictly increase across reconnects, so a duplicate is a failure.
-    """
-
-    label: str
-    user: User
-    urls: list[str]  # where to connect, in order of preference; a dead one is skipped
-    changes: list[Frame] = field(default_factory=list)
-    cursor: str | None = None
-    connected_to: list[str] = field(default_factory=list)
-    per_connection: list[int] = field(default_factory=list)  # messages received on each connection attempt
-    close_codes: list[int | None] = field(default_factory=list)
-    unexpected: list[Frame] = field(default_factory=list)  # error / resync frames
-    _client: RealtimeClient | None = None
-    _task: asyncio.Task[None] | None = None
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def start(self) -> Follower:
-        await self._connect()
-        self._task = asyncio.create_task(self._follow(), name=f"follower-{self.label}")
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._client is not None:
-            await self._client.close()
-
-    @property
-    def message_ids(self) -> list[str]:
-        return [f["data"]["id"] for f in self.changes if f["type"] == "message.created"]
-
-    def _take(self, frame: Frame) -> None:
-        if is_change(frame):
-            self.changes.append(frame)
-            self.cursor = frame["cursor"]
-            if frame["type"] == "message.created":
-                self.per_connection[-1] += 1
-        elif frame.get("type") == "live":
-            self.cursor = frame["cursor"]
-        elif frame.get("type") in ("error", "resync"):
-            self.unexpected.append(frame)
-        self._changed.set()
-
-    async def _connect(self) -> None:
-        """Connect to the first server that answers and take its replay (bounded attempts)."""
-        failures: list[str] = []
-        for attempt in range(3 * len(self.urls)):
-            url = self.urls[attempt % len(self.urls)]
-            client: RealtimeClient | None = None
-            self.per_connection.append(0)
-            try:
-                client = await RealtimeClient.connect(url, self.user.token, self.cursor, label=self.label, within=5)
-                for frame in await client.until_live(within=WAIT):
-                    self._take(frame)
-                assert client.live is not None
-                self._take(client.live)
-            except (OSError, TimeoutError, InvalidHandshake, Closed) as exc:
-                failures.append(f"{url}: {exc!r}")
-                if client is not None:
-                    await client.close()
-                continue
-            self._client = client
-            self.connected_to.append(url)
-            return
-        raise AssertionError(f"{self.label}: could not reconnect anywhere: {failures}")
-
-    async def _follow(self) -> None:
-        while True:
-            client = self._client
-            assert client is not None
-            try:
-                while True:
-                    with contextlib.suppress(TimeoutError):  # idle is fine; the test bounds the wait
-                        self._take(await client.next_frame(within=WAIT))
-            except Closed:
-                self.close_codes.append(client.close_code)
-            await client.close()
-            self._client = None
-            await self._connect()
-
-    async def until(self, condition: Callable[[Follower], bool], what: str, within: float = DELIVERY_WAIT) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not condition(self):
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.label}: timed out waiting for {what}; {len(self.message_ids)} messages,"
-                f" connected to {self.connected_to}, closes {self.close_codes}"
-            ) from None
-
-    def check_stream(self) -> None:
-        """Positions strictly increase across every reconnect: nothing twice, nothing out of order."""
-        positions = [f["position"] for f in self.changes]
-        repeated = sorted({p for p in positions if positions.count(p) > 1})
-        assert not repeated, f"{self.label}: positions received more than once: {repeated}"
-        backwards = [(a, b) for a, b in itertools.pairwise(positions) if b <= a]
-        assert not backwards, f"{self.label}: positions out of order: {backwards[:5]}"
-        ids = self.message_ids
-        assert len(ids) == len(set(ids)), f"{self.label}: a message was delivered twice"
-        assert not self.unexpected, f"{self.label}: unexpected frames {self.unexpected}"
-
-
 @asynccontextmanager
-async def following(*followers: Follower) -> AsyncIterator[None]:
+async def following(*followers: Follower[User]) -> AsyncIterator[None]:
     try:
         await asyncio.gather(*(f.start() for f in followers))
         yield
@@ -387,7 +269,7 @@ async def kill_when(sent: Sent, victim: Served, how: str = "kill") -> None:
     await asyncio.wait_for(asyncio.to_thread(victim.process.wait), WAIT)
 
 
-def check_moved_mid_stream(c: Cluster, follower: Follower, close_codes: tuple[int, ...] = (ABNORMAL,)) -> None:
+def check_moved_mid_stream(c: Cluster, follower: Follower[User], close_codes: tuple[int, ...] = (ABNORMAL,)) -> None:
     """The follower had messages from A before it went and from B after, and was closed once, as expected."""
     assert follower.connected_to == [c.a.base_url, c.b.base_url], (follower.label, follower.close_codes)
     assert len(follower.close_codes) == 1, f"{follower.label}: closed {follower.close_codes}"
@@ -396,7 +278,7 @@ def check_moved_mid_stream(c: Cluster, follower: Follower, close_codes: tuple[in
     assert before > 0 and after > 0, f"{follower.label}: {before} messages before the kill, {after} after"
 
 
-def followers_for(c: Cluster) -> list[Follower]:
+def followers_for(c: Cluster) -> list[Follower[User]]:
     """Sockets on A (they will have to move to B) and one on B from the start."""
     return [
         Follower("admin@A", c.admin, [c.a.base_url, c.b.base_url]),
@@ -406,7 +288,7 @@ def followers_for(c: Cluster) -> list[Follower]:
     ]
 
 
-async def check_delivery(c: Cluster, followers: list[Follower], sent: Sent, start_cursor: str) -> None:
+async def check_delivery(c: Cluster, followers: list[Follower[User]], sent: Sent, start_cursor: str) -> None:
     """Every follower ends with exactly the messages in the database it may see: all acknowledged ones."""
     for follower in followers:
         in_database = await visible_message_ids(c.http_b, follower.user, start_cursor)
@@ -415,7 +297,7 @@ async def check_delivery(c: Cluster, followers: list[Follower], sent: Sent, star
         assert not missing_from_db, f"acknowledged but not in the database: {missing_from_db}"
         wanted = frozenset(in_database)
 
-        def has_all(f: Follower, wanted: frozenset[str] = wanted) -> bool:
+        def has_all(f: Follower[User], wanted: frozenset[str] = wanted) -> bool:
             return wanted <= set(f.message_ids)
 
         await follower.until(has_all, "every message in the database")
