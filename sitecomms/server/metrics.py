@@ -9,7 +9,10 @@ time, the hub's sockets, the bus's reconnects and the PostgreSQL pool. Labels ca
 server vocabulary (route templates, known methods, status codes, close codes, enum values):
 never an id, a name, a message or anything else a client chose, so their number is bounded.
 Each process exposes its own registry (`api/metrics.py`); Prometheus scrapes each process and
-sums. This module imports nothing of the web framework (services use it).
+sums. What a send passes (requests, sends, deliveries, commits) is kept in plain numbers
+(`Count`, `Distribution`) that a collector turns into Prometheus families at scrape time;
+the rare events use prometheus_client's own counters. This module imports nothing of the web
+framework (services use it).
 """
 
 from __future__ import annotations
