@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         ),
     )
     push_worker: bool = Field(True, description="This process delivers pushes (every process may)")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description=(
+            "Serve Prometheus metrics at GET /metrics to `Authorization: Bearer <this>` (16+ chars); unset: no"
+            " /metrics (404). Each process serves its own"
+        ),
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level")
     log_format: Literal["text", "json"] = Field(
         "text",
@@ -150,6 +157,13 @@ class Settings(BaseSettings):
         """The repr (and str) show URLs without their passwords."""
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name in ("database_url", "bus_url") and isinstance(value, str) else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("SITECOMMS_METRICS_TOKEN must be at least 16 characters")
+        return value
 
     @field_validator("jwt_secret")
     @classmethod

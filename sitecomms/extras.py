@@ -30,6 +30,7 @@ EXTRA_OF: dict[str, str] = {
             "email_validator",
             "typer",
             "rich",
+            "prometheus_client",
         ),
         "server",
     ),

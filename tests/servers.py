@@ -29,7 +29,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import JWT_SECRET, PUSH_KEY_FILE, create_postgres_database, drop_postgres_database
+from tests.support import (
+    JWT_SECRET,
+    PUSH_KEY_FILE,
+    create_postgres_database,
+    drop_postgres_database,
+    small_disk,
+)
 
 SITECOMMS = Path(sys.executable).with_name("sitecomms")
 HOST = "127.0.0.1"
@@ -234,3 +240,14 @@ async def fresh_database(backend: str, directory: Path) -> AsyncIterator[str]:
         yield url
     finally:
         await asyncio.wait_for(drop_postgres_database(name), 30)
+
+
+@asynccontextmanager
+async def refusable_database(backend: str, directory: Path) -> AsyncIterator[str]:
+    """`fresh_database`, with SQLite's file on a disk of its own that `support.write_refusal` can fill."""
+    if backend == "sqlite":
+        with small_disk(directory) as disk:
+            yield f"sqlite:///{disk / 'sitecomms.db'}"
+        return
+    async with fresh_database(backend, directory) as url:
+        yield url

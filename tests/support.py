@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import subprocess
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -19,6 +25,7 @@ from sitecomms.protocol.requests import SendMessageRequest, body
 from sitecomms.server.services.accounts import Accounts, NewUser
 from sitecomms.server.services.signin import SignIn
 from sitecomms.server.services.visibility import Viewer
+from sitecomms.store.database import sqlite_file
 
 POSTGRES_ADMIN_URL = os.environ.get("SITECOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 JWT_SECRET = "test-secret-test-secret-test-secret-0123456789"
@@ -53,6 +60,62 @@ async def _as_postgres_admin(*statements: str) -> None:
                 await conn.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+@contextmanager
+def small_disk(directory: Path, size_mib: int = 16) -> Iterator[Path]:
+    """A tmpfs of `size_mib` MiB mounted under `directory` (a disk that can really be filled; root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("a disk that can be filled is a tmpfs mounted for the test: that needs root (CI runs as root)")
+    mount_point = directory / f"disk-{uuid.uuid4().hex[:8]}"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def write_refusal(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """Two coroutines: make the database at `url` refuse writes while reads still answer, and undo it.
+
+    Real refusals, as root: SQLite's file lives on a `small_disk` that is filled up (its WAL
+    checkpointed and truncated first, so the next write must grow it: SQLITE_FULL), then
+    emptied; PostgreSQL's database gets `default_transaction_read_only` (a standby's or a
+    maintenance window's refusal, 25006) and the connections to it are ended, so the server
+    reconnects into it.
+    """
+    path = sqlite_file(url)
+    if path is not None:
+        filler = path.with_name("filler")
+
+        async def fill_the_disk() -> None:
+            conn = sqlite3.connect(path, timeout=10)
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.close()
+            assert busy == 0, "the WAL could not be truncated"
+            with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):  # until ENOSPC
+                while True:
+                    out.write(b"\0" * 65536)
+
+        async def empty_the_disk() -> None:
+            filler.unlink()
+
+        return fill_the_disk, empty_the_disk
+    name = url.rsplit("/", 1)[1]
+    others = (
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+
+    async def refuse_postgres() -> None:
+        await _as_postgres_admin(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on', others)
+
+    async def allow_postgres() -> None:
+        await _as_postgres_admin(f'ALTER DATABASE "{name}" RESET default_transaction_read_only', others)
+
+    return refuse_postgres, allow_postgres
 
 
 async def create_postgres_database(name: str) -> str:

@@ -33,6 +33,7 @@ from sitecomms.server.api import (
     errors,
     health,
     messages,
+    metrics,
     push,
     request_id,
     security_headers,
@@ -41,6 +42,7 @@ from sitecomms.server.api import (
 )
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.api.route import Route
+from sitecomms.server.metrics import CountingThrottle, HttpMetrics, Metrics
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.access import Access
@@ -53,7 +55,7 @@ from sitecomms.server.services.outbound import Outbound, OutboundPolicy
 from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import NoPublisher, Publisher
 from sitecomms.server.services.push import PushSubscriptions
-from sitecomms.server.services.push_delivery import PushDelivery, PushPolicy
+from sitecomms.server.services.push_delivery import Outcome, PushDelivery, PushPolicy
 from sitecomms.server.services.sessions import RefreshChain, RefreshPolicy
 from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
@@ -203,12 +205,14 @@ def create_app(settings: Settings) -> FastAPI:
         settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=settings.db_pool_size
     )
     bus = open_bus(settings.bus_url)
+    measured = Metrics()
+    db.observe_commits(measured.committed)
     keyring = _off_loop(lambda: keys.keyring_for(settings))
     access = Access(db, build_tokens(settings, keyring), poll_seconds=settings.access_poll_seconds)
     publisher = _LocalFirst(bus, access)
     accounts = build_accounts(settings, db, publisher)
     throttle = Throttle(db, allowed=settings.login_failures_allowed)
-    signin = build_signin(settings, db, publisher, throttle, keyring=keyring)
+    signin = build_signin(settings, db, publisher, CountingThrottle(throttle, measured), keyring=keyring)
 
     async def housekeeping() -> int:  # with the audit retention, hourly: logs that only grow otherwise
         return await access.expire_log() + await throttle.prune()
@@ -224,16 +228,25 @@ def create_app(settings: Settings) -> FastAPI:
         head_check_seconds=settings.ws_head_check_seconds,
     )
     hub.guard_with(access)
-    messaging = Messaging(db, bus, hub)
+    readiness = Health(db)
+    messaging = Messaging(db, bus, hub, metrics=measured, write_refused=readiness.write_refused)
     authenticate = auth.Authenticator(access)
     vapid = _off_loop(lambda: VapidKey.open(keys.push_key_path(settings)))
     guard = outbound_policy(settings)
     subscriptions = PushSubscriptions(db, vapid, guard)
     pusher = (
-        PushDelivery(db, vapid, Outbound(guard, max_connections=settings.push_concurrency), push_policy(settings))
+        PushDelivery(
+            db,
+            vapid,
+            Outbound(guard, max_connections=settings.push_concurrency),
+            push_policy(settings),
+            measured.settled,
+        )
         if settings.push_worker
         else None
     )
+    for outcome in Outcome:  # every outcome's series from the start, at 0
+        measured.push_outcomes.labels(outcome.value)
 
     def session(ws: WebSocket) -> Session:
         return Session(
@@ -246,6 +259,7 @@ def create_app(settings: Settings) -> FastAPI:
             heartbeat=settings.ws_heartbeat_seconds,
             queue_frames=settings.ws_queue_frames,
             replay_limit=settings.ws_replay_limit,
+            metrics=measured,
         )
 
     @asynccontextmanager
@@ -284,7 +298,7 @@ def create_app(settings: Settings) -> FastAPI:
     api = app.router
     api.route_class = Route  # every route of the app is served by route.Route (its module doc says why)
     messages.install(api, messaging, authenticate)  # the hot route first: routes are matched in order
-    health.install(api, Health(db))
+    health.install(api, readiness)
     auth.install(api, signin, authenticate)
     users.install(api, accounts, authenticate)
     audit.install(api, audit_log, authenticate)
@@ -294,7 +308,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
     dashboard.install(app, settings.web_dir)
     docs.install(app)
+    token = settings.metrics_token
+    metrics.install(app, measured, token.get_secret_value() if token is not None else None)
+    measured.gauge("sitecomms_realtime_sockets", "Realtime sockets open now", hub.sockets)
+    measured.gauge("sitecomms_db_connections_in_use", "Database connections checked out now", db.connections_in_use)
+    measured.counter(
+        "sitecomms_bus_reconnects", "Times the bus listener connected again after a failure", lambda: bus.reconnects
+    )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     security_headers.install(app, hsts_seconds=settings.hsts_seconds)
+    app.add_middleware(HttpMetrics, metrics=measured)  # every request, its whole time
+    app.state.metrics = measured
     request_id.install(app, access_log=settings.log_format == "json")  # outermost: every answer has its id
     return app

@@ -84,6 +84,12 @@ class Database(Protocol):
 
     async def ping(self) -> None: ...
 
+    def connections_in_use(self) -> int:
+        """Connections checked out of the pool now (PostgreSQL; SQLite: its readers' and writer's)."""
+
+    def observe_commits(self, observer: Callable[[int, float], None]) -> None:
+        """Call `observer(writes, seconds)` after each SQLite writer transaction (no-op on PostgreSQL)."""
+
     async def close(self) -> None: ...
 
 
@@ -224,6 +230,12 @@ class SQLiteDatabase:
     async def ping(self) -> None:
         await self.read("ping", lambda conn: _PING.scalar(conn))
 
+    def connections_in_use(self) -> int:
+        return int(self._reader.pool.checkedout()) + int(self._writer.pool.checkedout())  # type: ignore[attr-defined]
+
+    def observe_commits(self, observer: Callable[[int, float], None]) -> None:
+        self._write_thread.on_commit = observer
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown)
@@ -277,6 +289,12 @@ class PostgresDatabase:
 
     async def ping(self) -> None:
         await self.read("ping", lambda conn: _PING.scalar(conn))
+
+    def connections_in_use(self) -> int:
+        return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    def observe_commits(self, observer: Callable[[int, float], None]) -> None:
+        return None  # no single writer: PostgreSQL's commits are the server's own (pg_stat_database)
 
     async def close(self) -> None:
         await self._engine.dispose()

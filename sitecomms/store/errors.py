@@ -71,7 +71,9 @@ _PG_UNAVAILABLE_CLASSES = {
 }
 # The database does not exist; lock not available; serialization failure and deadlock (once
 # `PostgresDatabase.write` has retried them enough: still contended, so "not now").
-_PG_UNAVAILABLE = {"3D000", "55P03", "40001", "40P01"}
+# A read-only transaction refused a write (25006): a standby, a primary in recovery, or
+# `default_transaction_read_only` set during a failover or maintenance: "not now" too.
+_PG_UNAVAILABLE = {"3D000", "55P03", "40001", "40P01", "25006"}
 _PG_DUPLICATE = "23505"  # unique_violation
 
 

@@ -248,3 +248,12 @@ push_deliveries = Table(
     UniqueConstraint("subscription_id", "message_id"),
     Index(None, "due_at"),
 )
+
+# Readiness (services/health.py): one row that every readiness probe rewrites, so `/readyz`
+# answers "not ready" when the database reads but refuses writes (disk full, read-only).
+health_probe = Table(
+    "health_probe",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("probed_at", UTCDateTime, nullable=False),
+)

@@ -140,6 +140,9 @@ class WriterThread:
         self._thread = threading.Thread(target=self._run, name="sitecomms-sqlite-writer", daemon=True)
         self._thread.start()
         self.batches = 0  # commits so far (for tests and benchmarks)
+        # Called on this thread after each transaction with its number of writes and its time
+        # (the server's metrics); it must be quick and must not raise.
+        self.on_commit: Callable[[int, float], None] | None = None
 
     def submit(
         self,
@@ -245,9 +248,12 @@ class WriterThread:
                 for job in batch:
                     job.value = None
                     job.error = job.error or failure
+        took = time.perf_counter() - started
+        if self.on_commit is not None:
+            self.on_commit(len(batch), took)
         if log.isEnabledFor(logging.DEBUG):
             names = ",".join(sorted({job.name for job in batch}))
-            log.debug("txn %s ×%d took %.2f ms", names, len(batch), (time.perf_counter() - started) * 1000)
+            log.debug("txn %s ×%d took %.2f ms", names, len(batch), took * 1000)
 
 
 def _hand_back(batch: list[_Job]) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import DateTime, insert
+from sqlalchemy import DateTime, delete, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, StatementError
 
@@ -27,6 +27,7 @@ from sitecomms.store import (
     access_changes,
     audit,
     conversations,
+    health,
     messages,
     orgs,
     push,
@@ -46,6 +47,7 @@ QUERY_MODULES = (
     access_changes,
     audit,
     conversations,
+    health,
     messages,
     orgs,
     push,
@@ -163,6 +165,10 @@ def _access_change(user_id: str) -> Prepare:
         conn.execute(insert(schema.access_changes).values(id=10**9, at=NOW, user_id=user_id, session_id=None))
 
     return prepare
+
+
+def _no_probe_row(conn: Connection) -> None:
+    conn.execute(delete(schema.health_probe))
 
 
 def _org_row(org_id: str) -> Prepare:
@@ -344,6 +350,8 @@ def _cases(s: Seed) -> dict[str, Case]:
     return (
         {
             "stream.take": Case([{"org": s.org_id, "count": 2}]),
+            "health.touch": Case([{"at": NOW}]),  # the migration's row
+            "health.insert": Case([{"at": NOW}], prepare=_no_probe_row),
             "stream.head": Case([{"org_id": s.org_id}]),
             "stream.heads": Case([{"org_ids": [s.org_id]}, {"org_ids": [s.org_id, "none"]}]),
             "orgs.insert": Case([{"org_id": fresh_org, "name": "parity org", "created_at": NOW}]),

@@ -1,4 +1,4 @@
-"""Liveness (`/healthz`) and readiness (`/readyz`, the database answers)."""
+"""Liveness (`/healthz`) and readiness (`/readyz`: the database reads and accepts writes)."""
 
 from __future__ import annotations
 
@@ -16,5 +16,6 @@ def install(api: APIRouter, health: Health) -> None:
 
     @api.get("/readyz", tags=["health"], responses={503: responses()[503]})
     async def readyz() -> JSON:
-        """The process can serve: its database answers."""
+        """The process can serve: its database answers reads and commits writes (503 with the reason if not;
+        probed at most once a second, so a balancer may check it at any rate)."""
         return JSON({"status": "ready", "database": await health.ready()})

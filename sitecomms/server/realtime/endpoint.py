@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from sitecomms.protocol.cursors import Cursor, InvalidCursor
 from sitecomms.protocol.frames import MAX_FRAME_BYTES, ClientFrame, CloseCode, ResyncReason, ServerFrame
 from sitecomms.server import logs
+from sitecomms.server.metrics import Metrics
 from sitecomms.server.realtime.connection import CONTROL, Connection, ConnectionState, control_frame
 from sitecomms.server.realtime.hub import Hub
 from sitecomms.server.services.access import Access
@@ -83,8 +84,11 @@ class Session:
         heartbeat: float,
         queue_frames: int,
         replay_limit: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ws = ws
+        self.metrics = metrics
+        self._deliveries = metrics.deliveries if metrics is not None else None
         self.hub, self.feed, self.sync, self.access = hub, feed, sync, access
         self.hello_timeout, self.heartbeat = hello_timeout, heartbeat
         self.queue_frames, self.replay_limit = queue_frames, replay_limit
@@ -172,6 +176,8 @@ class Session:
             page = await self.sync.page(conn.viewer, Cursor(position, org_id), _REPLAY_PAGE)
             for change in page.changes:
                 await self._send(change_frame(change, org_id))
+            if self._deliveries is not None:
+                self._deliveries.inc(len(page.changes))
             position = Cursor.parse(page.next_cursor, org_id).position
             if not page.has_more:
                 break
@@ -192,6 +198,8 @@ class Session:
                     if position <= conn.sent_upto:
                         continue  # already sent by the replay
                     conn.sent_upto = position
+                    if self._deliveries is not None:
+                        self._deliveries.inc()
                 await self._send(frame)
         finally:
             receiver.cancel()
@@ -247,6 +255,8 @@ class Session:
     async def _close(self, code: CloseCode, reason: str, frame: str | None = None) -> None:
         if self.ws.application_state is not WebSocketState.CONNECTED:
             return
+        if self.metrics is not None:  # a resync's reason is a ResyncReason value; other reasons are not labels
+            self.metrics.closed(int(code), reason if code is CloseCode.RESYNC_REQUIRED else "")
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 if frame is not None:

@@ -249,6 +249,10 @@ class Hub:
 
     # --- connections -----------------------------------------------------------------------
 
+    def sockets(self) -> int:
+        """Sockets registered now (the live sockets gauge)."""
+        return sum(len(own) for own in self._of_user.values())
+
     async def join(self, conn: Connection) -> None:
         """Register for fan-out; returns once the org's reader knows its starting position."""
         org_id = conn.viewer.org_id

@@ -9,7 +9,9 @@ positions in its transaction: one for the message, one for the conversation's ne
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sitecomms.protocol import rules
 from sitecomms.protocol.cursors import Cursor
@@ -23,10 +25,13 @@ from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, schema, users
 from sitecomms.store.database import Connection, Database
-from sitecomms.store.errors import Duplicate
+from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow
 from sitecomms.store.stream import next_position
 from sitecomms.store.types import utcnow
+
+if TYPE_CHECKING:
+    from sitecomms.server.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +47,20 @@ def preview_of(content: str, chars: int = PREVIEW_CHARS) -> str:
 
 
 class Messaging:
-    def __init__(self, db: Database, publisher: Publisher, local: LocalFanOut | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        publisher: Publisher,
+        local: LocalFanOut | None = None,
+        *,
+        metrics: Metrics | None = None,
+        write_refused: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._db = db
         self._publisher = publisher
         self._local = local
+        self._metrics = metrics
+        self._write_refused = write_refused  # readiness (Health.write_refused): told of a refused send
 
     async def send(self, viewer: Viewer, conversation_id: str, content: str, idempotency_key: str) -> SendResult:
         content = obey(rules.message_content, "content", content)
@@ -54,6 +69,12 @@ class Messaging:
             row, conversation = await self._db.write(
                 "send_message", _send_txn, viewer, conversation_id, content, idempotency_key
             )
+        except Unavailable as exc:
+            if self._metrics is not None:
+                self._metrics.send_write_failures.inc()
+            if self._write_refused is not None:
+                self._write_refused(exc)
+            raise
         except Duplicate as exc:
             if exc.constraint != schema.UNIQUE_IDEMPOTENCY_KEY:
                 raise
@@ -65,6 +86,8 @@ class Messaging:
                 None,
             )
         if conversation is not None:  # created now, not a retry
+            if self._metrics is not None:
+                self._metrics.messages_sent.inc()
             if self._local is not None:
                 self._local.committed(row.org_id, message_sent(row, conversation))
             await self._publisher.publish(row.org_id, conversation.position)  # the message, then its conversation

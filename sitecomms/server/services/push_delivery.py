@@ -25,6 +25,7 @@ import dataclasses
 import enum
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -240,8 +241,10 @@ class PushDelivery:
         key: webpush.VapidKey,
         outbound: Outbound,
         policy: PushPolicy,
+        count_outcomes: Callable[[Iterable[str]], None] | None = None,  # the metrics' `settled`
     ) -> None:
         self._db, self._key, self._outbound, self._policy = db, key, outbound, policy
+        self._count_outcomes = count_outcomes
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(policy.concurrency)
@@ -359,6 +362,8 @@ class PushDelivery:
         kept = {due.id for due in allowed}
         settled += [Settled(due, Outcome.GIVE_UP) for due in claimed if due.id not in kept]
         await self._db.write_background("push_settle", settle_txn, settled)
+        if self._count_outcomes is not None:
+            self._count_outcomes(s.outcome.value for s in settled)
         return len(ids)
 
     def _unexpected(self, due: DuePush, error: BaseException) -> Settled:
