@@ -30,7 +30,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
@@ -250,13 +250,11 @@ class Outbound:
             del self._idle[key]
 
 
-@dataclass
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to the checked addresses of a host."""
+class _GuardedBackend(AsyncioBackend):
+    """The network backend, connecting only to the checked addresses of a host."""
 
-    policy: OutboundPolicy
-    resolver: Resolver
-    inner: httpcore.AsyncNetworkBackend = field(default_factory=AsyncioBackend)
+    def __init__(self, policy: OutboundPolicy, resolver: Resolver) -> None:
+        self.policy, self.resolver = policy, resolver
 
     async def connect_tcp(
         self,
@@ -282,7 +280,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         failure: httpcore.ConnectError | None = None
         for address in addresses:  # the checked addresses themselves: no second lookup
             try:
-                return await self.inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+                return await super().connect_tcp(str(address), port, timeout, local_address, socket_options)
             except httpcore.ConnectError as exc:
                 failure = exc
         assert failure is not None
@@ -295,9 +293,6 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise OutboundRefused("no unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 # Lookups run on threads of their own: a client's name server may hang each one for many
