@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import itertools
 import shutil
 import ssl
@@ -32,25 +30,18 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from sitecomms.bench import local_tls
 from sitecomms.protocol.enums import ChangeType, Role
 from sitecomms.protocol.requests import LoginRequest, body
-from sitecomms.server.app import build_accounts, build_signin
-from sitecomms.server.services.accounts import NewUser
-from sitecomms.server.services.publisher import NoPublisher
-from sitecomms.store import migrate
-from sitecomms.store.database import open_database
 from tests.deploy import haproxy
 from tests.deploy.haproxy import Balancer, balancing, check
-from tests.deploy.traffic import WAIT, Sends, User, send_until_acked
+from tests.deploy.traffic import WAIT, Sends, send_until_acked
 from tests.follower import Follower
 from tests.realtime_client import RealtimeClient
+from tests.server.realtime.test_multiprocess import User, seed
 from tests.servers import HOST, Served, base_env, free_port, fresh_database, start
-from tests.support import PASSWORD, fast_settings
+from tests.support import PASSWORD
 
 REDIS_BUS = "redis://127.0.0.1:6379/0"
 LANES = 4  # concurrent senders, each on its own connection to the balancer
@@ -59,26 +50,6 @@ PHASE = 40  # acknowledged sends before the kill, after it, and after the restar
 DELIVERY_WAIT = 30.0
 ABNORMAL = 1006  # a socket that ended without a close frame: its server was killed
 SERVER_START = 90.0  # seconds for a server process to be ready (it waits 30 s, 3 port attempts)
-
-
-async def seed(url: str) -> tuple[User, User, User]:
-    """One org: an admin and two medics, with tokens, straight through the services."""
-    await asyncio.wait_for(migrate.upgrade_async(url), 60)
-    db = open_database(url, pool_size=2)
-    try:
-        settings = fast_settings(url)
-        accounts = build_accounts(settings, db, NoPublisher())
-        signin = build_signin(settings, db, NoPublisher())
-        tag = uuid.uuid4().hex[:8]
-        org = await accounts.create_org(f"Balanced {tag}")
-        users = []
-        for role, name in ((Role.ADMIN, "Admin"), (Role.MEDIC, "Medic One"), (Role.MEDIC, "Medic Two")):
-            email = f"{uuid.uuid4().hex[:12]}@{role.value}.example"
-            user = await accounts.create_user(None, org.id, NewUser(email, f"{name} {tag}", role, PASSWORD))
-            users.append(User(user.id, email, role, (await signin.mint_token(email)).access_token))
-    finally:
-        await db.close()
-    return users[0], users[1], users[2]
 
 
 class Backends:
@@ -154,31 +125,12 @@ async def all_message_ids(http: httpx.AsyncClient, user: User, cursor: str) -> s
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key: (haproxy's PEM, the certificate alone for clients)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sitecomms test balancer")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    bundle, cert = directory / "balancer.pem", directory / "balancer-cert.pem"
-    bundle.write_bytes(cert_pem + key_pem)
-    bundle.chmod(0o600)
-    cert.write_bytes(cert_pem)
-    return bundle, cert
+    """A certificate for 127.0.0.1 and its key: (haproxy's PEM bundle, the CA for clients to trust)."""
+    made = local_tls.make_certificates(directory, names=(HOST,), ca_name="SiteComms test balancer CA")
+    bundle = directory / "balancer.pem"
+    bundle.touch(mode=0o600)
+    bundle.write_bytes(made.cert_file.read_bytes() + made.key_file.read_bytes())
+    return bundle, made.ca_file
 
 
 def test_the_committed_configuration_is_valid_as_shipped_and_with_tls(tmp_path: Path) -> None:

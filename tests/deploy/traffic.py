@@ -1,4 +1,4 @@
-"""Senders that keep going through a failover, and the users they send as.
+"""Senders that keep going through a failover (as the users of `test_multiprocess.seed`).
 
 `send_until_acked` posts one message and, on a 502/503/504 or a transport error, posts it again
 with the same idempotency key (backing off, bounded) until the server acknowledges it: 201, or
@@ -17,24 +17,12 @@ from typing import Any
 import httpx
 
 from sitecomms.protocol.backoff import Backoff
-from sitecomms.protocol.enums import Role
+from tests.server.realtime.test_multiprocess import User
 
 WAIT = 15.0  # seconds for any one thing to happen
 RETRY = Backoff(base=0.05, cap=1.0)  # quicker than the SDK's policy: the test is short
 SEND_ATTEMPTS = 20  # per message; the backoff's sum stays well under a minute
 RETRYABLE = frozenset({502, 503, 504})  # the balancer's answers when no backend could answer
-
-
-@dataclass
-class User:
-    id: str
-    email: str
-    role: Role
-    token: str
-    conversation_id: str | None = None  # a medic's direct conversation
-
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass

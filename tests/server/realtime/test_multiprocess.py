@@ -57,9 +57,13 @@ def bus_kind(request: pytest.FixtureRequest) -> str:
 @dataclass
 class User:
     id: str
+    email: str
     role: Role
     token: str
     conversation_id: str | None = None  # a medic's direct conversation
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -78,37 +82,34 @@ class Cluster:
 
 
 async def seed(url: str) -> tuple[User, User, User]:
-    """One org: an admin and two medics, straight through the services (no HTTP, no bus)."""
+    """One org (the database migrated first): an admin and two medics with tokens, straight
+    through the services (no HTTP, no bus)."""
+    await asyncio.wait_for(migrate.upgrade_async(url), 60)
     db = open_database(url, pool_size=2)
     try:
-        accounts = build_accounts(fast_settings(url), db, NoPublisher())
+        settings = fast_settings(url)
+        accounts = build_accounts(settings, db, NoPublisher())
+        signin = build_signin(settings, db, NoPublisher())
         tag = uuid.uuid4().hex[:8]
         org = await accounts.create_org(f"Org {tag}")
         users = []
         for role, name in ((Role.ADMIN, "Admin"), (Role.MEDIC, "Medic One"), (Role.MEDIC, "Medic Two")):
             email = f"{uuid.uuid4().hex[:12]}@{role.value}.example"
             user = await accounts.create_user(None, org.id, NewUser(email, f"{name} {tag}", role, PASSWORD))
-            users.append(
-                User(
-                    user.id,
-                    role,
-                    (await build_signin(fast_settings(url), db, NoPublisher()).mint_token(email)).access_token,
-                )
-            )
+            users.append(User(user.id, email, role, (await signin.mint_token(email)).access_token))
     finally:
         await db.close()
     return users[0], users[1], users[2]
 
 
 def auth(user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {user.token}"}
+    return user.auth()
 
 
 @asynccontextmanager
 async def cluster(bus_kind: str, tmp_path: Path) -> AsyncIterator[Cluster]:
     async with fresh_database("postgresql", tmp_path) as url:
-        await asyncio.wait_for(migrate.upgrade_async(url), 60)
-        admin, medic1, medic2 = await asyncio.wait_for(seed(url), 60)
+        admin, medic1, medic2 = await asyncio.wait_for(seed(url), 120)
         env = base_env(url, SITECOMMS_BUS_URL=REDIS_BUS if bus_kind == "redis" else url)
         async with AsyncExitStack() as stack:
             # both at once, as an orchestrator would start them
