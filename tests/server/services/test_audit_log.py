@@ -96,9 +96,9 @@ async def test_retention_deletes_only_events_older_than_it_and_expires_the_acces
     assert expired_also == [True]
 
 
-async def test_the_retention_task_survives_a_failure_and_runs_again(
-    stack: Stack, caplog: pytest.LogCaptureFixture
-) -> None:
+async def _retention_failing_once(stack: Stack, caplog: pytest.LogCaptureFixture, failure: Exception) -> int:
+    """Run the retention task, its first pass failing with `failure`, until it has run again;
+    how many passes ran (the log is in `caplog`, from WARNING up)."""
     calls = 0
     ran_again = asyncio.Event()
 
@@ -106,17 +106,24 @@ async def test_the_retention_task_survives_a_failure_and_runs_again(
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise RuntimeError("the access log is unreachable")
+            raise failure
         ran_again.set()
         return 0
 
     log = AuditLog(stack.db, expire_also=flaky)
-    with caplog.at_level(logging.ERROR, logger="sitecomms.audit"):
+    with caplog.at_level(logging.WARNING, logger="sitecomms.audit"):
         log.start(365, every_seconds=0.01)
         try:
             await asyncio.wait_for(ran_again.wait(), TIMEOUT)
         finally:
             await asyncio.wait_for(log.close(), TIMEOUT)
+    return calls
+
+
+async def test_the_retention_task_survives_a_failure_and_runs_again(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = await _retention_failing_once(stack, caplog, RuntimeError("the access log is unreachable"))
     assert calls >= 2
     assert "audit retention failed" in caplog.text
 
@@ -124,24 +131,7 @@ async def test_the_retention_task_survives_a_failure_and_runs_again(
 async def test_a_busy_database_postpones_retention_with_one_warning_and_no_traceback(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    calls = 0
-    ran_again = asyncio.Event()
-
-    async def locked() -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise Unavailable("access_expire: database is locked")
-        ran_again.set()
-        return 0
-
-    log = AuditLog(stack.db, expire_also=locked)
-    with caplog.at_level(logging.WARNING, logger="sitecomms.audit"):
-        log.start(365, every_seconds=0.01)
-        try:
-            await asyncio.wait_for(ran_again.wait(), TIMEOUT)
-        finally:
-            await asyncio.wait_for(log.close(), TIMEOUT)
+    await _retention_failing_once(stack, caplog, Unavailable("access_expire: database is locked"))
     postponed = [r for r in caplog.records if "postponed" in r.getMessage()]
     assert len(postponed) == 1 and postponed[0].levelno == logging.WARNING, caplog.text
     assert postponed[0].exc_info is None and "database is locked" in postponed[0].getMessage()
