@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 
 from sitecomms.store.schema import access_changes
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 _INSERT = Statement(
     "access_changes.insert",

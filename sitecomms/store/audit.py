@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Connection, String, bindparam, delete, insert, or_, select
+from sqlalchemy import BigInteger, String, bindparam, delete, insert, or_, select
 
 from sitecomms.store.rows import AuditRow
 from sitecomms.store.schema import audit_events
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 _COLUMNS = [audit_events.c[name] for name in AuditRow.__dataclass_fields__]
 _NEWEST_FIRST = 2**62  # `before` for the first page

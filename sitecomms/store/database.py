@@ -11,7 +11,8 @@ transaction is for; timings are logged per name.
   up while a commit is in progress share the next one (group commit, `writer.py`). Reads run on a
   small pool of reader threads, each in a deferred transaction, so each read is one snapshot
   under WAL.
-- **PostgreSQL** runs the same functions through SQLAlchemy's asyncpg dialect. Reads use
+- **PostgreSQL** runs the same functions on an asyncpg pool, each in a greenlet, with the
+  statements going straight to asyncpg (pg.py; no SQLAlchemy between). Reads use
   `REPEATABLE READ READ ONLY` so several statements see one snapshot; writes use
   `READ COMMITTED` and are retried on deadlock or serialization failure.
 
@@ -20,7 +21,8 @@ lock held too long by another process, raises `errors.Unavailable`; a unique con
 violated raises `errors.Duplicate(constraint)`, for the caller to interpret. An SQLite file is
 created readable by its owner only (0600) before SQLite first opens it (`create_private_file`;
 SQLite gives its -wal and -shm files the main file's mode). `Connection`
-(SQLAlchemy's) is exported as the type transaction functions take, so callers above the store
+(statements.py: SQLAlchemy's, or PostgreSQL's `PgConnection`) is exported as the type
+transaction functions take, so callers above the store
 name it from here, never from SQLAlchemy.
 """
 
@@ -36,14 +38,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, literal_column, select
+import asyncpg
+from sqlalchemy import Connection as SAConnection
+from sqlalchemy import Engine, create_engine, event, literal_column, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import greenlet_spawn
 
 from sitecomms.store.errors import raise_translated
-from sitecomms.store.statements import Statement
+from sitecomms.store.pg import PgConnection, driver_error
+from sitecomms.store.statements import Connection, Statement
 from sitecomms.store.writer import Checkpointer, WriterThread
 
 __all__ = [
@@ -67,6 +72,8 @@ TxnFn = Callable[Concatenate[Connection, P], T]
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _WRITE_ATTEMPTS = 5
+_PREPARED_PER_CONNECTION = 1024  # every statement and IN-list variant of the store, prepared once
+_ACQUIRE_SECONDS = 30.0  # waiting for a free connection that long: Unavailable
 _PING = Statement("database.ping", select(literal_column("1")))
 
 
@@ -190,7 +197,7 @@ class SQLiteDatabase:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
+        def _on_begin(conn: SAConnection) -> None:
             conn.exec_driver_sql(begin)
 
         return engine
@@ -249,20 +256,50 @@ class SQLiteDatabase:
 
 
 class PostgresDatabase:
+    """Transactions on an asyncpg pool, each function in a greenlet of its own (pg.py).
+
+    The pool opens connections as they are needed, up to `2 * pool_size` (what SQLAlchemy's
+    pool allowed with its overflow), and does not reset a connection it gets back: the store
+    sets no session state, and each transaction ends in COMMIT or ROLLBACK."""
+
     dialect = "postgresql"
 
     def __init__(self, url: str, *, pool_size: int) -> None:
-        self._engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, hide_parameters=True
-        )
+        self._dsn = _parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._max = 2 * pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _connections(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._max,
+                        statement_cache_size=_PREPARED_PER_CONNECTION,
+                        reset=_keep,
+                    )
+        return self._pool
+
+    async def _run(self, fn: Callable[..., T], args: Any, kwargs: Any, *, readonly: bool) -> T:
+        try:
+            pool = await self._connections()
+            async with pool.acquire(timeout=_ACQUIRE_SECONDS) as raw:
+                transaction = (
+                    raw.transaction(isolation="repeatable_read", readonly=True) if readonly else raw.transaction()
+                )
+                async with transaction:
+                    result: T = await greenlet_spawn(fn, PgConnection(raw), *args, **kwargs)
+                    return result
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:  # BEGIN's, COMMIT's, connecting's
+            raise driver_error(error, None) from error
 
     async def read(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()
         try:
-            async with self._engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-                async with conn.begin():
-                    return await conn.run_sync(fn, *args, **kwargs)
+            return await self._run(fn, args, kwargs, readonly=True)
         except Exception as exc:
             raise_translated(exc, name)
         finally:
@@ -272,8 +309,7 @@ class PostgresDatabase:
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             started = time.perf_counter()
             try:
-                async with self._engine.connect() as conn, conn.begin():
-                    return await conn.run_sync(fn, *args, **kwargs)
+                return await self._run(fn, args, kwargs, readonly=False)
             except Exception as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
                 if sqlstate in _RETRYABLE_SQLSTATES and attempt < _WRITE_ATTEMPTS:
@@ -291,10 +327,17 @@ class PostgresDatabase:
         await self.read("ping", lambda conn: _PING.scalar(conn))
 
     def connections_in_use(self) -> int:
-        return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
+        pool = self._pool
+        return 0 if pool is None else int(pool.get_size() - pool.get_idle_size())
 
     def observe_commits(self, observer: Callable[[int, float], None]) -> None:
         return None  # no single writer: PostgreSQL's commits are the server's own (pg_stat_database)
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def _keep(_connection: asyncpg.Connection) -> None:
+    """A connection back in the pool needs no reset (see PostgresDatabase): not the four
+    statements asyncpg would run on each return."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import bindparam, insert, update
 
 from sitecomms.store.schema import health_probe
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 PROBE_ROW = 1
 _TOUCH = Statement(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 
 from sitecomms.store.rows import OrgRow
 from sitecomms.store.schema import org_streams, orgs
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 _COLUMNS = [orgs.c[name] for name in OrgRow.__dataclass_fields__]
 _INSERT = Statement(

@@ -13,19 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Select,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    select,
-    union,
-    update,
-)
+from sqlalchemy import ColumnElement, Select, bindparam, case, delete, func, insert, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sitecomms.protocol.enums import Role
@@ -39,7 +27,7 @@ from sitecomms.store.schema import (
     sessions,
     users,
 )
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # leased_until of a delivery no worker holds
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, insert, or_, select, update
 
 from sitecomms.protocol.enums import ConversationType
 from sitecomms.store.conversations import scope_clause
 from sitecomms.store.rows import ReadStatusRow
 from sitecomms.store.schema import conversations, read_status
 from sitecomms.store.scopes import SHAPES, Scope, changed_after
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 _COLUMNS = [read_status.c[name] for name in ReadStatusRow.__dataclass_fields__]
 _SELECT = select(*_COLUMNS)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from sitecomms.store.rows import AccessRow, SessionRow
 from sitecomms.store.schema import sessions, users
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 _COLUMNS = [sessions.c[name] for name in SessionRow.__dataclass_fields__]
 LISTED = 200  # "my devices" lists the most recently used this many (a script signing in in a loop makes thousands)

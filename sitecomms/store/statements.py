@@ -7,17 +7,21 @@ module-level `Statement(name, core_statement)` with named `bindparam`s, run by
 `rows/first/scalar/run(conn, **params)` (`run_many(conn, rows)` for a batch of inserts); rows come
 back as plain tuples in the order of the statement's columns.
 
-- **SQLite** (the only fast path): the statement is compiled once with SQLAlchemy's public
-  compiler API (`positiontup`, `binds`, and each type's `dialect_impl(dialect)` bind and result
-  processors), and the SQL runs on the raw `sqlite3` connection inside the caller's
-  transaction, so values are exactly what `conn.execute` gives (UTC datetimes included).
-  Driver errors are wrapped in SQLAlchemy's exception classes (`DBAPIError.instance`), as
-  `conn.execute` does, so the store's error translation sees one shape. IN-lists are
-  `bindparam(..., expanding=True)`; a list is padded (with its last element, which an IN
-  ignores) to the next power of two, and each padded length is compiled once
-  (`construct_expanded_state`): a small fixed set of variants, never one per call.
-- **Every other dialect** runs `conn.execute(statement, params)`: the statement is still built
-  once, and SQLAlchemy compiles it once per dialect into its compiled cache.
+- **SQLite** and **PostgreSQL in the server** (the fast paths): the statement is compiled once
+  per dialect with SQLAlchemy's public compiler API (`positiontup`, `binds`, and each type's
+  `dialect_impl(dialect)` bind and result processors), and the SQL runs on the raw driver
+  inside the caller's transaction, so values are exactly what `conn.execute` gives (UTC
+  datetimes included). On SQLite that is the `sqlite3` connection under SQLAlchemy's; driver
+  errors are wrapped in SQLAlchemy's exception classes (`DBAPIError.instance`), as
+  `conn.execute` does. On PostgreSQL it is the transaction's asyncpg connection (`PgConnection`,
+  pg.py: prepared once per connection); asyncpg's errors carry their SQLSTATE, which is all
+  the store's error translation reads. IN-lists are `bindparam(..., expanding=True)`; a list is
+  padded (with its last element, which an IN ignores) to the next power of two, and each
+  padded length is compiled once (`construct_expanded_state`): a small fixed set of variants,
+  never one per call.
+- **SQLAlchemy's own PostgreSQL connections** (the CLI's and migrations', `blocking.py`) run
+  `conn.execute(statement, params)`: the statement is still built once, and SQLAlchemy
+  compiles it once into its compiled cache.
 
 Every `Statement` is recorded in `REGISTRY` by its unique name, so tests can check that each
 one gives the same rows through this path as through plain `conn.execute`
@@ -30,13 +34,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection as SAConnection
+from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.selectable import ReturnsRows
 
+from sitecomms.store.pg import PgConnection
+
 Processor = Callable[[Any], Any] | None
+
+Connection = SAConnection | PgConnection
+"""What a transaction function gets: the server's PostgreSQL transactions get a `PgConnection`;
+SQLite's, and the CLI's and migrations' on PostgreSQL (`blocking.py`), SQLAlchemy's."""
 
 REGISTRY: dict[str, Statement] = {}
 
@@ -88,7 +99,7 @@ class _Plan:
 class Statement:
     """One named statement with named parameters; see the module doc."""
 
-    __slots__ = ("_compiled", "_lists", "_plans", "_sqlite", "dialects", "name", "statement")
+    __slots__ = ("_compiled", "_fixed", "_lists", "_plans", "dialects", "name", "statement")
 
     def __init__(self, name: str, statement: Executable, *, dialects: tuple[str, ...] | None = None) -> None:
         if name in REGISTRY:
@@ -96,9 +107,9 @@ class Statement:
         self.name = name
         self.statement = statement
         self.dialects = dialects
-        self._sqlite: _Plan | None = None  # the plan, when the statement has no IN-list
-        self._plans: dict[tuple[int, ...], _Plan] = {}  # by padded list lengths
-        self._compiled: SQLCompiler | None = None
+        self._fixed: dict[str, _Plan] = {}  # by dialect: the plan, when the statement has no IN-list
+        self._plans: dict[tuple[str, tuple[int, ...]], _Plan] = {}  # by dialect and padded list lengths
+        self._compiled: dict[str, SQLCompiler] = {}
         self._lists: tuple[str, ...] | None = None  # names of the expanding parameters
         REGISTRY[name] = self
 
@@ -106,9 +117,12 @@ class Statement:
         return f"Statement({self.name!r})"
 
     def rows(self, conn: Connection, **params: Any) -> list[Sequence[Any]]:
+        if isinstance(conn, PgConnection):
+            plan = self._plan(conn.dialect, params)
+            return [plan.row(raw) for raw in conn.fetch(plan.sql, plan.parameters(params))]
         if conn.dialect.name != "sqlite":
             return list(conn.execute(self.statement, params))
-        plan = self._sqlite or self._plan(conn.dialect, params)
+        plan = self._plan(conn.dialect, params)
         cursor = _execute(conn, plan, params)
         try:
             return [plan.row(raw) for raw in cursor.fetchall()]
@@ -117,9 +131,13 @@ class Statement:
 
     def first(self, conn: Connection, **params: Any) -> Sequence[Any] | None:
         """The first row, or None (a write's RETURNING row: its changes are all made by then)."""
+        if isinstance(conn, PgConnection):
+            plan = self._plan(conn.dialect, params)
+            found = conn.fetchrow(plan.sql, plan.parameters(params))
+            return None if found is None else plan.row(found)
         if conn.dialect.name != "sqlite":
             return conn.execute(self.statement, params).first()
-        plan = self._sqlite or self._plan(conn.dialect, params)
+        plan = self._plan(conn.dialect, params)
         cursor = _execute(conn, plan, params)
         try:
             raw = cursor.fetchone()
@@ -133,9 +151,12 @@ class Statement:
 
     def run(self, conn: Connection, **params: Any) -> int:
         """Execute a statement that returns no rows; the number of rows it changed."""
+        if isinstance(conn, PgConnection):
+            plan = self._plan(conn.dialect, params)
+            return conn.execute(plan.sql, plan.parameters(params))
         if conn.dialect.name != "sqlite":
             return int(conn.execute(self.statement, params).rowcount)
-        cursor = _execute(conn, self._sqlite or self._plan(conn.dialect, params), params)
+        cursor = _execute(conn, self._plan(conn.dialect, params), params)
         try:
             return int(cursor.rowcount)
         finally:
@@ -145,40 +166,45 @@ class Statement:
         """Execute a statement (without IN-lists) once per parameter set, in one driver call."""
         if not rows:
             return
+        if isinstance(conn, PgConnection):
+            plan = self._plan(conn.dialect, rows[0])
+            conn.executemany(plan.sql, [plan.parameters(row) for row in rows])
+            return
         if conn.dialect.name != "sqlite":
             conn.execute(self.statement, [dict(row) for row in rows])
             return
-        plan = self._sqlite or self._plan(conn.dialect, rows[0])
+        plan = self._plan(conn.dialect, rows[0])
         _execute_many(conn, plan, [plan.parameters(row) for row in rows])
 
-    # --- SQLite -----------------------------------------------------------------------------
+    # --- compiled once: SQLite, and PostgreSQL's PgConnection -------------------------------
 
     def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
-        if self._sqlite is not None:
-            return self._sqlite
-        if self._lists is None:
-            self._compile(dialect)
-            assert self._lists is not None
-            if not self._lists:
-                self._sqlite = self._build(dialect, {})
-                return self._sqlite
+        fixed = self._fixed.get(dialect.name)
+        if fixed is not None:
+            return fixed
+        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        assert self._lists is not None
+        if not self._lists:
+            fixed = self._fixed[dialect.name] = self._build(dialect, compiled, {})
+            return fixed
         lengths = tuple(_padded(len(params[name])) for name in self._lists)
-        plan = self._plans.get(lengths)
+        plan = self._plans.get((dialect.name, lengths))
         if plan is None:
-            plan = self._plans[lengths] = self._build(dialect, dict(zip(self._lists, lengths, strict=True)))
+            expansion = dict(zip(self._lists, lengths, strict=True))
+            plan = self._plans[(dialect.name, lengths)] = self._build(dialect, compiled, expansion)
         return plan
 
-    def _compile(self, dialect: Dialect) -> None:
+    def _compile(self, dialect: Dialect) -> SQLCompiler:
         compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
         assert isinstance(compiled, SQLCompiler)
         if compiled.positiontup is None:
             raise ValueError(f"{dialect.name}: statements need a positional paramstyle")
-        self._compiled = compiled
+        self._compiled[dialect.name] = compiled
         self._lists = tuple(name for name in compiled.positiontup if compiled.binds[name].expanding)
+        return compiled
 
-    def _build(self, dialect: Dialect, lengths: dict[str, int]) -> _Plan:
-        compiled = self._compiled
-        assert compiled is not None and compiled.positiontup is not None
+    def _build(self, dialect: Dialect, compiled: SQLCompiler, lengths: dict[str, int]) -> _Plan:
+        assert compiled.positiontup is not None
         sql, order = compiled.string, list(compiled.positiontup)
         source = {name: (name, _NOT_A_LIST) for name in order}
         if lengths:
@@ -200,7 +226,7 @@ class Statement:
         return _Plan(sql, binds, _result_processors(self.statement, dialect))
 
 
-def _execute(conn: Connection, plan: _Plan, params: Mapping[str, Any]) -> Any:
+def _execute(conn: SAConnection, plan: _Plan, params: Mapping[str, Any]) -> Any:
     values = plan.parameters(params)
     raw = conn.connection.driver_connection
     assert raw is not None
@@ -212,7 +238,7 @@ def _execute(conn: Connection, plan: _Plan, params: Mapping[str, Any]) -> Any:
         ) from error
 
 
-def _execute_many(conn: Connection, plan: _Plan, values: list[list[Any]]) -> None:
+def _execute_many(conn: SAConnection, plan: _Plan, values: list[list[Any]]) -> None:
     raw = conn.connection.driver_connection
     assert raw is not None
     try:

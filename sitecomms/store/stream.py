@@ -10,10 +10,10 @@ other rows, so writers in one org always take locks in the same order (no deadlo
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 
 from sitecomms.store.schema import org_streams
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 # The first of `count` new positions (RETURNING sees the row as updated). A module-level
 # construct, because the send on PostgreSQL runs it inside its one statement (messages.py).

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, delete, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sitecomms.store.schema import login_throttle
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 from sitecomms.store.types import UTCDateTime
 
 _t = login_throttle.c

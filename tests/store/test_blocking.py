@@ -7,18 +7,19 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, text
 
 from sitecomms.store import blocking, migrate, schema
 from sitecomms.store.database import open_database
 from sitecomms.store.types import utcnow
+from tests.sql import execute
 from tests.support import create_postgres_database, drop_postgres_database
 
 TIMEOUT = 60.0
 
 
 def _put(conn: Connection, name: str, value: str) -> str:
-    conn.execute(insert(schema.orgs).values(id=name[:36], name=value, created_at=utcnow()))
+    execute(conn, insert(schema.orgs).values(id=name[:36], name=value, created_at=utcnow()))
     return value
 
 
@@ -28,7 +29,7 @@ def _put_then_fail(conn: Connection, name: str) -> None:
 
 
 def _get(conn: Connection, name: str) -> str | None:
-    found = conn.execute(select(schema.orgs.c.name).where(schema.orgs.c.id == name[:36])).scalar()
+    found = execute(conn, select(schema.orgs.c.name).where(schema.orgs.c.id == name[:36])).scalar()
     return None if found is None else str(found)
 
 
@@ -60,7 +61,7 @@ async def test_processes_migrating_a_fresh_postgresql_at_once_take_turns(empty_p
     db = open_database(empty_postgres, pool_size=1)
     try:
         assert (
-            await db.read("head", lambda conn: conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
+            await db.read("head", lambda conn: execute(conn, text("SELECT version_num FROM alembic_version")).scalar())
             == migrate.head_revision()
         )
     finally:

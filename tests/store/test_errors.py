@@ -22,6 +22,7 @@ from sitecomms.store import blocking, migrate, schema
 from sitecomms.store.database import Database, open_database
 from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.types import utcnow
+from tests.sql import execute
 from tests.support import POSTGRES_ADMIN_URL
 
 TIMEOUT = 30.0
@@ -38,13 +39,14 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 def _org(conn: Connection, org_id: str) -> None:
-    conn.execute(insert(schema.orgs).values(id=org_id, name="Errors", created_at=utcnow()))
-    conn.execute(insert(schema.org_streams).values(org_id=org_id, position=0))
+    execute(conn, insert(schema.orgs).values(id=org_id, name="Errors", created_at=utcnow()))
+    execute(conn, insert(schema.org_streams).values(org_id=org_id, position=0))
 
 
 def _user(conn: Connection, org_id: str, email: str, position: int) -> str:
     user_id = str(uuid.uuid4())
-    conn.execute(
+    execute(
+        conn,
         insert(schema.users).values(
             id=user_id,
             org_id=org_id,
@@ -54,23 +56,25 @@ def _user(conn: Connection, org_id: str, email: str, position: int) -> str:
             password_hash="x",
             created_at=utcnow(),
             position=position,
-        )
+        ),
     )
     return user_id
 
 
 def _broadcast(conn: Connection, org_id: str, position: int) -> str:
     conversation_id = str(uuid.uuid4())
-    conn.execute(
+    execute(
+        conn,
         insert(schema.conversations).values(
             id=conversation_id, org_id=org_id, type="broadcast", created_at=utcnow(), position=position
-        )
+        ),
     )
     return conversation_id
 
 
 def _message(conn: Connection, org_id: str, conversation_id: str, sender_id: str, key: str, position: int) -> None:
-    conn.execute(
+    execute(
+        conn,
         insert(schema.messages).values(
             id=str(uuid.uuid4()),
             org_id=org_id,
@@ -80,7 +84,7 @@ def _message(conn: Connection, org_id: str, conversation_id: str, sender_id: str
             idempotency_key=key,
             created_at=utcnow(),
             position=position,
-        )
+        ),
     )
 
 
@@ -124,7 +128,8 @@ async def test_a_violated_unique_constraint_is_a_duplicate_naming_it(db: Databas
     assert raised.value.constraint == constraint
     assert not isinstance(raised.value, IntegrityError), "nothing of SQLAlchemy reaches the caller"
     rows = await db.read(
-        "count", lambda conn: conn.execute(select(schema.messages.c.id).where(schema.messages.c.org_id == org_id)).all()
+        "count",
+        lambda conn: execute(conn, select(schema.messages.c.id).where(schema.messages.c.org_id == org_id)).all(),
     )
     assert len(rows) == 1, "the violating transaction was rolled back"
 
@@ -161,7 +166,7 @@ async def test_a_callers_own_exception_passes_unchanged(db: Database) -> None:
 
 
 def _select_one(conn: Connection) -> int:
-    return int(conn.execute(text("SELECT 1")).scalar_one())
+    return int(execute(conn, text("SELECT 1")).scalar_one())
 
 
 async def _unavailable_every_way(url: str) -> None:
@@ -228,7 +233,7 @@ async def test_a_locked_sqlite_is_unavailable_for_reads_and_writes(sqlite_url: s
 def _raising(sqlstate: str, calls: list[str]) -> Callable[[Connection], None]:
     def txn(conn: Connection) -> None:
         calls.append(sqlstate)
-        conn.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'as asked' USING ERRCODE = '{sqlstate}'; END $$"))
+        execute(conn, text(f"DO $$ BEGIN RAISE EXCEPTION 'as asked' USING ERRCODE = '{sqlstate}'; END $$"))
 
     return txn
 

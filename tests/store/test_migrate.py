@@ -15,10 +15,16 @@ from sitecomms.store import blocking, migrate
 from sitecomms.store.database import open_database
 from sitecomms.store.schema import metadata
 from tests.servers import BACKENDS, fresh_database
+from tests.sql import execute
 
 
 def _diff(conn: Connection) -> list[object]:
     return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata))
+
+
+def _diff_of(url: str) -> list[object]:
+    """Alembic compares on SQLAlchemy's connection: the CLI's (`blocking.run`), not the server's."""
+    return blocking.run(url, "test_diff", _diff)
 
 
 def _revision_of(url: str) -> str | None:
@@ -26,14 +32,14 @@ def _revision_of(url: str) -> str | None:
 
 
 def _revision(conn: Connection) -> str | None:
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return execute(conn, text("SELECT version_num FROM alembic_version")).scalar()
 
 
 async def test_migrations_match_the_declared_schema(database_url: str) -> None:
     await migrate.upgrade_async(database_url)  # already at head: a second run changes nothing
     db = open_database(database_url, pool_size=1)
     try:
-        assert await db.read("test_diff", _diff) == []
+        assert await asyncio.to_thread(_diff_of, database_url) == []
         assert await db.read("test_revision", _revision) == migrate.head_revision()
     finally:
         await db.close()
@@ -43,7 +49,7 @@ async def test_a_fresh_sqlite_file_is_migrated_from_nothing(sqlite_url: str) -> 
     await migrate.upgrade_async(sqlite_url)
     db = open_database(sqlite_url, pool_size=1)
     try:
-        assert await db.read("test_diff", _diff) == []
+        assert await asyncio.to_thread(_diff_of, sqlite_url) == []
         journal = await db.read("test_wal", lambda conn: conn.exec_driver_sql("PRAGMA journal_mode").scalar())
         assert journal == "wal"
         fks = await db.read("test_fk", lambda conn: conn.exec_driver_sql("PRAGMA foreign_keys").scalar())
@@ -77,7 +83,7 @@ async def _upgrade_a_database_in_use(database_url: str) -> None:
     ]
     db = open_database(database_url, pool_size=1)
     try:
-        await db.write("test_seed", lambda conn: [conn.execute(text(statement)) for statement in seed])
+        await db.write("test_seed", lambda conn: [execute(conn, text(statement)) for statement in seed])
     finally:
         await db.close()
     await migrate.upgrade_async(database_url)
@@ -86,15 +92,15 @@ async def _upgrade_a_database_in_use(database_url: str) -> None:
         counts = await db.read(
             "test_counts",
             lambda conn: [
-                conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                execute(conn, text(f"SELECT count(*) FROM {table}")).scalar()
                 for table in ("users", "conversations", "messages", "read_status")
             ],
         )
         assert counts == [1, 1, 1, 1]
-        active = await db.read("test_active", lambda conn: conn.execute(text("SELECT active FROM users")).scalar())
+        active = await db.read("test_active", lambda conn: execute(conn, text("SELECT active FROM users")).scalar())
         assert active in (True, 1)
         with pytest.raises(IntegrityError):
-            await db.write("test_delete", lambda conn: conn.execute(text("DELETE FROM users WHERE id = 'm1'")))
-        assert await db.read("test_diff", _diff) == []
+            await db.write("test_delete", lambda conn: execute(conn, text("DELETE FROM users WHERE id = 'm1'")))
+        assert await asyncio.to_thread(_diff_of, database_url) == []
     finally:
         await db.close()

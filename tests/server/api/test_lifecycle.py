@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import Stack
+from tests.sql import execute
 from tests.support import PASSWORD, Member, Orgs
 
 NEW_PASSWORD = "a fresh passphrase 42"
@@ -221,7 +222,7 @@ async def test_users_are_never_deleted_by_a_cascade(stack: Stack, orgs: Orgs) ->
     await orgs.send(medic, medic.conversation_id, "keep me")
 
     def delete(conn: Any) -> None:
-        conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": medic.id})
+        execute(conn, text("DELETE FROM users WHERE id = :id"), {"id": medic.id})
 
     with pytest.raises(IntegrityError):
         await stack.db.write("test_delete_user", delete)

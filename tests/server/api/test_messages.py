@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sitecomms.server.app import create_app
 from sitecomms.store.schema import messages
 from tests.conftest import Stack
+from tests.sql import execute
 from tests.support import Orgs
 
 
@@ -20,7 +21,7 @@ def body(conversation_id: str, content: str = "hello", key: str | None = None) -
 
 async def count_rows_with_key(stack: Stack, sender_id: str, key: str) -> int:
     query = select(func.count()).where(messages.c.sender_id == sender_id, messages.c.idempotency_key == key)
-    return int(await stack.db.read("test_count", lambda conn: conn.execute(query).scalar_one()))
+    return int(await stack.db.read("test_count", lambda conn: execute(conn, query).scalar_one()))
 
 
 async def test_send_returns_the_message_and_same_key_returns_it_again(stack: Stack, orgs: Orgs) -> None:

@@ -21,6 +21,7 @@ from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.server.services.sessions import Peer
 from sitecomms.store.types import utcnow
 from tests.conftest import Stack
+from tests.sql import execute
 from tests.support import JWT_SECRET, PASSWORD, Member, Orgs, fast_settings
 
 
@@ -83,7 +84,8 @@ async def test_refresh_rotates_and_the_old_token_is_theft(stack: Stack, orgs: Or
     assert (await _refresh(stack, third["refresh_token"])).status_code == 401
     events = await stack.db.read(
         "test_audit",
-        lambda conn: conn.execute(
+        lambda conn: execute(
+            conn,
             text("SELECT kind, session_id FROM audit_events WHERE subject_id = :u AND kind = 'refresh_reused'"),
             {"u": medic.id},
         ).all(),
@@ -193,7 +195,8 @@ async def test_an_idle_session_expires(stack: Stack, orgs: Orgs) -> None:
     idle = timedelta(seconds=stack.settings.refresh_idle_seconds + 60)
 
     def age(conn: Any) -> None:
-        conn.execute(
+        execute(
+            conn,
             text("UPDATE sessions SET last_used_at = :t, rotated_at = :t WHERE id = :id"),
             {"t": (utcnow() - idle).replace(tzinfo=None), "id": signed["session_id"]},
         )
@@ -246,7 +249,7 @@ async def test_a_session_cannot_be_rotated_faster_than_its_budget(stack: Stack, 
     signed = await _login(stack, medic)
 
     def exhaust(conn: Any) -> None:
-        conn.execute(text("UPDATE sessions SET generation = 100000 WHERE id = :id"), {"id": signed["session_id"]})
+        execute(conn, text("UPDATE sessions SET generation = 100000 WHERE id = :id"), {"id": signed["session_id"]})
 
     await stack.db.write("test_exhaust", exhaust)
     # The stored hash is the login's secret's: generation is a counter only, so the token is current.
@@ -260,7 +263,7 @@ async def test_sign_in_upgrades_the_hash_when_the_argon2_settings_change(stack: 
     stronger = build_signin(fast_settings(stack.settings.database_url, argon2_time_cost=2), stack.db, NoPublisher())
 
     def stored(conn: Any) -> str:
-        return str(conn.execute(text("SELECT password_hash FROM users WHERE id = :id"), {"id": medic.id}).scalar())
+        return str(execute(conn, text("SELECT password_hash FROM users WHERE id = :id"), {"id": medic.id}).scalar())
 
     assert ",t=1," in await stack.db.read("test_hash", stored)
     await stronger.login(medic.email, PASSWORD, device=None, peer=Peer(stack.address))

@@ -20,6 +20,7 @@ from sitecomms.store.database import Connection
 from sitecomms.store.errors import Unavailable
 from sitecomms.store.types import utcnow
 from tests.conftest import Stack
+from tests.sql import execute
 from tests.support import Orgs
 
 TIMEOUT = 10.0
@@ -59,7 +60,7 @@ async def test_detail_is_parsed_and_limits_are_bounded(stack: Stack, orgs: Orgs)
 
 
 def _tamper(conn: Connection, event_id: int) -> None:
-    conn.execute(text("UPDATE audit_events SET kind = 'tampered' WHERE id = :id"), {"id": event_id})
+    execute(conn, text("UPDATE audit_events SET kind = 'tampered' WHERE id = :id"), {"id": event_id})
 
 
 async def test_the_database_refuses_to_update_an_event(stack: Stack, orgs: Orgs) -> None:

@@ -25,6 +25,7 @@ from sitecomms.store import errors as store_errors
 from sitecomms.store import migrate
 from sitecomms.store.database import Database, SQLiteDatabase, open_database
 from tests.servers import BACKENDS, refusable_database
+from tests.sql import execute
 from tests.support import write_refusal
 
 TIMEOUT = 60.0
@@ -93,7 +94,7 @@ async def test_a_refused_write_is_a_503_kind_of_failure_on_postgresql(tmp_path: 
             with pytest.raises(store_errors.Unavailable, match="read-only"):
                 for _ in range(ATTEMPTS):  # the first use of an ended connection fails as a disconnect
                     try:
-                        await db.write("test_write", lambda conn: conn.execute(text("UPDATE health_probe SET id = 1")))
+                        await db.write("test_write", lambda conn: execute(conn, text("UPDATE health_probe SET id = 1")))
                     except store_errors.Unavailable as exc:
                         if "read-only" in str(exc):
                             raise

@@ -37,6 +37,7 @@ from sitecomms.store.schema import push_cursors, push_deliveries, push_subscript
 from sitecomms.store.types import utcnow
 from tests.server.api.test_isolation import Model, Plan, Sent, _play, plans
 from tests.servers import fresh_database
+from tests.sql import execute
 from tests.support import PASSWORD, Member, Orgs, World, fast_settings
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -76,7 +77,7 @@ class Pushing:
 
 def _due_now(conn: Any) -> bool:
     next_due, now = push.next_due(conn), utcnow()
-    in_flight = conn.execute(select(push_deliveries.c.id).where(push_deliveries.c.leased_until > now)).first()
+    in_flight = execute(conn, select(push_deliveries.c.id).where(push_deliveries.c.leased_until > now)).first()
     return push.any_org_behind(conn) or (next_due is not None and next_due <= now) or in_flight is not None
 
 
@@ -306,7 +307,7 @@ async def _due_at_once(pushing: Pushing) -> None:
     """Every delivery waiting for a retry is due now (as if its Retry-After had passed)."""
 
     def txn(conn: Any) -> None:
-        conn.execute(update(push_deliveries).values(due_at=push.NEVER))
+        execute(conn, update(push_deliveries).values(due_at=push.NEVER))
 
     await pushing.db.write("test_push_due_now", txn)
 
@@ -346,7 +347,7 @@ async def test_a_subscription_whose_keys_no_longer_encrypt_is_removed_and_the_ot
     assert row.endpoint.endswith(broken)
 
     def corrupt(conn: Any) -> None:  # a row from before key checks, or edited by hand
-        conn.execute(update(push_subscriptions).where(push_subscriptions.c.id == row.id).values(p256dh="AAAA"))
+        execute(conn, update(push_subscriptions).where(push_subscriptions.c.id == row.id).values(p256dh="AAAA"))
 
     await pushing.db.write("test_corrupt", corrupt)
     await pushing.orgs.send(world.admins[0], world.broadcast_id, "everyone")
@@ -508,7 +509,7 @@ class _HeldOutbound(Outbound):
 
 
 def _leased(conn: Any) -> int:
-    return len(conn.execute(select(push_deliveries.c.id).where(push_deliveries.c.leased_until > utcnow())).all())
+    return len(execute(conn, select(push_deliveries.c.id).where(push_deliveries.c.leased_until > utcnow())).all())
 
 
 async def test_closing_finishes_the_pushes_in_flight_and_claims_no_more(tmp_path: Path) -> None:
@@ -571,5 +572,5 @@ async def test_a_subscription_made_while_its_session_is_being_revoked_is_refused
             finally:
                 await engine.dispose()
             assert refused.status_code == 401, refused.text
-            rows = await pushing.db.read("subs", lambda conn: conn.execute(select(push_subscriptions.c.id)).all())
+            rows = await pushing.db.read("subs", lambda conn: execute(conn, select(push_subscriptions.c.id)).all())
             assert rows == []

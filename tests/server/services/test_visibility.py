@@ -32,6 +32,7 @@ from sitecomms.store import conversations, messages, reads, schema, users
 from sitecomms.store.rows import ConversationRow, ReadStatusRow, UserRow
 from sitecomms.store.scopes import Scope
 from tests.conftest import Stack
+from tests.sql import execute
 from tests.support import Member, World
 
 EVERYTHING = 10**9  # a `limit` no test database reaches
@@ -73,7 +74,7 @@ def _by_scope(conn: Connection, viewer: Viewer) -> list[Verdicts]:
 
 def _by_predicate(conn: Connection, viewer: Viewer) -> Verdicts:
     """The predicates, applied to every row of every table (every org's, whole)."""
-    every_org = [visibility.org_scope(org_id) for org_id in conn.execute(select(schema.orgs.c.id)).scalars()]
+    every_org = [visibility.org_scope(org_id) for org_id in execute(conn, select(schema.orgs.c.id)).scalars()]
     every_conversation = {c.id: c for org in every_org for c in conversations.list_conversations(conn, org)}
     every_message = [
         m for org in every_org for m in messages.messages_changed_since(conn, org, after=0, limit=EVERYTHING)
