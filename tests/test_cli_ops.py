@@ -26,7 +26,6 @@ from sitecomms.server.services.export import KINDS
 from sitecomms.store import migrate
 from tests.client.harness import ADMIN, MEDIC, MEDIC_NAME, PASSWORD, TIMEOUT, ApiUser, demo_database, server
 from tests.servers import CLI_TIMEOUT, base_env, run_cli
-from tests.sql import execute
 
 LOAD_BEFORE_BACKUP = 200  # messages acknowledged before the backup starts
 SENDERS = 4
@@ -121,10 +120,9 @@ async def test_a_backup_during_a_send_load_holds_every_message_acknowledged_befo
     assert not missing, f"{len(missing)} of {len(before)} acknowledged messages are not in the backup"
     assert in_copy - set(acknowledged) <= message_ids_of_demo(tmp_path), "nothing in the copy that was never sent"
     with closing(sqlite3.connect(target)) as conn:  # one instant: no row ahead of its org's stream head
-        behind = execute(
-            conn,
+        behind = conn.execute(
             "SELECT count(*) FROM messages JOIN org_streams USING (org_id)"
-            " WHERE messages.position > org_streams.position",
+            " WHERE messages.position > org_streams.position"
         ).fetchone()[0]
     assert behind == 0
     assert [p.name for p in target.parent.iterdir()] == ["nightly.db"], "no temporary file left"
