@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, or_, select, update
 
 from sitecomms.protocol.enums import ConversationType
 from sitecomms.store.rows import ConversationRow
 from sitecomms.store.schema import conversations, messages, read_status, users
 from sitecomms.store.scopes import SHAPES, Scope, changed_after
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 # The columns of a ConversationRow, in its field order; `medic_name` from the medic's user row.
 COLUMNS = [
     users.c.display_name.label(name) if name == "medic_name" else conversations.c[name]
     for name in ConversationRow.__dataclass_fields__
 ]
-_ROW_SELECT = select(*COLUMNS).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
+ROW_SELECT = select(*COLUMNS).select_from(conversations.outerjoin(users, users.c.id == conversations.c.medic_id))
 
 
 def scope_clause(medic: bool) -> ColumnElement[bool]:
@@ -31,7 +31,7 @@ def scope_clause(medic: bool) -> ColumnElement[bool]:
 
 
 def _scoped(medic: bool) -> Select[tuple[object, ...]]:
-    return _ROW_SELECT.where(scope_clause(medic))
+    return ROW_SELECT.where(scope_clause(medic))
 
 
 _INSERT = Statement(
@@ -40,9 +40,9 @@ _INSERT = Statement(
         {c.name: bindparam(c.name) for c in conversations.c if not c.name.startswith("last_message")}
     ),
 )
-_BY_ID = Statement("conversations.by_id", _ROW_SELECT.where(conversations.c.id == bindparam("conversation_id")))
-_BY_IDS = Statement("conversations.by_ids", _ROW_SELECT.where(conversations.c.id.in_(bindparam("ids", expanding=True))))
-_DIRECT_OF = Statement("conversations.direct_of", _ROW_SELECT.where(conversations.c.medic_id == bindparam("medic_id")))
+_BY_ID = Statement("conversations.by_id", ROW_SELECT.where(conversations.c.id == bindparam("conversation_id")))
+_BY_IDS = Statement("conversations.by_ids", ROW_SELECT.where(conversations.c.id.in_(bindparam("ids", expanding=True))))
+_DIRECT_OF = Statement("conversations.direct_of", ROW_SELECT.where(conversations.c.medic_id == bindparam("medic_id")))
 _TOUCH = Statement(
     "conversations.touch",
     update(conversations)

@@ -12,11 +12,11 @@ row lock is held for one round trip and the COMMIT.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Connection,
     Insert,
     Select,
     String,
@@ -25,15 +25,18 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
 
 from sitecomms.store import stream
+from sitecomms.store import users as user_rows
+from sitecomms.store.conversations import ROW_SELECT as CONVERSATION_SELECT
 from sitecomms.store.conversations import scope_clause
 from sitecomms.store.rows import ConversationRow, MessageRow, UserRow
 from sitecomms.store.schema import conversations, messages, users
 from sitecomms.store.scopes import Scope, changed_after
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
 SEND_POSITIONS = 2  # the message's, then its conversation's new preview
 
@@ -104,6 +107,21 @@ _BY_KEY = Statement(
     "messages.by_key",
     _ROW_SELECT.where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key")),
 )
+# What a send reads before it writes, in one query: the sender, the conversation named and an
+# earlier message of the sender's with the same idempotency key (each column NULL when absent;
+# no row at all when the sender does not exist).
+_sender = select(*user_rows.COLUMNS).where(users.c.id == bindparam("sender_id")).subquery("sender")
+_target = CONVERSATION_SELECT.where(conversations.c.id == bindparam("conversation_id")).subquery("target")
+_earlier = _ROW_SELECT.where(
+    messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key")
+).subquery("earlier")
+_SEND_CONTEXT = Statement(
+    "messages.send_context",
+    select(*_sender.c, *_target.c, *_earlier.c).select_from(
+        _sender.outerjoin(_target, true()).outerjoin(_earlier, true())
+    ),
+)
+_USER_WIDTH, _CONVERSATION_WIDTH = len(UserRow.__dataclass_fields__), len(ConversationRow.__dataclass_fields__)
 _NO_BOUND = 2**63 - 1  # `before` of a thread page that starts at the newest message
 _THREAD = Statement(
     "messages.thread",
@@ -189,6 +207,26 @@ def record_send(
         assert inserted is not None and updated is not None
         written, moved = inserted, updated
     return MessageRow(*written), ConversationRow(*moved)
+
+
+class SendContext(NamedTuple):
+    sender: UserRow | None
+    conversation: ConversationRow | None
+    earlier: MessageRow | None  # the sender's message with this idempotency key, if any
+
+
+def send_context(conn: Connection, sender_id: str, conversation_id: str, key: str) -> SendContext:
+    """The sender, the conversation and the earlier message with `key`, in one round trip."""
+    row = _SEND_CONTEXT.first(conn, sender_id=sender_id, conversation_id=conversation_id, key=key)
+    if row is None:
+        return SendContext(None, None, None)
+    user, conversation = row[:_USER_WIDTH], row[_USER_WIDTH : _USER_WIDTH + _CONVERSATION_WIDTH]
+    earlier = row[_USER_WIDTH + _CONVERSATION_WIDTH :]
+    return SendContext(
+        UserRow(*user),
+        None if conversation[0] is None else ConversationRow(*conversation),
+        None if earlier[0] is None else MessageRow(*earlier),
+    )
 
 
 def get_message(conn: Connection, message_id: str) -> MessageRow | None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select, update
 
+from sitecomms.store.pg import one_read
 from sitecomms.store.rows import UserRow
 from sitecomms.store.schema import users
 from sitecomms.store.scopes import SHAPES, Scope, changed_after
-from sitecomms.store.statements import Statement
+from sitecomms.store.statements import Connection, Statement
 
-_COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
+COLUMNS = [users.c[name] for name in UserRow.__dataclass_fields__]
 
 
 def _scoped(medic: bool) -> Select[tuple[object, ...]]:
@@ -19,14 +20,14 @@ def _scoped(medic: bool) -> Select[tuple[object, ...]]:
     where: list[ColumnElement[bool]] = [users.c.org_id == bindparam("org_id")]
     if medic:
         where.append(users.c.id == bindparam("medic_id"))
-    return select(*_COLUMNS).where(*where)
+    return select(*COLUMNS).where(*where)
 
 
 _INSERT = Statement(
-    "users.insert", insert(users).values({c.name: bindparam(c.name) for c in users.c}).returning(*_COLUMNS)
+    "users.insert", insert(users).values({c.name: bindparam(c.name) for c in users.c}).returning(*COLUMNS)
 )
-_BY_ID = Statement("users.by_id", select(*_COLUMNS).where(users.c.id == bindparam("user_id")))
-_BY_EMAIL = Statement("users.by_email", select(*_COLUMNS).where(users.c.email == bindparam("email")))
+_BY_ID = Statement("users.by_id", select(*COLUMNS).where(users.c.id == bindparam("user_id")))
+_BY_EMAIL = Statement("users.by_email", select(*COLUMNS).where(users.c.email == bindparam("email")))
 _RENAME = Statement(
     "users.rename",
     update(users)
@@ -92,11 +93,13 @@ def insert_user(
     return UserRow(*row)
 
 
+@one_read
 def get_user(conn: Connection, user_id: str) -> UserRow | None:
     row = _BY_ID.first(conn, user_id=user_id)
     return None if row is None else UserRow(*row)
 
 
+@one_read
 def get_user_by_email(conn: Connection, email: str) -> UserRow | None:
     row = _BY_EMAIL.first(conn, email=email)
     return None if row is None else UserRow(*row)

@@ -302,7 +302,6 @@ def _push_cases(s: Seed) -> dict[str, Case]:
             [{"org_id": s.org_id, "position": 3}, {"org_id": s.org_id, "position": 4}]
         ),
         "push.cursor.behind": Case([{"limit": 10}], prepare=planned),
-        "push.cursor.any_behind": Case([{}], prepare=planned),
         "push.cursor.move": Case(
             [{"org": s.org_id, "position": s.head, "after_subscription": SUBSCRIPTION_ID}], prepare=planned
         ),
@@ -331,7 +330,7 @@ def _push_cases(s: Seed) -> dict[str, Case]:
         "push.delivery.retry": Case(
             [{"delivery_id": DELIVERY_ID, "due_at": NOW + timedelta(seconds=30), "with_content": False}], prepare=due
         ),
-        "push.delivery.next_due": Case([{}], prepare=due),
+        "push.pending_work": Case([{}], prepare=_push(s, cursor=1, delivery=True)),  # behind, and one due
         "push.delivery.pending": Case([{}], prepare=due),
     }
 
@@ -474,6 +473,14 @@ def _cases(s: Seed) -> dict[str, Case]:
             "messages.send.postgresql": Case([send | {"count": 2}]),
             "messages.by_id": Case([{"message_id": s.message_id}]),
             "messages.by_key": Case([{"sender_id": s.medic_id, "key": s.message_key}]),
+            "messages.send_context": Case(
+                [
+                    {"sender_id": s.medic_id, "conversation_id": s.direct_id, "key": s.message_key},
+                    {"sender_id": s.medic_id, "conversation_id": s.broadcast_id, "key": "unused"},
+                    {"sender_id": s.admin_id, "conversation_id": "no-such", "key": "unused"},
+                    {"sender_id": "no-such", "conversation_id": s.direct_id, "key": s.message_key},
+                ]
+            ),
             "messages.thread": Case(
                 [
                     {"conversation_id": s.direct_id, "before": 2**63 - 1, "limit": 2},

@@ -23,8 +23,8 @@ from sitecomms.server.services.errors import Conflict, Unauthenticated, obey
 from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations, messages, reads, schema, users
-from sitecomms.store.database import Connection, Database
+from sitecomms.store import conversations, messages, reads, schema
+from sitecomms.store.database import Connection, Database, one_change
 from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow
 from sitecomms.store.stream import next_position
@@ -112,8 +112,8 @@ class Messaging:
         return await self._db.read("message_receipts", receipts.receipts_txn, viewer, conversation_id, message_id)
 
 
-def _existing(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow | None:
-    found = messages.get_by_idempotency_key(conn, viewer.user_id, key)
+def _same_message(found: MessageRow | None, conversation_id: str, content: str) -> MessageRow | None:
+    """`found` (the sender's message with this key, if any) when it is this message; Conflict if not."""
     if found is not None and (found.conversation_id != conversation_id or found.content != content):
         raise Conflict(
             "this idempotency_key was already used for a different message", ErrorCode.IDEMPOTENCY_KEY_REUSED
@@ -121,15 +121,16 @@ def _existing(conn: Connection, viewer: Viewer, conversation_id: str, content: s
     return found
 
 
+@one_change  # on PostgreSQL: its reads in one statement, then its one change in one (messages.py)
 def _send_txn(
     conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str
 ) -> tuple[MessageRow, ConversationRow | None]:
     """The message, and its conversation as the send left it (None: the key was used before)."""
-    found = _existing(conn, viewer, conversation_id, content, key)
+    sender, target, earlier = messages.send_context(conn, viewer.user_id, conversation_id, key)
+    found = _same_message(earlier, conversation_id, content)
     if found is not None:
         return found, None
-    conversation = visibility.require_writable(viewer, conversations.get_conversation(conn, conversation_id))
-    sender = users.get_user(conn, viewer.user_id)
+    conversation = visibility.require_writable(viewer, target)
     if sender is None or sender.org_id != viewer.org_id:
         raise Unauthenticated("the account behind this token no longer exists")
     # The org's stream lock is held from here to COMMIT: nothing is read under it, and on
@@ -148,7 +149,7 @@ def _send_txn(
 
 
 def _replay_txn(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow:
-    found = _existing(conn, viewer, conversation_id, content, key)
+    found = _same_message(messages.get_by_idempotency_key(conn, viewer.user_id, key), conversation_id, content)
     if found is None:
         raise Conflict("the message could not be stored; retry with the same idempotency_key")
     return found
