@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select
 
+from sitecomms.store.pg import one_read
 from sitecomms.store.schema import access_changes
 from sitecomms.store.statements import Connection, Statement
 
@@ -31,10 +32,12 @@ def record(conn: Connection, *, at: datetime, user_id: str, session_id: str | No
     return int(_INSERT.scalar(conn, at=at, user_id=user_id, session_id=session_id))
 
 
+@one_read
 def changes_after(conn: Connection, after: int, limit: int) -> list[tuple[int, str, str | None]]:
     return [(int(row[0]), str(row[1]), row[2]) for row in _AFTER.rows(conn, after=after, limit=limit)]
 
 
+@one_read
 def last_change(conn: Connection) -> int:
     return int(_LAST.scalar(conn) or 0)
 

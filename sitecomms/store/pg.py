@@ -19,8 +19,9 @@ password hashes).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 from asyncpg import Connection as AsyncpgConnection
@@ -30,7 +31,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
-__all__ = ["PgConnection", "driver_error"]
+__all__ = ["Mode", "PgConnection", "driver_error", "mode_of", "one_change", "one_read"]
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 _DBAPI = PGDialect_asyncpg.import_dbapi()  # type: ignore[no-untyped-call]
@@ -61,27 +62,80 @@ def _awaited(sql: str, awaitable: Any) -> Any:
         raise driver_error(error, sql) from error
 
 
-class PgConnection:
-    """One transaction's asyncpg connection, used synchronously from inside its greenlet."""
+class Mode(enum.Enum):
+    """How a function's statements are wrapped on PostgreSQL (`PostgresDatabase`, database.py)."""
 
-    __slots__ = ("raw",)
+    TRANSACTION = "transaction"  # BEGIN before the function, COMMIT (or ROLLBACK) after it
+    ONE_READ = "one read"  # no BEGIN: the function runs one statement, which is its own snapshot
+    ONE_CHANGE = "one change"  # no BEGIN: each statement commits alone; the function makes at most one change
+
+
+_MODE = "_sitecomms_pg_mode"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_read(fn: F) -> F:
+    """Declare that the read function `fn` runs exactly one statement (no BEGIN/COMMIT needed)."""
+    setattr(fn, _MODE, Mode.ONE_READ)
+    return fn
+
+
+def one_change(fn: F) -> F:
+    """Declare that the write function `fn` changes at most one thing, in one statement, and
+    reads only what READ COMMITTED would give it anyway (no BEGIN/COMMIT needed)."""
+    setattr(fn, _MODE, Mode.ONE_CHANGE)
+    return fn
+
+
+def mode_of(fn: Callable[..., Any]) -> Mode:
+    mode = getattr(fn, _MODE, Mode.TRANSACTION)
+    assert isinstance(mode, Mode)
+    return mode
+
+
+class PgConnection:
+    """One function's asyncpg connection, used synchronously from inside its greenlet.
+
+    Each statement says whether it `changes` anything (writes, or takes a row or transaction
+    lock); outside TRANSACTION mode the connection holds the function to its declaration."""
+
+    __slots__ = ("_changed", "_ran", "mode", "raw")
 
     dialect: ClassVar[Dialect] = _DIALECT
 
-    def __init__(self, raw: AsyncpgConnection) -> None:
+    def __init__(self, raw: AsyncpgConnection, mode: Mode = Mode.TRANSACTION) -> None:
         self.raw = raw
+        self.mode = mode
+        self._ran = False
+        self._changed = False
 
-    def fetch(self, sql: str, values: Sequence[Any]) -> list[Record]:
+    def _admit(self, changes: bool) -> None:
+        if self.mode is Mode.TRANSACTION:
+            return
+        if self.mode is Mode.ONE_READ:  # refused before it runs: nothing is lost
+            if changes or self._ran:
+                raise AssertionError("a function declared `one_read` ran a second statement, or a change")
+            self._ran = True
+        elif changes:  # the first change is committed already: the tests on PostgreSQL hold each declaration
+            if self._changed:
+                raise AssertionError("a function declared `one_change` tried a second change")
+            self._changed = True
+
+    def fetch(self, sql: str, values: Sequence[Any], changes: bool) -> list[Record]:
+        self._admit(changes)
         return _awaited(sql, self.raw.fetch(sql, *values))  # type: ignore[no-any-return]
 
-    def fetchrow(self, sql: str, values: Sequence[Any]) -> Record | None:
+    def fetchrow(self, sql: str, values: Sequence[Any], changes: bool) -> Record | None:
+        self._admit(changes)
         return _awaited(sql, self.raw.fetchrow(sql, *values))
 
-    def execute(self, sql: str, values: Sequence[Any]) -> int:
+    def execute(self, sql: str, values: Sequence[Any], changes: bool) -> int:
         """Run a statement returning no rows; the number of rows it changed (from its status)."""
+        self._admit(changes)
         status: str = _awaited(sql, self.raw.execute(sql, *values))
         count = status.rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
 
-    def executemany(self, sql: str, values: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, values: Sequence[Sequence[Any]], changes: bool) -> None:
+        self._admit(changes)
         _awaited(sql, self.raw.executemany(sql, values))

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, case, delete, func, ins
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sitecomms.protocol.enums import Role
+from sitecomms.store.pg import one_read
 from sitecomms.store.rows import DuePush, PushSubscriptionRow, PushTarget
 from sitecomms.store.schema import (
     messages,
@@ -98,12 +99,10 @@ _BEHIND = Statement(
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True, of=push_cursors),
 )
-_ANY_BEHIND = Statement(
-    "push.cursor.any_behind",
+_any_behind = (
     select(push_cursors.c.org_id)
     .join(org_streams, org_streams.c.org_id == push_cursors.c.org_id)
     .where(push_cursors.c.position < org_streams.c.position)
-    .limit(1),
 )
 _CURSOR_MOVE = Statement(
     "push.cursor.move",
@@ -229,10 +228,13 @@ _DELIVERY_RETRY = Statement(
     .where(_DEL.id == bindparam("delivery_id"))
     .values(due_at=bindparam("due_at"), leased_until=NEVER, with_content=bindparam("with_content")),
 )
-# When the next delivery no worker holds falls due (a leased one: when its lease runs out).
-_NEXT_DUE = Statement(
-    "push.delivery.next_due",
-    select(func.min(case((_DEL.due_at > _DEL.leased_until, _DEL.due_at), else_=_DEL.leased_until))),
+# Whether some org has changes its push cursor has not reached, and when the next delivery no
+# worker holds falls due (a leased one: when its lease runs out): a worker's poll, one read.
+_next_due = select(
+    func.min(case((_DEL.due_at > _DEL.leased_until, _DEL.due_at), else_=_DEL.leased_until))
+).scalar_subquery()
+_PENDING_WORK = Statement(
+    "push.pending_work", select(_any_behind.exists().label("behind"), _next_due.label("next_due"))
 )
 _PENDING = Statement("push.delivery.pending", select(func.count()).select_from(push_deliveries))
 
@@ -300,9 +302,12 @@ def orgs_behind(conn: Connection, limit: int) -> list[tuple[str, int, str, int]]
     ]
 
 
-def any_org_behind(conn: Connection) -> bool:
-    """Whether some org has changes its push cursor has not reached (a read: no locks)."""
-    return _ANY_BEHIND.first(conn) is not None
+@one_read
+def pending_work(conn: Connection) -> tuple[bool, datetime | None]:
+    """(whether some org has changes its push cursor has not reached, when the next delivery is due)."""
+    row = _PENDING_WORK.first(conn)
+    assert row is not None
+    return bool(row[0]), row[1]
 
 
 def move_cursor(conn: Connection, org_id: str, position: int, *, after_subscription: str = "") -> None:
@@ -352,11 +357,6 @@ def delete_deliveries(conn: Connection, ids: list[int]) -> int:
 
 def retry_delivery(conn: Connection, delivery_id: int, *, due_at: datetime, with_content: bool) -> None:
     _DELIVERY_RETRY.run(conn, delivery_id=delivery_id, due_at=due_at, with_content=with_content)
-
-
-def next_due(conn: Connection) -> datetime | None:
-    value: datetime | None = _NEXT_DUE.scalar(conn)
-    return value
 
 
 def pending(conn: Connection) -> int:

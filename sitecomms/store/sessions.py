@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select, update
 
+from sitecomms.store.pg import one_read
 from sitecomms.store.rows import AccessRow, SessionRow
 from sitecomms.store.schema import sessions, users
 from sitecomms.store.statements import Connection, Statement
@@ -104,6 +105,7 @@ def live_sessions_of(conn: Connection, user_id: str) -> list[SessionRow]:
     return [SessionRow(*row) for row in _OF_USER.rows(conn, user_id=user_id)]
 
 
+@one_read
 def access(conn: Connection, session_id: str) -> AccessRow | None:
     row = _ACCESS.first(conn, session_id=session_id)
     return None if row is None else AccessRow(*row)

@@ -31,6 +31,7 @@ one gives the same rows through this path as through plain `conn.execute`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -52,18 +53,24 @@ SQLite's, and the CLI's and migrations' on PostgreSQL (`blocking.py`), SQLAlchem
 REGISTRY: dict[str, Statement] = {}
 
 _NOT_A_LIST = -1
+# A statement that changes rows or takes a lock that lasts to COMMIT (SQLAlchemy writes keywords
+# in capitals, and every name of the schema is in lower case): it may not run outside a
+# transaction unless its function says so (pg.py).
+_CHANGES = re.compile(r"\b(INSERT|UPDATE|DELETE|SHARE)\b|_xact_lock\(")
 
 
 class _Plan:
-    """One compiled form on SQLite: the SQL, where each positional value comes from, processors.
+    """One compiled form (SQLite's, or asyncpg's): the SQL, whether it `changes` anything,
+    where each positional value comes from, processors.
 
     The hot loops touch only what needs work: values are taken by name, then only the
     positions with a processor (or an IN-list element) are rewritten."""
 
-    __slots__ = ("defaults", "names", "results", "special", "sql")
+    __slots__ = ("changes", "defaults", "names", "results", "special", "sql")
 
     def __init__(self, sql: str, binds: list[tuple[str, int, Any, Processor]], results: list[Processor]) -> None:
         self.sql = sql
+        self.changes = _CHANGES.search(sql) is not None
         self.names = [name for name, _, _, _ in binds]
         # Values the statement itself holds (literals), which a caller's parameter may override.
         self.defaults = {name: default for name, _, default, _ in binds if default is not None}
@@ -119,7 +126,7 @@ class Statement:
     def rows(self, conn: Connection, **params: Any) -> list[Sequence[Any]]:
         if isinstance(conn, PgConnection):
             plan = self._plan(conn.dialect, params)
-            return [plan.row(raw) for raw in conn.fetch(plan.sql, plan.parameters(params))]
+            return [plan.row(raw) for raw in conn.fetch(plan.sql, plan.parameters(params), plan.changes)]
         if conn.dialect.name != "sqlite":
             return list(conn.execute(self.statement, params))
         plan = self._plan(conn.dialect, params)
@@ -133,7 +140,7 @@ class Statement:
         """The first row, or None (a write's RETURNING row: its changes are all made by then)."""
         if isinstance(conn, PgConnection):
             plan = self._plan(conn.dialect, params)
-            found = conn.fetchrow(plan.sql, plan.parameters(params))
+            found = conn.fetchrow(plan.sql, plan.parameters(params), plan.changes)
             return None if found is None else plan.row(found)
         if conn.dialect.name != "sqlite":
             return conn.execute(self.statement, params).first()
@@ -153,7 +160,7 @@ class Statement:
         """Execute a statement that returns no rows; the number of rows it changed."""
         if isinstance(conn, PgConnection):
             plan = self._plan(conn.dialect, params)
-            return conn.execute(plan.sql, plan.parameters(params))
+            return conn.execute(plan.sql, plan.parameters(params), plan.changes)
         if conn.dialect.name != "sqlite":
             return int(conn.execute(self.statement, params).rowcount)
         cursor = _execute(conn, self._plan(conn.dialect, params), params)
@@ -168,7 +175,7 @@ class Statement:
             return
         if isinstance(conn, PgConnection):
             plan = self._plan(conn.dialect, rows[0])
-            conn.executemany(plan.sql, [plan.parameters(row) for row in rows])
+            conn.executemany(plan.sql, [plan.parameters(row) for row in rows], plan.changes)
             return
         if conn.dialect.name != "sqlite":
             conn.execute(self.statement, [dict(row) for row in rows])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select, update
 
+from sitecomms.store.pg import one_read
 from sitecomms.store.schema import org_streams
 from sitecomms.store.statements import Connection, Statement
 
@@ -41,10 +42,12 @@ def next_position(conn: Connection, org_id: str, count: int = 1) -> int:
     return int(first)
 
 
+@one_read
 def current_position(conn: Connection, org_id: str) -> int:
     return int(_HEAD.scalar(conn, org_id=org_id) or 0)
 
 
+@one_read
 def current_positions(conn: Connection, org_ids: list[str]) -> dict[str, int]:
     """The stream heads of those orgs (one indexed read)."""
     return {str(org): int(position) for org, position in _HEADS.rows(conn, org_ids=org_ids)} if org_ids else {}

@@ -217,10 +217,6 @@ def _still_notified(due: DuePush, found: dict[str, ConversationRow]) -> bool:
     return conversation is not None and visibility.may_be_notified(viewer, conversation, due.sender_id)
 
 
-def _pending_txn(conn: Connection) -> tuple[bool, datetime | None]:
-    return push.any_org_behind(conn), push.next_due(conn)
-
-
 def settle_txn(conn: Connection, settled: list[Settled]) -> None:
     push.delete_deliveries(conn, [s.due.id for s in settled if s.outcome in (Outcome.DELIVERED, Outcome.GIVE_UP)])
     push.delete_subscriptions(conn, sorted({s.due.subscription_id for s in settled if s.outcome is Outcome.GONE}))
@@ -308,7 +304,7 @@ class PushDelivery:
     async def _round(self) -> float:
         next_due: datetime | None = None
         while not self._closing:
-            behind, next_due = await self._db.read("push_pending", _pending_txn)
+            behind, next_due = await self._db.read("push_pending", push.pending_work)
             now = utcnow()
             if behind:
                 recorded, more = await self._db.write_background(

@@ -76,9 +76,10 @@ class Pushing:
 
 
 def _due_now(conn: Any) -> bool:
-    next_due, now = push.next_due(conn), utcnow()
+    behind, next_due = push.pending_work(conn)
+    now = utcnow()
     in_flight = execute(conn, select(push_deliveries.c.id).where(push_deliveries.c.leased_until > now)).first()
-    return push.any_org_behind(conn) or (next_due is not None and next_due <= now) or in_flight is not None
+    return behind or (next_due is not None and next_due <= now) or in_flight is not None
 
 
 async def _pushing(url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[Pushing]:

@@ -1,0 +1,133 @@
+"""How the server's PostgreSQL runs a function: in a transaction, or, when declared, without one.
+
+`one_read` and `one_change` leave out BEGIN and COMMIT (store/pg.py); the connection holds a
+function to its declaration, and a function without one is a transaction as always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from sitecomms.store import migrate, orgs, stream
+from sitecomms.store.database import Connection, Database, PostgresDatabase, one_change, one_read, open_database
+from sitecomms.store.errors import Duplicate
+from sitecomms.store.pg import PgConnection
+from sitecomms.store.types import utcnow
+from tests.sql import execute
+from tests.support import create_postgres_database, drop_postgres_database
+
+pytestmark = pytest.mark.postgres
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+async def db() -> AsyncIterator[Database]:
+    name = f"sitecomms_test_{uuid.uuid4().hex[:10]}"
+    url = await create_postgres_database(name)
+    await migrate.upgrade_async(url)
+    database = open_database(url, pool_size=2)
+    assert isinstance(database, PostgresDatabase)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await drop_postgres_database(name)
+
+
+def _in_transaction(conn: Connection) -> bool:
+    assert isinstance(conn, PgConnection)
+    return bool(conn.raw.is_in_transaction())
+
+
+@one_read
+def _head(conn: Connection, org_id: str) -> tuple[int, bool]:
+    return stream.current_position(conn, org_id), _in_transaction(conn)
+
+
+@one_read
+def _two_reads(conn: Connection, org_id: str) -> int:
+    return stream.current_position(conn, org_id) + stream.current_position(conn, org_id)
+
+
+@one_read
+def _a_change_in_a_read(conn: Connection, org_id: str) -> int:
+    return stream.next_position(conn, org_id, 1)
+
+
+@one_change
+def _take(conn: Connection, org_id: str, count: int) -> tuple[int, int, bool]:
+    before = stream.current_position(conn, org_id)
+    first = stream.next_position(conn, org_id, count)
+    return before, first, _in_transaction(conn)
+
+
+@one_change
+def _take_twice(conn: Connection, org_id: str) -> int:
+    stream.next_position(conn, org_id, 1)
+    return stream.next_position(conn, org_id, 1)
+
+
+@one_change
+def _org_again(conn: Connection, org_id: str) -> None:
+    orgs.insert_org(conn, org_id=org_id, name=f"Org {org_id}", now=utcnow())  # its first statement fails
+
+
+def _plain_read(conn: Connection, org_id: str) -> tuple[int, bool]:
+    return stream.current_position(conn, org_id), _in_transaction(conn)
+
+
+async def _org(db: Database) -> str:
+    org_id = str(uuid.uuid4())
+    await db.write("test_org", lambda conn: orgs.insert_org(conn, org_id=org_id, name=f"Org {org_id}", now=utcnow()))
+    return org_id
+
+
+async def test_a_declared_read_runs_its_one_statement_without_begin(db: Database) -> None:
+    org_id = await _org(db)
+    assert await asyncio.wait_for(db.read("head", _head, org_id), TIMEOUT) == (0, False)
+    assert await asyncio.wait_for(db.read("plain", _plain_read, org_id), TIMEOUT) == (0, True)
+
+
+async def test_a_declared_read_is_refused_a_second_statement_and_any_change(db: Database) -> None:
+    org_id = await _org(db)
+    with pytest.raises(AssertionError, match="one_read"):
+        await asyncio.wait_for(db.read("two", _two_reads, org_id), TIMEOUT)
+    with pytest.raises(AssertionError, match="one_read"):
+        await asyncio.wait_for(db.read("change", _a_change_in_a_read, org_id), TIMEOUT)
+    assert await db.read("head", _head, org_id) == (0, False), "the refused change never ran"
+
+
+async def test_a_declared_change_commits_alone_and_reads_what_is_committed(db: Database) -> None:
+    org_id = await _org(db)
+    assert await asyncio.wait_for(db.write("take", _take, org_id, 2), TIMEOUT) == (0, 1, False)
+    assert await db.read("head", _head, org_id) == (2, False)
+
+
+async def test_a_second_change_is_refused_after_the_first_has_committed(db: Database) -> None:
+    org_id = await _org(db)
+    with pytest.raises(AssertionError, match="one_change"):
+        await asyncio.wait_for(db.write("twice", _take_twice, org_id), TIMEOUT)
+    assert await db.read("head", _head, org_id) == (1, False), "the first change stands: a bug shows as one"
+
+
+async def test_a_declared_change_that_fails_leaves_nothing(db: Database) -> None:
+    org_id = await _org(db)
+    with pytest.raises(Duplicate):
+        await asyncio.wait_for(db.write("again", _org_again, org_id), TIMEOUT)
+    rows = await db.read("count", lambda conn: execute(conn, text("SELECT count(*) FROM orgs")).scalar_one())
+    assert rows == 1
+
+
+async def test_the_connection_goes_back_to_the_pool_outside_any_transaction(db: Database) -> None:
+    """A function that fails half way leaves no transaction open for the next one on that connection."""
+    org_id = await _org(db)
+    with pytest.raises(AssertionError):
+        await db.write("twice", _take_twice, org_id)
+    for _ in range(4):  # the pool holds at most 4: every one of them is reused
+        assert await db.read("head", _head, org_id) == (1, False)
