@@ -522,7 +522,9 @@ def bench(
         str | None, typer.Option("--database-url", help="An EMPTY PostgreSQL database for --database postgres")
     ] = None,
     bus: Annotated[str, typer.Option(help="memory://, redis://127.0.0.1:6379/0 or postgres://...")] = "memory://",
-    processes: Annotated[int, typer.Option(min=1, max=2, help="Server processes (2 needs PostgreSQL and a bus)")] = 1,
+    processes: Annotated[
+        int, typer.Option(min=1, max=4, help="Server processes (more than one needs PostgreSQL and a bus)")
+    ] = 1,
     out: Annotated[Path, typer.Option(help="Where bench.json, bench.txt and latency.png go")] = Path("bench-results"),
     phases: Annotated[
         str | None, typer.Option(help="Comma-separated: open,closed,fanout,idempotency,catchup,polling,scale,push")
@@ -542,7 +544,7 @@ def bench(
     if database == "postgres" and not database_url:
         raise typer.BadParameter("--database postgres needs --database-url of an empty database")
     if processes > 1 and (database != "postgres" or bus == "memory://"):
-        raise typer.BadParameter("two processes need --database postgres and a --bus (redis:// or postgres://)")
+        raise typer.BadParameter("several processes need --database postgres and a --bus (redis:// or postgres://)")
     chosen = tuple(p.strip() for p in phases.split(",")) if phases else None
     if chosen and not set(chosen) <= set(ALL_PHASES):
         raise typer.BadParameter(f"phases are among {', '.join(ALL_PHASES)}")
