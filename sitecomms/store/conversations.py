@@ -62,7 +62,7 @@ _LIST = [
     )
     for shape, medic in SHAPES
 ]
-_CHANGED = changed_after("conversations", _scoped, conversations.c.position)
+CHANGED = changed_after("conversations", _scoped, conversations.c.position)
 _read_upto = func.coalesce(read_status.c.last_read_position, 0)
 _UNREAD = Statement(
     "conversations.unread_counts",
@@ -121,7 +121,7 @@ def list_conversations(conn: Connection, scope: Scope) -> list[ConversationRow]:
 
 
 def conversations_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[ConversationRow]:
-    statement = _CHANGED[scope.shape]
+    statement = CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [ConversationRow(*row) for row in rows]
 

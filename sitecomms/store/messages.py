@@ -162,7 +162,7 @@ def _scoped(medic: bool) -> Select[tuple[object, ...]]:
 
 
 # Per scope shape, [whole org, medic].
-_CHANGED = changed_after("messages", _scoped, messages.c.position)
+CHANGED = changed_after("messages", _scoped, messages.c.position)
 
 
 def record_send(
@@ -250,7 +250,7 @@ def thread_page(
 
 
 def messages_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[MessageRow]:
-    statement = _CHANGED[scope.shape]
+    statement = CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [MessageRow(*row) for row in rows]
 

@@ -65,7 +65,7 @@ _POSITIONS_OF_USER = Statement(
 )
 # Per scope shape, [whole org, medic].
 _IN = [Statement(f"reads.in.{shape}", _scoped(medic).order_by(read_status.c.position)) for shape, medic in SHAPES]
-_CHANGED = changed_after("reads", _scoped, read_status.c.position)
+CHANGED = changed_after("reads", _scoped, read_status.c.position)
 
 
 def get_read_status(conn: Connection, conversation_id: str, user_id: str) -> ReadStatusRow | None:
@@ -111,7 +111,7 @@ def read_statuses_in(conn: Connection, scope: Scope) -> list[ReadStatusRow]:
 
 
 def read_statuses_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[ReadStatusRow]:
-    statement = _CHANGED[scope.shape]
+    statement = CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [ReadStatusRow(*row) for row in rows]
 

@@ -61,7 +61,7 @@ _LIST = [
     Statement(f"users.list.{shape}", _scoped(medic).order_by(users.c.role, users.c.display_name, users.c.id))
     for shape, medic in SHAPES
 ]
-_CHANGED = changed_after("users", _scoped, users.c.position)
+CHANGED = changed_after("users", _scoped, users.c.position)
 
 
 def insert_user(
@@ -111,7 +111,7 @@ def list_users(conn: Connection, scope: Scope) -> list[UserRow]:
 
 
 def users_changed_since(conn: Connection, scope: Scope, *, after: int, limit: int) -> list[UserRow]:
-    statement = _CHANGED[scope.shape]
+    statement = CHANGED[scope.shape]
     rows = statement.rows(conn, org_id=scope.org_id, medic_id=scope.medic_id, after=after, limit=limit)
     return [UserRow(*row) for row in rows]
 

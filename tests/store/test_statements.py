@@ -443,6 +443,8 @@ def _cases(s: Seed) -> dict[str, Case]:
             "users.list.org": Case([org]),
             "users.list.medic": Case([medic]),
             "users.changed.org": Case(changed[::2]),
+            "changes.after.org": Case(changed[::2]),
+            "changes.after.medic": Case(changed[1:2]),
             "users.changed.medic": Case(changed[1:2]),
             "conversations.insert": Case(
                 [

@@ -138,9 +138,8 @@ class Feed:
 
 
 def _read_txn(conn: Connection, org_id: str, after: int, limit: int) -> FeedBatch:
-    head = current_position(conn, org_id)
-    # Every change of the org, whoever may see it: the statements of an admin's pull sync.
-    window = read_window(conn, visibility.org_scope(org_id), after=after, limit=limit, head=head)
+    # Every change of the org, whoever may see it: the statement of an admin's pull sync.
+    window = read_window(conn, visibility.org_scope(org_id), after=after, limit=limit)
     by_id = {c.id: c for c in window.conversations}
     referenced = {m.conversation_id for m in window.messages} | {r.conversation_id for r in window.read_statuses}
     missing = sorted(referenced - by_id.keys())

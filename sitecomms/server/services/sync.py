@@ -29,7 +29,7 @@ from sitecomms.protocol.models import Change, SyncPage
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.errors import Conflict
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations, messages, reads, users
+from sitecomms.store import changes, conversations, messages, reads, users
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
 from sitecomms.store.scopes import Scope
@@ -59,12 +59,11 @@ def _snapshot_txn(conn: Connection, viewer: Viewer) -> SyncPage:
 
 
 def _page_txn(conn: Connection, viewer: Viewer, cursor: Cursor, limit: int) -> SyncPage:
-    head = current_position(conn, viewer.org_id)
-    if cursor.position > head:
+    window = read_window(conn, visibility.viewer_scope(viewer), after=cursor.position, limit=limit)
+    if cursor.position > window.head:
         raise Conflict(
             "this cursor is ahead of the server's stream; sync again without a cursor", ErrorCode.CURSOR_AHEAD
         )
-    window = read_window(conn, visibility.viewer_scope(viewer), after=cursor.position, limit=limit, head=head)
     changes = _render(conn, viewer, window.users, window.conversations, window.messages, window.read_statuses)
     return SyncPage(
         changes=changes, next_cursor=str(Cursor(window.upto, viewer.org_id)), has_more=window.has_more, reset=False
@@ -81,20 +80,17 @@ class Window:
     read_statuses: list[ReadStatusRow]
     upto: int
     has_more: bool
+    head: int  # the stream's head when they were read
 
 
-def read_window(conn: Connection, scope: Scope, *, after: int, limit: int, head: int) -> Window:
-    """The first `limit` changes after `after` in position order, split by table (see the module doc).
+def read_window(conn: Connection, scope: Scope, *, after: int, limit: int) -> Window:
+    """The first `limit` changes after `after` in position order, split by table (see the module doc);
+    `upto` is the stream's head when they are all there is. One statement (`store/changes.py`).
 
-    The same statements serve a viewer's pull sync and the live feed's org-wide read (`feed.py`)."""
-    fetch = limit + 1
+    The same read serves a viewer's pull sync and the live feed's org-wide read (`feed.py`)."""
+    found = changes.changes_after(conn, scope, after=after, limit=limit + 1)
     return window_of(
-        users.users_changed_since(conn, scope, after=after, limit=fetch),
-        conversations.conversations_changed_since(conn, scope, after=after, limit=fetch),
-        messages.messages_changed_since(conn, scope, after=after, limit=fetch),
-        reads.read_statuses_changed_since(conn, scope, after=after, limit=fetch),
-        limit=limit,
-        head=head,
+        found.users, found.conversations, found.messages, found.read_statuses, limit=limit, head=found.head
     )
 
 
@@ -120,6 +116,7 @@ def window_of(
         read_statuses=[r for r in status_rows if r.position <= upto],
         upto=upto,
         has_more=has_more,
+        head=head,
     )
 
 
