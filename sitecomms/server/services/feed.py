@@ -34,8 +34,7 @@ from sitecomms.protocol.models import Change, ChangeFrame
 from sitecomms.server.services import views, visibility
 from sitecomms.server.services.sync import read_window
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.store import conversations
-from sitecomms.store.database import Connection, Database
+from sitecomms.store.database import Connection, Database, one_read
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow, UserRow
 from sitecomms.store.stream import current_position, current_positions
 
@@ -137,13 +136,11 @@ class Feed:
         return await self._db.read("feed_read", _read_txn, org_id, after, limit)
 
 
+@one_read  # the stream statement alone (store/changes.py)
 def _read_txn(conn: Connection, org_id: str, after: int, limit: int) -> FeedBatch:
     # Every change of the org, whoever may see it: the statement of an admin's pull sync.
     window = read_window(conn, visibility.org_scope(org_id), after=after, limit=limit)
-    by_id = {c.id: c for c in window.conversations}
-    referenced = {m.conversation_id for m in window.messages} | {r.conversation_id for r in window.read_statuses}
-    missing = sorted(referenced - by_id.keys())
-    by_id.update(conversations.get_conversations(conn, missing))
+    by_id = {c.id: c for c in window.referenced} | {c.id: c for c in window.conversations}
     items = [FeedItem(u.position, ChangeType.USER_UPDATED, org_id, u, None) for u in window.users]
     items += [FeedItem(c.position, ChangeType.CONVERSATION_UPDATED, org_id, c, c) for c in window.conversations]
     items += [

@@ -19,7 +19,7 @@ messages of each, read statuses and names, and a cursor at the stream's head.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.enums import ChangeType
@@ -81,6 +81,7 @@ class Window:
     upto: int
     has_more: bool
     head: int  # the stream's head when they were read
+    referenced: list[ConversationRow] = field(default_factory=list)  # those messages' and statuses' conversations
 
 
 def read_window(conn: Connection, scope: Scope, *, after: int, limit: int) -> Window:
@@ -89,9 +90,10 @@ def read_window(conn: Connection, scope: Scope, *, after: int, limit: int) -> Wi
 
     The same read serves a viewer's pull sync and the live feed's org-wide read (`feed.py`)."""
     found = changes.changes_after(conn, scope, after=after, limit=limit + 1)
-    return window_of(
+    window = window_of(
         found.users, found.conversations, found.messages, found.read_statuses, limit=limit, head=found.head
     )
+    return replace(window, referenced=found.referenced)
 
 
 def window_of(
