@@ -8,7 +8,9 @@ transaction's connection (`await_only`), with asyncpg's prepared-statement cache
 SQLAlchemy's per-statement work runs (its execution context, cursor adapter and result
 objects: 42 % of the server's time in the benchmark before this module existed). `dialect`
 is SQLAlchemy's asyncpg dialect, so `Statement` compiles each statement for it once and
-`conn.dialect.name` reads as on every other connection.
+`conn.dialect.name` reads as on every other connection. `Mode` says whether the function runs
+in a transaction or, as `one_read` and `one_change` declare it may, without BEGIN and COMMIT;
+the connection holds it to that declaration.
 
 asyncpg's errors are given SQLAlchemy's shape here (`driver_error`), as SQLAlchemy's own
 asyncpg adapter would give them and as the SQLite path gives sqlite3's: an `IntegrityError`
