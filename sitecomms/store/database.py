@@ -354,4 +354,5 @@ class PostgresDatabase:
 
 async def _keep(_connection: asyncpg.Connection) -> None:
     """A connection back in the pool needs no reset (see PostgresDatabase): not the four
-    statements asyncpg would run on each return."""
+    statements asyncpg would run on each return. (The pool still rolls back a transaction left
+    open, e.g. by a cancellation in COMMIT, before it calls this: asyncpg's `Connection._reset`.)"""
