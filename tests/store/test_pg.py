@@ -131,3 +131,25 @@ async def test_the_connection_goes_back_to_the_pool_outside_any_transaction(db: 
         await db.write("twice", _take_twice, org_id)
     for _ in range(4):  # the pool holds at most 4: every one of them is reused
         assert await db.read("head", _head, org_id) == (1, False)
+
+
+def _slow_change(conn: Connection, org_id: str, started: asyncio.Event) -> int:
+    first = stream.next_position(conn, org_id, 1)
+    started.set()
+    execute(conn, text("SELECT pg_sleep(10)"))
+    return first
+
+
+async def test_a_write_cancelled_half_way_is_rolled_back_and_its_connection_is_clean(db: Database) -> None:
+    """A client that goes away mid-request cancels its transaction: nothing of it stays, and the
+    connection it held serves the next functions outside any transaction."""
+    org_id = await _org(db)
+    started = asyncio.Event()
+    write = asyncio.create_task(db.write("slow", _slow_change, org_id, started))
+    await asyncio.wait_for(started.wait(), TIMEOUT)
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(write, TIMEOUT)
+    for _ in range(4):  # every connection of the pool, the cancelled one among them
+        assert await asyncio.wait_for(db.read("head", _head, org_id), TIMEOUT) == (0, False)
+        assert await asyncio.wait_for(db.read("plain", _plain_read, org_id), TIMEOUT) == (0, True)
