@@ -127,12 +127,12 @@ def _send_txn(
 ) -> tuple[MessageRow, ConversationRow | None]:
     """The message, and its conversation as the send left it (None: the key was used before)."""
     sender, target, earlier = messages.send_context(conn, viewer.user_id, conversation_id, key)
+    if sender is None or sender.org_id != viewer.org_id:  # (then nothing else was found either)
+        raise Unauthenticated("the account behind this token no longer exists")
     found = _same_message(earlier, conversation_id, content)
     if found is not None:
         return found, None
     conversation = visibility.require_writable(viewer, target)
-    if sender is None or sender.org_id != viewer.org_id:
-        raise Unauthenticated("the account behind this token no longer exists")
     # The org's stream lock is held from here to COMMIT: nothing is read under it, and on
     # PostgreSQL it is one statement. A racing retry with the same key that committed meanwhile
     # makes the insert violate the unique key; `send` then answers with that message.
