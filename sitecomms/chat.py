@@ -68,6 +68,7 @@ class ChatApp:
         self._shown: dict[int, str] = {}  # local id -> status already printed
         self._listing: list[Conversation] = []
         self._unread: dict[str, int] = {}
+        self._pending: dict[str, str] = {}  # conversation id -> created_at its preview must reach
 
     # --- commands --------------------------------------------------------------------------
 
@@ -190,11 +191,26 @@ class ChatApp:
                 before = self._unread.get(conversation.id)
                 self._unread[conversation.id] = conversation.unread_count
                 is_open = self.open is not None and conversation.id == self.open.id
-                if not is_open and before is not None and conversation.unread_count > before:
+                if is_open:
+                    self._pending.pop(conversation.id, None)
+                elif before is not None and conversation.unread_count > before:
+                    self._pending[conversation.id] = await self._newest_from_others(conversation.id)
+                # The message and its conversation's new preview are two changes: print once the
+                # preview has caught up with the message that raised the count, not before.
+                waited = self._pending.get(conversation.id)
+                if waited is not None and (conversation.last_message_at or "") >= waited:
+                    del self._pending[conversation.id]
                     preview = shown(conversation.last_message_preview or "")
                     self.out(f"(new in {shown(conversation.name)}: {preview})")
             if self.open is not None:
                 await self._print_new_messages()
+
+    async def _newest_from_others(self, conversation_id: str) -> str:
+        """When the newest message someone else sent in the conversation was created ("" if none)."""
+        me = self.client.me
+        thread = await self.client.thread(conversation_id)
+        theirs = [message for message in thread if me is None or message.sender_id != me.user_id]
+        return theirs[-1].created_at if theirs else ""
 
     async def _print_new_messages(self) -> None:
         if self.open is None:
