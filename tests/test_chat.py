@@ -367,3 +367,32 @@ async def test_chat_ends_with_a_clear_line_when_the_session_ends_and_keeps_the_q
             assert client.me == me and client.has_session
         finally:
             await client.close()
+
+
+class SplitArrivalClient:
+    """Stands in for `Client`: a new message reaches the local store before its conversation's
+    new preview does, as two changes (each one a listing)."""
+
+    def __init__(self) -> None:
+        self.me = Me("me", "org", "Maya", Role.MEDIC)
+        old = Conversation("b1", ConversationType.BROADCAST, "Broadcast", "2026-01-01T09:00:00Z", "old news", 0)
+        counted = dataclasses.replace(old, unread_count=1)
+        caught_up = dataclasses.replace(counted, last_message_at="2026-01-01T10:00:00Z", last_message_preview="fresh")
+        self.listings = [[old], [counted], [caught_up], [caught_up]]
+        self.messages = [
+            Message(1, "m1", "b1", "them", "Admin", "fresh", MessageStatus.SENT, "k1", "2026-01-01T10:00:00Z", 7)
+        ]
+
+    async def watch_conversations(self) -> AsyncIterator[list[Conversation]]:
+        for listing in self.listings:
+            yield listing
+
+    async def thread(self, conversation_id: str) -> list[Message]:
+        return self.messages
+
+
+async def test_activity_elsewhere_shows_the_new_preview_once_even_when_the_message_comes_first() -> None:
+    lines: list[str] = []
+    app = ChatApp(cast(Client, SplitArrivalClient()), lines.append)
+    await asyncio.wait_for(app._follow_conversations(), TIMEOUT)
+    assert lines == ["(new in Broadcast: fresh)"]
