@@ -68,6 +68,7 @@ def _side_by_side(shape: int) -> Select[Any]:
 
 _CHANGES = [Statement(f"changes.after.{name}", _side_by_side(shape)) for shape, (name, _) in enumerate(SHAPES)]
 _WIDTHS = [len(row.__dataclass_fields__) for row in _ROWS]
+_STARTS = [2 + sum(_WIDTHS[:kind]) for kind in range(len(_ROWS))]  # after `kind` and `head`
 
 
 @one_read
@@ -83,10 +84,10 @@ def changes_after(conn: Connection, scope: Scope, *, after: int, limit: int) -> 
             head = int(row[1])
             continue
         if kind == _REFERENCED_KIND:
-            start = 2 + _WIDTHS[0]
+            start = _STARTS[_CONVERSATIONS]
             referenced.append(ConversationRow(*row[start : start + _WIDTHS[_CONVERSATIONS]]))
             continue
-        start = 2 + sum(_WIDTHS[:kind])
+        start = _STARTS[kind]
         found[kind].append(_ROWS[kind](*row[start : start + _WIDTHS[kind]]))
     for table in found:  # each part is in stream order; a UNION ALL promises no order of its own
         table.sort(key=lambda changed: changed.position)

@@ -14,8 +14,8 @@ back as plain tuples in the order of the statement's columns.
   datetimes included). On SQLite that is the `sqlite3` connection under SQLAlchemy's; driver
   errors are wrapped in SQLAlchemy's exception classes (`DBAPIError.instance`), as
   `conn.execute` does. On PostgreSQL it is the transaction's asyncpg connection (`PgConnection`,
-  pg.py: prepared once per connection); asyncpg's errors carry their SQLSTATE, which is all
-  the store's error translation reads. IN-lists are `bindparam(..., expanding=True)`; a list is
+  pg.py: prepared once per connection), whose errors are given the same SQLAlchemy shape
+  (`pg.driver_error`). IN-lists are `bindparam(..., expanding=True)`; a list is
   padded (with its last element, which an IN ignores) to the next power of two, and each
   padded length is compiled once (`construct_expanded_state`): a small fixed set of variants,
   never one per call.
