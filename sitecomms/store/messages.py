@@ -103,18 +103,16 @@ _SEND_POSTGRES = Statement(
 _MESSAGE_WIDTH = len(MessageRow.__dataclass_fields__)
 
 _BY_ID = Statement("messages.by_id", _ROW_SELECT.where(messages.c.id == bindparam("message_id")))
-_BY_KEY = Statement(
-    "messages.by_key",
-    _ROW_SELECT.where(messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key")),
+_by_key = _ROW_SELECT.where(
+    messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key")
 )
+_BY_KEY = Statement("messages.by_key", _by_key)
 # What a send reads before it writes, in one query: the sender, the conversation named and an
 # earlier message of the sender's with the same idempotency key (each column NULL when absent;
 # no row at all when the sender does not exist).
 _sender = select(*user_rows.COLUMNS).where(users.c.id == bindparam("sender_id")).subquery("sender")
 _target = CONVERSATION_SELECT.where(conversations.c.id == bindparam("conversation_id")).subquery("target")
-_earlier = _ROW_SELECT.where(
-    messages.c.sender_id == bindparam("sender_id"), messages.c.idempotency_key == bindparam("key")
-).subquery("earlier")
+_earlier = _by_key.subquery("earlier")
 _SEND_CONTEXT = Statement(
     "messages.send_context",
     select(*_sender.c, *_target.c, *_earlier.c).select_from(
