@@ -47,7 +47,7 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from sitecomms.store.errors import raise_translated
-from sitecomms.store.pg import Mode, PgConnection, driver_error, mode_of, one_change, one_read
+from sitecomms.store.pg import Mode, PgConnection, connection_lost, discard, driver_error, mode_of, one_change, one_read
 from sitecomms.store.statements import Connection, Statement
 from sitecomms.store.writer import Checkpointer, WriterThread
 
@@ -74,6 +74,8 @@ TxnFn = Callable[Concatenate[Connection, P], T]
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _WRITE_ATTEMPTS = 5
+_LOST_CONNECTION_ATTEMPTS = 3  # a pool may hold several connections the server ended at once
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _PREPARED_PER_CONNECTION = 1024  # every statement and IN-list variant of the store, prepared once
 _ACQUIRE_SECONDS = 30.0  # waiting for a free connection that long: Unavailable
 _PING = Statement("database.ping", select(literal_column("1")))
@@ -295,18 +297,40 @@ class PostgresDatabase:
         return self._pool
 
     async def _run(self, fn: Callable[..., T], args: Any, kwargs: Any, mode: Mode, *, readonly: bool = False) -> T:
-        try:
-            pool = await self._connections()
-            async with pool.acquire(timeout=_ACQUIRE_SECONDS) as raw:
-                if mode is not Mode.TRANSACTION:
-                    result: T = await greenlet_spawn(fn, PgConnection(raw, mode), *args, **kwargs)
-                    return result
-                isolation = {"isolation": "repeatable_read", "readonly": True} if readonly else {}
-                async with raw.transaction(**isolation):
-                    result = await greenlet_spawn(fn, PgConnection(raw), *args, **kwargs)
-                    return result
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:  # BEGIN's, COMMIT's, connecting's
-            raise driver_error(error, None) from error
+        """`fn` on a connection of the pool; again on another if the connection was lost before
+        anything could have committed (e.g. a pooled connection the server had ended)."""
+        for attempt in range(1, _LOST_CONNECTION_ATTEMPTS + 1):
+            try:
+                pool = await self._connections()
+                async with pool.acquire(timeout=_ACQUIRE_SECONDS) as raw:
+                    conn = PgConnection(raw, mode)
+                    try:
+                        try:
+                            return await self._call(conn, fn, args, kwargs, readonly)
+                        except _DRIVER_ERRORS as error:  # BEGIN's, COMMIT's
+                            raise driver_error(error, None, raw) from error
+                    except DBAPIError as error:
+                        if connection_lost(error):
+                            discard(raw)
+                        raise
+            except _DRIVER_ERRORS as error:  # connecting's
+                raise driver_error(error, None) from error
+            except DBAPIError as error:  # raised on `conn`: acquiring raises none
+                if not (connection_lost(error) and conn.retry_safe and attempt < _LOST_CONNECTION_ATTEMPTS):
+                    raise
+                log.info("retrying on a new connection after a lost one: %s", error.orig)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _call(conn: PgConnection, fn: Callable[..., T], args: Any, kwargs: Any, readonly: bool) -> T:
+        if conn.mode is not Mode.TRANSACTION:
+            result: T = await greenlet_spawn(fn, conn, *args, **kwargs)
+            return result
+        isolation = {"isolation": "repeatable_read", "readonly": True} if readonly else {}
+        async with conn.raw.transaction(**isolation):
+            result = await greenlet_spawn(fn, conn, *args, **kwargs)
+            conn.returned = True
+            return result
 
     async def read(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()

@@ -84,8 +84,8 @@ def translate(exc: BaseException, name: str) -> BaseException:
         code = getattr(driver, "sqlite_errorcode", None) or 0
         if code in _SQLITE_DUPLICATE:
             return Duplicate(_sqlite_constraint(str(driver)), f"{name}: {driver}")
-        if code & 0xFF in _SQLITE_UNAVAILABLE:
-            return Unavailable(f"{name}: {driver}")
+        if code & 0xFF in _SQLITE_UNAVAILABLE:  # the extended name tells BUSY_SNAPSHOT from BUSY, etc.
+            return Unavailable(f"{name}: {driver} ({getattr(driver, 'sqlite_errorname', code)})")
         return exc
     sqlstate = getattr(driver, "sqlstate", None)
     if isinstance(sqlstate, str):

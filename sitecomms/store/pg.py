@@ -33,35 +33,67 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
-__all__ = ["Mode", "PgConnection", "driver_error", "mode_of", "one_change", "one_read"]
+__all__ = ["Mode", "PgConnection", "connection_lost", "discard", "driver_error", "mode_of", "one_change", "one_read"]
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 _DBAPI = PGDialect_asyncpg.import_dbapi()  # type: ignore[no-untyped-call]
 _ERRORS: dict[type[BaseException], Callable[[str, BaseException], Exception]] = _DBAPI._asyncpg_error_translate
 
 
-def driver_error(error: BaseException, sql: str | None) -> BaseException:
-    """SQLAlchemy's exception for an asyncpg `error` (chained to it); anything else unchanged."""
-    if not isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# The server ended the session: administrator command, crash, starting up or shutting down.
+_ENDED_SQLSTATES = {"57P01", "57P02", "57P03"}
+
+
+def _lost(error: BaseException, raw: AsyncpgConnection | None) -> bool:
+    if isinstance(error, asyncpg.InternalClientError | asyncpg.PostgresConnectionError):
+        return True  # the protocol is out of step (e.g. a FATAL received while idle), or the socket is gone
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _ENDED_SQLSTATES or sqlstate.startswith("08")):
+        return True
+    return raw is not None and _closed(raw)
+
+
+def _closed(raw: AsyncpgConnection) -> bool:
+    try:
+        return bool(raw.is_closed())
+    except asyncpg.InterfaceError:  # a pool's connection that closed has been handed back already
+        return True
+
+
+def discard(raw: AsyncpgConnection) -> None:
+    """Close the pool's connection `raw` at once, so that the pool opens another in its place."""
+    if not _closed(raw):
+        raw.terminate()
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` (as `driver_error` shaped it) left its connection unusable."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def driver_error(error: BaseException, sql: str | None, raw: AsyncpgConnection | None = None) -> BaseException:
+    """SQLAlchemy's exception for an asyncpg `error` (chained to it), marked
+    `connection_invalidated` when it left the connection `raw` unusable; anything else unchanged."""
+    if not isinstance(error, _DRIVER_ERRORS):
         return error
     adapted: Exception | None = None
     for kind in type(error).__mro__:
         if kind in _ERRORS:
             adapted = _ERRORS[kind](f"{type(error).__name__}: {error}", error)
             break
-    assert adapted is not None, "PostgresError and InterfaceError are both in the map"
+    assert adapted is not None, "each of _DRIVER_ERRORS is in the map"
     adapted.__cause__ = error
     wrapped: BaseException = DBAPIError.instance(
-        sql, None, adapted, _DBAPI.Error, hide_parameters=True, dialect=_DIALECT
+        sql,
+        None,
+        adapted,
+        _DBAPI.Error,
+        hide_parameters=True,
+        connection_invalidated=_lost(error, raw),
+        dialect=_DIALECT,
     )
     return wrapped
-
-
-def _awaited(sql: str, awaitable: Any) -> Any:
-    try:
-        return await_only(awaitable)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise driver_error(error, sql) from error
 
 
 class Mode(enum.Enum):
@@ -99,9 +131,10 @@ class PgConnection:
     """One function's asyncpg connection, used synchronously from inside its greenlet.
 
     Each statement says whether it `changes` anything (writes, or takes a row or transaction
-    lock); outside TRANSACTION mode the connection holds the function to its declaration."""
+    lock); outside TRANSACTION mode the connection holds the function to its declaration.
+    `returned` is set by the database once the function has returned (its COMMIT follows)."""
 
-    __slots__ = ("_changed", "_ran", "mode", "raw")
+    __slots__ = ("_changed", "_ran", "mode", "raw", "returned")
 
     dialect: ClassVar[Dialect] = _DIALECT
 
@@ -110,6 +143,22 @@ class PgConnection:
         self.mode = mode
         self._ran = False
         self._changed = False
+        self.returned = False
+
+    @property
+    def retry_safe(self) -> bool:
+        """Whether running the function again cannot repeat a change that was committed: nothing
+        commits before COMMIT in a transaction, and a one-change function that has not yet
+        attempted its change has committed nothing."""
+        if self.mode is Mode.TRANSACTION:
+            return not self.returned
+        return not self._changed
+
+    def _awaited(self, sql: str, awaitable: Any) -> Any:
+        try:
+            return await_only(awaitable)
+        except _DRIVER_ERRORS as error:
+            raise driver_error(error, sql, self.raw) from error
 
     def _admit(self, changes: bool) -> None:
         if self.mode is Mode.TRANSACTION:
@@ -125,19 +174,19 @@ class PgConnection:
 
     def fetch(self, sql: str, values: Sequence[Any], changes: bool) -> list[Record]:
         self._admit(changes)
-        return _awaited(sql, self.raw.fetch(sql, *values))  # type: ignore[no-any-return]
+        return self._awaited(sql, self.raw.fetch(sql, *values))  # type: ignore[no-any-return]
 
     def fetchrow(self, sql: str, values: Sequence[Any], changes: bool) -> Record | None:
         self._admit(changes)
-        return _awaited(sql, self.raw.fetchrow(sql, *values))
+        return self._awaited(sql, self.raw.fetchrow(sql, *values))
 
     def execute(self, sql: str, values: Sequence[Any], changes: bool) -> int:
         """Run a statement returning no rows; the number of rows it changed (from its status)."""
         self._admit(changes)
-        status: str = _awaited(sql, self.raw.execute(sql, *values))
+        status: str = self._awaited(sql, self.raw.execute(sql, *values))
         count = status.rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
 
     def executemany(self, sql: str, values: Sequence[Sequence[Any]], changes: bool) -> None:
         self._admit(changes)
-        _awaited(sql, self.raw.executemany(sql, values))
+        self._awaited(sql, self.raw.executemany(sql, values))

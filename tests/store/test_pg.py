@@ -7,19 +7,22 @@ function to its declaration, and a function without one is a transaction as alwa
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
 from sitecomms.store import migrate, orgs, stream
 from sitecomms.store.database import Connection, Database, PostgresDatabase, one_change, one_read, open_database
-from sitecomms.store.errors import Duplicate
-from sitecomms.store.pg import PgConnection
+from sitecomms.store.errors import Duplicate, Unavailable, translate
+from sitecomms.store.pg import PgConnection, connection_lost, driver_error
 from sitecomms.store.types import utcnow
 from tests.sql import execute
-from tests.support import create_postgres_database, drop_postgres_database
+from tests.support import POSTGRES_ADMIN_URL, create_postgres_database, drop_postgres_database
 
 pytestmark = pytest.mark.postgres
 
@@ -27,17 +30,21 @@ TIMEOUT = 30.0
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[Database]:
+async def db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     name = f"sitecomms_test_{uuid.uuid4().hex[:10]}"
     url = await create_postgres_database(name)
     await migrate.upgrade_async(url)
     database = open_database(url, pool_size=2)
     assert isinstance(database, PostgresDatabase)
+    request.node.stash[_NAME] = name
     try:
         yield database
     finally:
         await database.close()
         await drop_postgres_database(name)
+
+
+_NAME = pytest.StashKey[str]()
 
 
 def _in_transaction(conn: Connection) -> bool:
@@ -153,3 +160,89 @@ async def test_a_write_cancelled_half_way_is_rolled_back_and_its_connection_is_c
     for _ in range(4):  # every connection of the pool, the cancelled one among them
         assert await asyncio.wait_for(db.read("head", _head, org_id), TIMEOUT) == (0, False)
         assert await asyncio.wait_for(db.read("plain", _plain_read, org_id), TIMEOUT) == (0, True)
+
+
+def _end_every_session_holding_the_loop(database: str) -> None:
+    """End every server session on `database`, and wait until they have exited, without letting
+    this test's event loop run: the pool's connections have the server's FATAL and its close
+    waiting unread, as a pool does after a restart or a failover while it sat idle."""
+
+    async def end() -> None:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = $1", database
+            )
+        finally:
+            await admin.close()
+
+    ending = threading.Thread(target=lambda: asyncio.run(end()))
+    ending.start()
+    ending.join(TIMEOUT)
+    assert not ending.is_alive()
+
+
+def _plain_take(conn: Connection, org_id: str) -> int:
+    return stream.next_position(conn, org_id, 1)
+
+
+@pytest.mark.parametrize("kind", ["declared read", "read", "declared change", "write"])
+async def test_a_connection_the_server_ended_while_pooled_is_replaced_and_the_function_runs(
+    db: Database, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    org_id = await _org(db)
+    calls = {
+        "declared read": lambda: db.read("head", _head, org_id),
+        "read": lambda: db.read("plain", _plain_read, org_id),
+        "declared change": lambda: db.write("take", _take, org_id, 1),
+        "write": lambda: db.write("plain take", _plain_take, org_id),
+    }
+    await asyncio.wait_for(calls[kind](), TIMEOUT)  # the pool now holds a connection
+    _end_every_session_holding_the_loop(request.node.stash[_NAME])
+    with caplog.at_level(logging.INFO, logger="sitecomms.store.txn"):
+        await asyncio.wait_for(calls[kind](), TIMEOUT)
+    assert any("after a lost one" in r.getMessage() for r in caplog.records), "the lost connection was met"
+    expected = 2 if "change" in kind or kind == "write" else 0
+    assert await db.read("head", _head, org_id) == (expected, False), "each change once"
+
+
+@one_change
+def _take_then_lose_the_connection(conn: Connection, org_id: str) -> int:
+    first = stream.next_position(conn, org_id, 1)
+    execute(conn, text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    return first
+
+
+async def test_a_connection_lost_after_a_declared_change_is_unavailable_and_not_run_again(db: Database) -> None:
+    """The change committed on its own before the connection went: running the function again
+    would make it twice, so the caller hears Unavailable and retries with its own key."""
+    org_id = await _org(db)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(db.write("take, lost", _take_then_lose_the_connection, org_id), TIMEOUT)
+    assert await db.read("head", _head, org_id) == (1, False)
+
+
+async def test_a_connection_lost_inside_a_transaction_runs_the_function_again_on_another(db: Database) -> None:
+    org_id = await _org(db)
+    attempts: list[int] = []
+
+    def take_losing_the_first_connection(conn: Connection) -> int:
+        attempts.append(1)
+        first = stream.next_position(conn, org_id, 1)
+        if len(attempts) == 1:
+            execute(conn, text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return first
+
+    assert await asyncio.wait_for(db.write("take, lost once", take_losing_the_first_connection), TIMEOUT) == 1
+    assert len(attempts) == 2
+    assert await db.read("head", _head, org_id) == (1, False), "the first attempt was rolled back with its session"
+
+
+def test_a_protocol_out_of_step_is_a_lost_connection_and_unavailable() -> None:
+    """What asyncpg raises on a pooled connection whose server's FATAL arrived while it was idle."""
+    error = driver_error(
+        asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress"), "SELECT 1"
+    )
+    assert connection_lost(error)
+    assert isinstance(translate(error, "send"), Unavailable)
+    assert not connection_lost(driver_error(asyncpg.UniqueViolationError("duplicate"), "INSERT"))
