@@ -5,7 +5,8 @@ in one transaction named `name` (as `Database.write` names its own), commits, an
 the engine. On SQLite that is a plain synchronous
 engine; PostgreSQL has only an asyncio driver here (asyncpg), so the same is done under
 `asyncio.run`, with `fn` on SQLAlchemy's synchronous facade. A new SQLite file is created
-with mode 0600 first (`database.create_private_file`). Failures come out translated as
+with mode 0600 first (`database.create_private_file`) and put in WAL mode (`database.use_wal`),
+as the server's connections would. Failures come out translated as
 every store failure (`errors.translate`): `Unavailable` when the database cannot be used.
 Call it from a thread without a running event loop (`asyncio.to_thread` from inside one).
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 import asyncio
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sitecomms.store.database import TxnFn, create_private_file, normalise_url
+from sitecomms.store.database import TxnFn, create_private_file, normalise_url, use_wal
 from sitecomms.store.errors import raise_translated
 
 P = ParamSpec("P")
@@ -39,6 +40,7 @@ def run(url: str, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs)
 def _run_sqlite(url: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     create_private_file(url)
     engine = create_engine(url, hide_parameters=True)
+    event.listen(engine, "connect", lambda dbapi_connection, _record: use_wal(dbapi_connection))
     try:
         with engine.begin() as conn:
             return fn(conn, *args, **kwargs)

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,7 @@ __all__ = [
     "one_read",
     "open_database",
     "sqlite_file",
+    "use_wal",
 ]
 
 log = logging.getLogger("sitecomms.store.txn")
@@ -74,6 +76,8 @@ TxnFn = Callable[Concatenate[Connection, P], T]
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _WRITE_ATTEMPTS = 5
+_SQLITE_BUSY_SECONDS = 5.0  # waiting for another process's lock that long: Unavailable
+_CONVERTING_TO_WAL = threading.Lock()
 _LOST_CONNECTION_ATTEMPTS = 3  # a pool may hold several connections the server ended at once
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _PREPARED_PER_CONNECTION = 1024  # every statement and IN-list variant of the store, prepared once
@@ -150,6 +154,17 @@ def create_private_file(url: str) -> None:
         return
 
 
+def use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Put the connection's file in WAL mode (stored in the file: a no-op, needing no lock, once done).
+
+    Every SQLite engine of SiteComms calls this on connect, the migrations' first, so a server
+    finds its file converted already. Connections converting one file at the same moment get
+    SQLITE_BUSY at once, without waiting (a server's first write once failed so in CI, when the
+    migrations had left the file in the rollback-journal mode); this process's take turns."""
+    with _CONVERTING_TO_WAL:
+        dbapi_connection.execute("PRAGMA journal_mode=WAL").close()
+
+
 def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> Database:
     normalised = normalise_url(url)
     if normalised.startswith("sqlite"):
@@ -172,7 +187,9 @@ class SQLiteDatabase:
         self._writer = self._engine(url, synchronous, begin="BEGIN IMMEDIATE", size=1, autocheckpoint=False)
         self._reader = self._engine(url, synchronous, begin="BEGIN", size=readers)
         path = make_url(url).database or ""
-        self._checkpointer = Checkpointer(lambda: sqlite3.connect(path, timeout=5.0, check_same_thread=False))
+        self._checkpointer = Checkpointer(
+            lambda: sqlite3.connect(path, timeout=_SQLITE_BUSY_SECONDS, check_same_thread=False)
+        )
         self._write_thread = WriterThread(self._writer, checkpointer=self._checkpointer)
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="sitecomms-sqlite-reader")
 
@@ -183,18 +200,18 @@ class SQLiteDatabase:
             poolclass=QueuePool,
             pool_size=size,
             max_overflow=0,
-            connect_args={"check_same_thread": False, "timeout": 5.0},
+            connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_SECONDS},
             hide_parameters=True,  # a driver error's text reaches logs: no message content or hashes in it
         )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            use_wal(dbapi_connection)
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
             cursor.execute("PRAGMA temp_store=MEMORY")  # RETURNING's row buffer: ~10 µs less per send
             if not autocheckpoint:  # the Checkpointer thread does it (writer.py)
                 cursor.execute("PRAGMA wal_autocheckpoint=0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -70,3 +71,21 @@ def test_a_missing_directory_is_left_for_sqlite_to_report(tmp_path: Path) -> Non
 )
 def test_sqlite_file_names_the_file_of_a_file_url_only(url: str, expected: Path | None) -> None:
     assert sqlite_file(url) == expected
+
+
+def _journal_mode(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_migrations_leave_a_new_file_in_wal_mode(tmp_path: Path) -> None:
+    """So that a server's connections, opening at once on it, find nothing to convert: several
+    connections converting one file at the same moment get SQLITE_BUSY without waiting (a
+    server's first write once failed so in CI, on a file the migrations had left in the
+    rollback-journal mode)."""
+    path = tmp_path / "migrated.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    assert _journal_mode(path) == "wal"
