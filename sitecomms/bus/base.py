@@ -11,7 +11,9 @@ has fanned out. Hence the contract is deliberately weak:
   reconnect — reads everything after the last fanned-out position from the database;
 - notices may arrive late, twice or out of order: positions make them idempotent (a reader
   ignores a notice at or below what it has already read);
-- payloads are tiny (`<org id> <position>`), far below PostgreSQL NOTIFY's 8,000-byte limit.
+- payloads are tiny (`<org id> <position> <published at>`, the last in Unix milliseconds, for
+  the notice-lag metric), far below PostgreSQL NOTIFY's 8,000-byte limit. A notice without the
+  time (`<org id> <position>`, as versions before it sent) is still read.
 
 A second kind of notice, `access` (`ACCESS_NOTICE`), says "the access-change log has news":
 every process then reads that log (services/access.py), which it also polls by itself, so a
@@ -40,9 +42,12 @@ _MAX_DIGITS = 19  # positions are BIGINTs
 class Notice:
     org_id: str
     position: int
+    published_ms: int | None = None  # when the change was first published (Unix ms), if said
 
     def encode(self) -> str:
-        return f"{self.org_id} {self.position}"
+        if self.published_ms is None:
+            return f"{self.org_id} {self.position}"
+        return f"{self.org_id} {self.position} {self.published_ms}"
 
     @classmethod
     def decode(cls, payload: str | bytes) -> Notice | None:
@@ -53,14 +58,14 @@ class Notice:
             except UnicodeDecodeError:
                 return None
         parts = payload.split(" ")
-        if len(parts) != 2:
+        if len(parts) not in (2, 3):
             return None
-        org_id, position = parts
+        org_id, *numbers = parts
         # ASCII digits only, and few of them: str.isdigit() accepts "²" (int() then raises) and
         # int() refuses over 4,300 digits; either would be raised inside the listener.
-        if not org_id or not position.isascii() or not position.isdigit() or len(position) > _MAX_DIGITS:
+        if not org_id or not all(n.isascii() and n.isdigit() and len(n) <= _MAX_DIGITS for n in numbers):
             return None
-        return cls(org_id, int(position))
+        return cls(org_id, int(numbers[0]), int(numbers[1]) if len(numbers) == 2 else None)
 
 
 def is_access_notice(payload: str | bytes) -> bool:

@@ -14,6 +14,10 @@ number of notices. `publish()` never raises and never blocks for long (it gives 
 per org, so bounded) and published as soon as the bus is connected again. Otherwise a notice
 lost while the broker was away would leave other processes' sockets behind until the org's
 next write, however long that takes.
+
+Each notice says when its change was first published (an unsent one keeps the time of its
+first try), and `on_lag`, when set, is told how long each took to arrive here (the metrics'
+notice lag, by the clocks of the two processes).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
+from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
@@ -69,7 +75,8 @@ class Bus:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._publish_timeout = publish_timeout
-        self._unsent: dict[str, int] = {}  # org -> newest position not published yet
+        self._unsent: dict[str, tuple[int, int]] = {}  # org -> (newest position not published yet, first tried ms)
+        self.on_lag: Callable[[float], None] | None = None  # seconds from a notice's publication to here
         self._access_unsent = False  # an access notice is owed
         self._task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
@@ -94,8 +101,10 @@ class Bus:
         if self.connected.is_set():
             await self._publish_unsent()
 
-    def _keep_unsent(self, org_id: str, position: int) -> None:
-        self._unsent[org_id] = max(position, self._unsent.get(org_id, position))
+    def _keep_unsent(self, org_id: str, position: int, published_ms: int | None = None) -> None:
+        now_ms = published_ms if published_ms is not None else time.time_ns() // 1_000_000
+        kept = self._unsent.get(org_id)
+        self._unsent[org_id] = (position, now_ms) if kept is None else (max(position, kept[0]), min(now_ms, kept[1]))
 
     async def _publish_unsent(self) -> None:
         if self._access_unsent:
@@ -110,14 +119,14 @@ class Bus:
                 return
         unsent, self._unsent = self._unsent, {}
         pending = list(unsent.items())
-        for index, (org_id, position) in enumerate(pending):
+        for index, (org_id, (position, published_ms)) in enumerate(pending):
             try:
                 async with asyncio.timeout(self._publish_timeout):
-                    await self.backend.publish(Notice(org_id, position).encode())
+                    await self.backend.publish(Notice(org_id, position, published_ms).encode())
             except Exception as exc:  # the database is the record; a late notice costs latency only
                 log.warning("bus publish failed (%s); the notice is sent again shortly", self._scrubbed(repr(exc)))
-                for org, pos in pending[index:]:  # one failure is enough: a caller waits one timeout at most
-                    self._keep_unsent(org, pos)
+                for org, (pos, ms) in pending[index:]:  # one failure is enough: a caller waits one timeout at most
+                    self._keep_unsent(org, pos, ms)
                 self._retry_unsent_soon()
                 return
 
@@ -174,6 +183,8 @@ class Bus:
                     if notice is None:
                         log.warning("bus: dropping malformed notice %r", payload[:100])
                         continue
+                    if notice.published_ms is not None and self.on_lag is not None:
+                        self.on_lag(max(0.0, time.time() - notice.published_ms / 1000))
                     subscriber.on_notice(notice)
                 raise ConnectionError("the bus listener stopped")
             except asyncio.CancelledError:

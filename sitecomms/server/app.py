@@ -55,7 +55,7 @@ from sitecomms.server.services.outbound import Outbound, OutboundPolicy
 from sitecomms.server.services.passwords import Passwords
 from sitecomms.server.services.publisher import NoPublisher, Publisher
 from sitecomms.server.services.push import PushSubscriptions
-from sitecomms.server.services.push_delivery import Outcome, PushDelivery, PushPolicy
+from sitecomms.server.services.push_delivery import DEPTH_EVERY, Outcome, PushDelivery, PushPolicy
 from sitecomms.server.services.sessions import RefreshChain, RefreshPolicy
 from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
@@ -315,6 +315,13 @@ def create_app(settings: Settings) -> FastAPI:
     measured.counter(
         "sitecomms_bus_reconnects", "Times the bus listener connected again after a failure", lambda: bus.reconnects
     )
+    bus.on_lag = measured.notice_lag.observe
+    if pusher is not None:
+        measured.gauge(
+            "sitecomms_push_queue_depth",
+            f"Pushes recorded, not yet settled, in every org (counted every {DEPTH_EVERY:g} s; alike in each process)",
+            lambda: pusher.queue_depth,
+        )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     security_headers.install(app, hsts_seconds=settings.hsts_seconds)
     app.add_middleware(HttpMetrics, metrics=measured)  # every request, its whole time

@@ -5,7 +5,8 @@ registries) and handed to what it counts: the HTTP middleware (`HttpMetrics`, re
 latency by route *template*, method and status), sends (`Messaging`), the realtime session
 (deliveries, closes), the push worker (outcomes), the sign-in throttle (`CountingThrottle`),
 the SQLite writer (a callback: the store imports nothing of the server) and, read at scrape
-time, the hub's sockets, the bus's reconnects and the PostgreSQL pool. Labels carry only
+time, the hub's sockets, the bus's reconnects, the push queue's depth and the PostgreSQL pool;
+the bus tells each notice's lag (`Bus.on_lag`). Labels carry only
 server vocabulary (route templates, known methods, status codes, close codes, enum values):
 never an id, a name, a message or anything else a client chose, so their number is bounded.
 Each process exposes its own registry (`api/metrics.py`); Prometheus scrapes each process and
@@ -42,6 +43,7 @@ _METHODS = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Count:
@@ -115,6 +117,11 @@ class _Collected(Collector):
                 "Time of one SQLite writer transaction, BEGIN to COMMIT (its fsync included)",
                 m.writer_commit,
             ),
+            (
+                "sitecomms_bus_notice_lag_seconds",
+                "Time from a change's notice being published (by any process) to its arrival here, by the two clocks",
+                m.notice_lag,
+            ),
         ):
             family = HistogramMetricFamily(name, documentation)
             family.add_metric([], distribution.cumulative(), distribution.total)
@@ -134,6 +141,7 @@ class Metrics:
         self.deliveries = Count()
         self.writer_batch = Distribution(_BATCH_BUCKETS)
         self.writer_commit = Distribution(_COMMIT_BUCKETS)
+        self.notice_lag = Distribution(_LAG_BUCKETS)
         self.send_write_failures = Counter(
             "sitecomms_send_write_failures", "Sends the database refused (answered 503)", registry=r
         )

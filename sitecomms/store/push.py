@@ -359,5 +359,7 @@ def retry_delivery(conn: Connection, delivery_id: int, *, due_at: datetime, with
     _DELIVERY_RETRY.run(conn, delivery_id=delivery_id, due_at=due_at, with_content=with_content)
 
 
+@one_read
 def pending(conn: Connection) -> int:
+    """Deliveries recorded and not yet settled, in every org (the push queue's depth)."""
     return int(_PENDING.scalar(conn) or 0)

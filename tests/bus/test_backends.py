@@ -149,7 +149,10 @@ def test_notice_round_trip() -> None:
     assert Notice.decode(notice.encode()) == notice
     assert Notice.decode(notice.encode().encode()) == notice
     assert Notice.decode(Notice("o", 0).encode()) == Notice("o", 0)
-    assert len(Notice("0b7c5e1e-3a1f-4c55-9b8e-2f7a8f0c2d11", 2**63 - 1).encode()) < 100  # far below 8,000
+    assert len(Notice("0b7c5e1e-3a1f-4c55-9b8e-2f7a8f0c2d11", 2**63 - 1, 2**63 - 1).encode()) < 100  # far below 8,000
+    stamped = Notice("o", 7, 1_796_000_000_123)  # when it was published, for the lag metric
+    assert stamped.encode() == "o 7 1796000000123" and Notice.decode(stamped.encode()) == stamped
+    assert Notice.decode("o 7") == Notice("o", 7, None)  # as versions before the time sent it
 
 
 @pytest.mark.parametrize(
@@ -159,7 +162,9 @@ def test_notice_round_trip() -> None:
         "org",
         "org ",
         " 5",  # no org
-        "org 5 6",
+        "org 5 6 7",
+        "org 5 -6",
+        "org 5 ",
         "org -1",
         "org 1.5",
         "org five",
@@ -250,14 +255,20 @@ async def test_retries_until_the_broker_is_back_and_then_sends_what_it_could_not
             await until_state(bus, lambda _: proxy.refused >= 3, "three refused connection attempts")
             assert bus.state is BusState.RECONNECTING
             assert recorder.resets == 0
+            lags: list[float] = []
+            observer.on_lag = lags.append
+            kept_at = time.time()
             await bus.publish(org_id, 41)  # while the broker is away: kept, not raised
             await bus.publish(org_id, 42)
+            await until_state(bus, lambda _: proxy.refused >= 5, "two more refused connection attempts")
+            away = time.time() - kept_at
             proxy.mode = "forward"
             await connected(bus)
             await recorder.until(lambda: recorder.resets == 1, "on_reset once connected")
             assert bus.reconnects == 1
             # the newest notice the bus could not send reaches the other process after all
             await heard.until(lambda: 42 in heard.positions, "the notice kept while the broker was away")
+            assert lags and lags[-1] >= away - 0.002, (lags, away)  # its lag counts from its first try (ms)
             await recorder.until(lambda: 42 in recorder.positions, "its own kept notice")
     finally:
         await proxy.close()

@@ -58,6 +58,8 @@ NAMES = (
     "sitecomms_login_failures_total",
     "sitecomms_login_throttled_total",
     "sitecomms_push_outcomes_total",
+    "sitecomms_push_queue_depth",
+    "sitecomms_bus_notice_lag_seconds",
 )
 
 
@@ -155,6 +157,8 @@ async def test_the_metrics_move_with_what_the_server_does_and_carry_no_client_st
             assert value(after, latency, **http_count[1]) == value(before, latency, **http_count[1]) + 1
             deliveries = "sitecomms_realtime_deliveries_total"
             assert value(after, deliveries) >= value(before, deliveries) + len(changes)
+            lag = "sitecomms_bus_notice_lag_seconds_count"  # the send's notice, back through the bus
+            assert value(after, lag) >= value(before, lag) + 1
             batches = "sitecomms_sqlite_writer_batch_size_count"
             assert value(after, batches) > value(before, batches)
             assert value(after, "sitecomms_sqlite_writer_commit_seconds_count") == value(after, batches)

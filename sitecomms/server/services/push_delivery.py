@@ -48,6 +48,7 @@ from sitecomms.store.types import utcnow
 log = logging.getLogger("sitecomms.push")
 
 LEASE = timedelta(seconds=60)  # longer than the outbound guard's total timeout
+DEPTH_EVERY = 10.0  # seconds between two counts of the push queue (one indexed count)
 CLOSE_GRACE = 4.0  # seconds `close` waits for the pushes in flight (within the app's 5 s shutdown step)
 _ORGS_PER_PLAN = 8
 _MESSAGES_PER_PLAN = 500
@@ -248,6 +249,8 @@ class PushDelivery:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._closing = False
+        self.queue_depth = 0  # deliveries not yet settled, in every org: read every `DEPTH_EVERY`
+        self._depth_read_at = -DEPTH_EVERY
 
     def poke(self) -> None:
         self._wake.set()
@@ -286,6 +289,12 @@ class PushDelivery:
                 wait = backoff.RECONNECT.delay(failures)
                 failures += 1
 
+    async def count_queue(self) -> int:
+        """Count the deliveries not yet settled, in every org, into `queue_depth` (the metric's)."""
+        self._depth_read_at = time.monotonic()
+        self.queue_depth = await self._db.read("push_depth", push.pending)
+        return self.queue_depth
+
     async def quiet(self) -> None:
         """Until no round is running: every push claimed in this process has been settled."""
         await self._quiet.wait()
@@ -322,6 +331,8 @@ class PushDelivery:
                 break
             if not await self._deliver_due():
                 break
+        if time.monotonic() - self._depth_read_at >= DEPTH_EVERY:
+            await self.count_queue()
         wait = self._policy.poll_seconds
         if next_due is not None:
             wait = min(wait, max(0.0, (next_due - utcnow()).total_seconds()))

@@ -575,3 +575,20 @@ async def test_a_subscription_made_while_its_session_is_being_revoked_is_refused
             assert refused.status_code == 401, refused.text
             rows = await pushing.db.read("subs", lambda conn: execute(conn, select(push_subscriptions.c.id)).all())
             assert rows == []
+
+
+async def test_the_queue_depth_counts_the_pushes_not_yet_settled(pushing: Pushing) -> None:
+    world = await pushing.orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    device = await pushing.subscribe(medic)
+    pushing.service.script(503, subscription_id=device, retry_after=600)
+    assert medic.conversation_id is not None
+    await pushing.orgs.send(world.admins[0], medic.conversation_id, "waits ten minutes to be retried")
+    await pushing.service.wait_for(lambda s: len(s.attempts) >= 1, TIMEOUT)
+    await pushing.settled()
+    assert await asyncio.wait_for(pushing.pusher.count_queue(), TIMEOUT) == 1
+    assert pushing.pusher.queue_depth == 1
+    await _due_at_once(pushing)
+    await pushing.settled()
+    assert [a.status for a in pushing.service.attempts] == [503, 201]
+    assert await asyncio.wait_for(pushing.pusher.count_queue(), TIMEOUT) == 0
