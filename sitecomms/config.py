@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     )
     ws_heartbeat_seconds: float = Field(15.0, gt=0, description="Server pings an idle socket this often")
     ws_idle_timeout_seconds: float = Field(45.0, gt=0, description="A socket silent this long is dropped")
+    failpoints: str = Field(
+        "",
+        description="Tests only: failpoints to arm, comma-separated (`send.committed`: SIGKILL the process "
+        "right after a send's commit, before its notice); never set in production",
+    )
     ws_head_check_seconds: float = Field(
         1.0, gt=0, le=60, description="Each process checks its orgs' stream heads this often (a lost notice)"
     )

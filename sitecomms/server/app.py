@@ -45,6 +45,7 @@ from sitecomms.server.api.route import Route
 from sitecomms.server.metrics import CountingThrottle, HttpMetrics, Metrics
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
+from sitecomms.server.services import failpoints
 from sitecomms.server.services.access import Access
 from sitecomms.server.services.accounts import Accounts
 from sitecomms.server.services.audit_log import AuditLog
@@ -229,7 +230,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     hub.guard_with(access)
     readiness = Health(db)
-    messaging = Messaging(db, bus, hub, metrics=measured, write_refused=readiness.write_refused)
+    messaging = Messaging(
+        db,
+        bus,
+        hub,
+        metrics=measured,
+        write_refused=readiness.write_refused,
+        armed=failpoints.parse(settings.failpoints),
+    )
     authenticate = auth.Authenticator(access)
     vapid = _off_loop(lambda: VapidKey.open(keys.push_key_path(settings)))
     guard = outbound_policy(settings)

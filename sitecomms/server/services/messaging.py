@@ -18,8 +18,9 @@ from sitecomms.protocol.cursors import Cursor
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.limits import PREVIEW_CHARS
 from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView, ReceiptsView
-from sitecomms.server.services import receipts, views, visibility
+from sitecomms.server.services import failpoints, receipts, views, visibility
 from sitecomms.server.services.errors import Conflict, Unauthenticated, obey
+from sitecomms.server.services.failpoints import Failpoint
 from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
@@ -55,7 +56,9 @@ class Messaging:
         *,
         metrics: Metrics | None = None,
         write_refused: Callable[[BaseException], None] | None = None,
+        armed: frozenset[Failpoint] = frozenset(),
     ) -> None:
+        self._armed = armed  # failpoints (tests only)
         self._db = db
         self._publisher = publisher
         self._local = local
@@ -86,6 +89,7 @@ class Messaging:
                 None,
             )
         if conversation is not None:  # created now, not a retry
+            failpoints.reached(self._armed, Failpoint.SEND_COMMITTED)
             if self._metrics is not None:
                 self._metrics.messages_sent.inc()
             if self._local is not None:
