@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -92,10 +93,14 @@ def write_refusal(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[],
         async def fill_the_disk() -> None:
             conn = sqlite3.connect(path, timeout=10)
             try:
-                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                for _ in range(200):  # the server's checkpointer may be running a checkpoint: then busy
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    if not busy:
+                        break
+                    await asyncio.sleep(0.01)
             finally:
                 conn.close()
-            assert busy == 0, "the WAL could not be truncated"
+            assert busy == 0, "the WAL could not be truncated within 2 s"
             with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):  # until ENOSPC
                 while True:
                     out.write(b"\0" * 65536)
