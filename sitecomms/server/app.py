@@ -31,6 +31,7 @@ from sitecomms.server.api import (
     conversations,
     docs,
     errors,
+    gotrue,
     health,
     messages,
     metrics,
@@ -45,6 +46,8 @@ from sitecomms.server.api.route import Route
 from sitecomms.server.metrics import CountingThrottle, HttpMetrics, Metrics
 from sitecomms.server.realtime.endpoint import Session, endpoint
 from sitecomms.server.realtime.hub import Hub
+from sitecomms.server.realtime.supabase import PhoenixSocket
+from sitecomms.server.realtime.supabase import endpoint as supabase_endpoint
 from sitecomms.server.services import failpoints
 from sitecomms.server.services.access import Access
 from sitecomms.server.services.accounts import Accounts
@@ -270,6 +273,16 @@ def create_app(settings: Settings) -> FastAPI:
             metrics=measured,
         )
 
+    def phoenix_socket(ws: WebSocket) -> PhoenixSocket:
+        return PhoenixSocket(
+            ws,
+            hub=hub,
+            feed=feed,
+            access=access,
+            queue_frames=settings.ws_queue_frames,
+            replay_limit=settings.ws_replay_limit,
+        )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         bus.start(_Listeners(hub, access, pusher))
@@ -313,7 +326,9 @@ def create_app(settings: Settings) -> FastAPI:
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)
     push.install(api, subscriptions, authenticate)
+    gotrue.install(api, signin, accounts, authenticate)  # supabase-js's auth client (docs/migrating-from-supabase.md)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
+    app.add_api_websocket_route("/realtime/v1/websocket", supabase_endpoint(phoenix_socket))
     dashboard.install(app, settings.web_dir)
     docs.install(app)
     token = settings.metrics_token

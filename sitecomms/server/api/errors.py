@@ -1,4 +1,5 @@
-"""Turning every failure into the one error shape, `{"error": {"code", "message"}}`."""
+"""Turning every failure into the one error shape, `{"error": {"code", "message"}}` (under
+`/auth/v1/`, GoTrue's shape instead: gotrue.py, for supabase-js's auth client)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from sitecomms.protocol.errors import ErrorCode
-from sitecomms.server.api.responses import error
+from sitecomms.server.api import gotrue
+from sitecomms.server.api.responses import JSON
+from sitecomms.server.api.responses import error as sitecomms_error
 from sitecomms.server.services.errors import REPORTED, describe
 
 log = logging.getLogger("sitecomms.server.api")
+
+
+def _answer(request: Request, code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> JSON:
+    shape = gotrue.error_body if request.url.path.startswith(gotrue.PREFIX) else sitecomms_error
+    return shape(code, message, headers)
+
 
 _BY_STATUS = {code.http_status: code for code in reversed(ErrorCode)}
 
@@ -33,8 +42,8 @@ def _describe(exc: RequestValidationError) -> str:
 async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     if any(err.get("type") == "json_invalid" for err in exc.errors()):
-        return error(ErrorCode.MALFORMED_REQUEST, "request body is not valid JSON")
-    return error(ErrorCode.VALIDATION_FAILED, _describe(exc))
+        return _answer(request, ErrorCode.MALFORMED_REQUEST, "request body is not valid JSON")
+    return _answer(request, ErrorCode.VALIDATION_FAILED, _describe(exc))
 
 
 async def _reported(request: Request, exc: Exception) -> Response:
@@ -42,9 +51,9 @@ async def _reported(request: Request, exc: Exception) -> Response:
     failure = describe(exc)
     assert failure is not None
     if failure.retry_after is None:
-        return error(failure.code, failure.message)
+        return _answer(request, failure.code, failure.message)
     log.warning("%s: %s", failure.code.value, exc)  # a passing failure: worth a line, not a traceback
-    return error(failure.code, failure.message, {"Retry-After": str(failure.retry_after)})
+    return _answer(request, failure.code, failure.message, {"Retry-After": str(failure.retry_after)})
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
@@ -68,12 +77,12 @@ async def _http(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers) if exc.headers else {}
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
         headers["Allow"] = allowed
-    return error(code, message, headers or None)
+    return _answer(request, code, message, headers or None)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error(ErrorCode.INTERNAL, "internal error")
+    return _answer(request, ErrorCode.INTERNAL, "internal error")
 
 
 def install(app: FastAPI) -> None:

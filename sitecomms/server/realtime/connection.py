@@ -17,6 +17,7 @@ from enum import Enum
 import orjson
 
 from sitecomms.protocol.frames import CloseCode, ResyncReason, ServerFrame
+from sitecomms.server.services.feed import FeedItem
 from sitecomms.server.services.visibility import Viewer
 
 CONTROL = 0  # the position of frames that are not changes (pings, errors): never deduplicated
@@ -33,6 +34,13 @@ def control_frame(frame_type: ServerFrame, **fields: object) -> str:
 
 
 class Connection:
+    """A subscriber of the hub. `deliver` turns a visible change into this socket's frame (the
+    SiteComms frame here; realtime/supabase.py's channels render Supabase's); `hub_heartbeat`
+    says whether the hub pings it and drops it when silent (a protocol with heartbeats of its
+    own, Phoenix's, says no and times out its socket itself)."""
+
+    hub_heartbeat = True
+
     __slots__ = (
         "_waiter",
         "close_code",
@@ -66,6 +74,10 @@ class Connection:
         self.close_code = CloseCode.GOING_AWAY
         self.close_reason = ""
         self.close_frame: str | None = None
+
+    def deliver(self, item: FeedItem) -> None:
+        """A change this connection's viewer may see (the hub asked the visibility policy)."""
+        self.offer(item.position, item.frame_for(self.viewer))
 
     def offer(self, position: int, frame: str) -> None:
         """Queue a frame without waiting; a full queue closes the connection for resync."""

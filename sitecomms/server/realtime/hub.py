@@ -171,7 +171,7 @@ class OrgReader:
         for item in items:
             for conn in self._candidates(item):
                 if item.visible_to(conn.viewer):
-                    conn.offer(item.position, item.frame_for(conn.viewer))
+                    conn.deliver(item)
 
     def _candidates(self, item: FeedItem) -> Iterable[Connection]:
         """The sockets that could see the change: never a scan of the org for one medic's message."""
@@ -334,7 +334,10 @@ class Hub:
         ping = control_frame(ServerFrame.PING)
         for reader in self._orgs.values():
             for conn in reader.connections:
-                if now - conn.last_heard > self._idle_timeout:
+                if not conn.hub_heartbeat:
+                    if wall_now >= conn.expires_at:
+                        conn.close(CloseCode.UNAUTHENTICATED, "token expired")
+                elif now - conn.last_heard > self._idle_timeout:
                     conn.close(CloseCode.HEARTBEAT_TIMEOUT, "nothing heard from the client")
                 elif wall_now >= conn.expires_at:
                     conn.close(CloseCode.UNAUTHENTICATED, "token expired")

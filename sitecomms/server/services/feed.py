@@ -60,6 +60,7 @@ class FeedItem:
     row: Row
     conversation: ConversationRow | None  # the conversation of a message or read status; a conversation itself
     _frames: dict[bool, str] = field(default_factory=dict)
+    renders: dict[object, Any] = field(default_factory=dict)  # other protocols' renderings, by their key
 
     def visible_to(self, viewer: Viewer) -> bool:
         if isinstance(self.row, UserRow):
