@@ -223,9 +223,9 @@ async function main() {
   say({ step: 'restart' })
 
   // --- signing out (a revoked session) closes the channel ---------------------------------
-  const closedBefore = m.events.count((e) => e.kind === 'status' && e.status === 'CLOSED')
+  check(m.events.count((e) => e.kind === 'status' && e.status === 'CLOSED') === 0, 'the medic channel was open')
   await within(WAIT, medic.auth.signOut(), 'signOut')
-  await m.events.wait((e) => e.kind === 'status' && e.status === 'CLOSED' && closedBefore === 0, 'CLOSED on sign-out')
+  await m.events.wait((e) => e.kind === 'status' && e.status === 'CLOSED', 'CLOSED on sign-out')
   const afterOut = await within(WAIT, rest(adminSession.access_token, 'GET', '/v1/me').then(() => 'ok'), 'admin still in')
   check(afterOut === 'ok', 'admin')
   say({ step: 'signed out' })

@@ -10,7 +10,9 @@ one `Authenticator`. Answers have GoTrue's session shape (`access_token`, `token
 wrong password is 400 `invalid_credentials`, as GoTrue answers it. `error_body` gives every
 failure on these paths that shape (errors.py calls it for any path under `PREFIX`). The
 `apikey` header supabase-js sends is ignored: an anon key is public, and everything here is
-authorised by the user's password or token.
+authorised by the user's password or token. The routes are left out of the OpenAPI schema:
+they are GoTrue's contract (its shapes, not SiteComms' error body), documented in
+docs/migrating-from-supabase.md and tested in tests/server/realtime/test_supabase.py.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def _session(view: TokenView) -> JSON:
 def install(api: APIRouter, signin: SignIn, accounts: Accounts, authenticate: Authenticator) -> None:
     tags: list[str | Enum] = ["supabase-compatible auth"]
 
-    @api.post("/auth/v1/token", tags=tags, include_in_schema=True)
+    @api.post("/auth/v1/token", tags=tags, include_in_schema=False)
     async def token(
         body: TokenRequest,
         grant_type: str = Query(..., max_length=32, description="password or refresh_token"),
@@ -130,7 +132,7 @@ def install(api: APIRouter, signin: SignIn, accounts: Accounts, authenticate: Au
         logs.identify(signed_in.user.id, signed_in.user.org_id)
         return _session(signed_in)
 
-    @api.post("/auth/v1/logout", tags=tags, status_code=204)
+    @api.post("/auth/v1/logout", tags=tags, status_code=204, include_in_schema=False)
     async def logout(
         viewer: Viewer = Depends(authenticate),
         scope: str = Query("global", max_length=16, description="global, local or others (all: this session)"),
@@ -139,7 +141,7 @@ def install(api: APIRouter, signin: SignIn, accounts: Accounts, authenticate: Au
         await signin.sign_out(viewer)
         return no_content()
 
-    @api.get("/auth/v1/user", tags=tags)
+    @api.get("/auth/v1/user", tags=tags, include_in_schema=False)
     async def user(viewer: Viewer = Depends(authenticate)) -> JSON:
         """The signed-in user, in GoTrue's shape."""
         return JSON(gotrue_user((await accounts.me(viewer)).user))

@@ -1,0 +1,305 @@
+"""`/realtime/v1/websocket` and `/auth/v1/*` over the wire, against a real `sitecomms serve`.
+
+A raw Phoenix client (both serializers) checks what supabase-js relies on and what it never
+sends: bad frames, bad bindings, oversized frames, tokens that expire or are refused, leave,
+resume. The unmodified supabase-js runs in tests/compat/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from sitecomms.protocol.cursors import Cursor
+from tests.server.realtime.test_channel import Site, running_site, short_token
+from tests.support import PASSWORD, Member
+
+WAIT = 10.0
+VERSIONS = ["1.0.0", "2.0.0"]
+
+
+@pytest.fixture(scope="module")
+async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    directory = tmp_path_factory.mktemp("supabase")
+    # the hub's own heartbeat and idle timeout are short: Phoenix channels must not be subject to them
+    async with running_site(
+        f"sqlite:///{directory / 'sitecomms.db'}",
+        directory / "serve.log",
+        ws_heartbeat_seconds="0.3",
+        ws_idle_timeout_seconds="1",
+    ) as running:
+        yield running
+
+
+Frame = tuple[str | None, str | None, str, str, Any]
+
+
+class Phx:
+    def __init__(self, ws: ClientConnection, vsn: str) -> None:
+        self.ws, self.vsn = ws, vsn
+        self._refs = itertools.count(1)
+
+    def ref(self) -> str:
+        return str(next(self._refs))
+
+    async def push(
+        self, topic: str, event: str, payload: Any, *, ref: str | None = None, join_ref: str | None = None
+    ) -> str:
+        ref = ref or self.ref()
+        if self.vsn == "2.0.0":
+            await self.ws.send(orjson.dumps([join_ref, ref, topic, event, payload]).decode())
+        else:
+            frame = {"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": join_ref}
+            await self.ws.send(orjson.dumps(frame).decode())
+        return ref
+
+    async def recv(self) -> Frame:
+        raw = await asyncio.wait_for(self.ws.recv(), WAIT)
+        assert isinstance(raw, str), "the server sends text frames only"
+        frame = orjson.loads(raw)
+        if self.vsn == "2.0.0":
+            assert isinstance(frame, list) and len(frame) == 5, frame
+            return tuple(frame)  # type: ignore[return-value]
+        assert isinstance(frame, dict) and set(frame) == {"join_ref", "ref", "topic", "event", "payload"}, frame
+        return frame["join_ref"], frame["ref"], frame["topic"], frame["event"], frame["payload"]
+
+    async def join(
+        self, topic: str, bindings: list[Any], token: str | None, **broadcast: Any
+    ) -> tuple[str, list[Frame]]:
+        """Join; returns the join ref and the frames up to and including the reply."""
+        payload: dict[str, Any] = {"config": {"broadcast": {"self": False, **broadcast}, "postgres_changes": bindings}}
+        if token is not None:
+            payload["access_token"] = token
+        ref = self.ref()
+        await self.push(topic, "phx_join", payload, ref=ref, join_ref=ref)
+        frames = []
+        while True:
+            frame = await self.recv()
+            frames.append(frame)
+            if frame[3] == "phx_reply" and frame[1] == ref:
+                return ref, frames
+
+    async def until(self, event: str, topic: str | None = None) -> Frame:
+        while True:
+            frame = await self.recv()
+            if frame[3] == event and (topic is None or frame[2] == topic):
+                return frame
+
+
+@asynccontextmanager
+async def phx(site: Site, vsn: str = "2.0.0", query: str = "") -> AsyncIterator[Phx]:
+    url = site.base_url.replace("http", "ws") + f"/realtime/v1/websocket?apikey=anon&vsn={vsn}{query}"
+    async with websockets.connect(url, max_size=2**22) as ws:
+        yield Phx(ws, vsn)
+
+
+def inserts(org_id: str, **extra: str) -> list[dict[str, Any]]:
+    return [{"event": "INSERT", "schema": "public", "table": "messages", "filter": f"org_id=eq.{org_id}", **extra}]
+
+
+async def test_heartbeat_join_events_and_leave_in_both_serializers(site: Site) -> None:
+    world = await site.world(admins=1, medics=1)
+    (admin,), (medic,) = world.admins, world.medics
+    for vsn in VERSIONS:
+        async with phx(site, vsn) as client:
+            ref = await client.push("phoenix", "heartbeat", {})
+            assert await client.recv() == (None, ref, "phoenix", "phx_reply", {"status": "ok", "response": {}})
+            bindings = [
+                *inserts(world.org_id),
+                {"event": "*", "schema": "public", "table": "conversations", "filter": f"medic_id=eq.{medic.id}"},
+            ]
+            join_ref, frames = await client.join("realtime:room", bindings, medic.token)
+            reply = frames[-1][4]
+            assert reply["status"] == "ok"
+            echoed = reply["response"]["postgres_changes"]
+            assert [{k: v for k, v in b.items() if k != "id"} for b in echoed] == bindings
+            assert all(isinstance(b["id"], int) for b in echoed)
+            system = await client.until("system")
+            assert system[4]["status"] == "ok" and system[4]["message"] == "Subscribed to PostgreSQL"
+            await asyncio.sleep(0)  # a write right after SUBSCRIBED must arrive
+            sent = await site.http.send(admin.token, world.broadcast_id, f"hello {vsn}")
+            change = await client.until("postgres_changes")
+            assert change[4]["ids"] == [echoed[0]["id"]]
+            data = change[4]["data"]
+            assert data["record"]["id"] == sent["id"] and data["record"]["sender_name"] == "Admin"
+            assert {c["name"] for c in data["columns"]} == set(data["record"])
+            # the send also moved the broadcast's preview: a conversations change the medic_id filter excludes
+            await asyncio.sleep(1.5)  # longer than the hub's idle timeout: the channel must live on
+            leave = await client.push("realtime:room", "phx_leave", {}, join_ref=join_ref)
+            assert (await client.until("phx_reply"))[1] == leave
+            assert (await client.until("phx_close"))[:3] == (join_ref, join_ref, "realtime:room")
+
+
+async def test_bad_bindings_and_missing_tokens_are_refused_once_with_a_close(site: Site) -> None:
+    world = await site.world(admins=1, medics=1)
+    medic = world.medics[0]
+    async with phx(site) as client:
+        bad = [{"event": "DELETE", "schema": "public", "table": "messages"}]
+        join_ref, frames = await client.join("realtime:bad", bad, medic.token)
+        assert frames[0][3] == "system" and frames[0][4]["extension"] == "postgres_changes"
+        assert frames[0][4]["status"] == "error" and "event on messages" in frames[0][4]["message"]
+        assert frames[-1][4]["status"] == "error" and "event on messages" in frames[-1][4]["response"]["reason"]
+        assert (await client.recv())[:4] == (join_ref, join_ref, "realtime:bad", "phx_close")
+        for token in (None, "anon", medic.token[:-4] + "AAAA"):
+            join_ref, frames = await client.join("realtime:anon", inserts(world.org_id), token)
+            assert frames[-1][4]["status"] == "error"
+            assert "access token is required" in frames[-1][4]["response"]["reason"]
+            assert (await client.recv())[3] == "phx_close"
+        unknown = await client.push("realtime:nowhere", "broadcast", {})
+        assert await client.recv() == (
+            None,
+            unknown,
+            "realtime:nowhere",
+            "phx_reply",
+            {"status": "error", "response": {"reason": "unmatched topic"}},
+        )
+
+
+async def test_malformed_and_oversized_frames(site: Site) -> None:
+    async with phx(site) as client:
+        await client.ws.send('{"not": "an array"}')
+        frame = await client.recv()
+        assert frame[2:4] == ("phoenix", "phx_reply") and "malformed frame" in frame[4]["response"]["reason"]
+        await client.ws.send(b"\x03binary broadcast push")  # ignored (P4)
+        ref = await client.push("phoenix", "heartbeat", {})
+        assert (await client.recv())[1] == ref  # the socket lives on
+        await client.ws.send("[" + " " * (70 * 1024) + "]")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    async with phx(site, "3.0.0") as client:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_other_medics_and_other_orgs_never_arrive_whatever_the_filter(site: Site) -> None:
+    world = await site.world(admins=1, medics=2)
+    elsewhere = await site.world(admins=1, medics=0)
+    medic, other = world.medics
+    async with phx(site, "1.0.0") as client:
+        bindings = [
+            {"event": "INSERT", "schema": "public", "table": "messages"},
+            *inserts(elsewhere.org_id),
+            {**inserts(world.org_id)[0], "filter": f"conversation_id=eq.{other.conversation_id}"},
+        ]
+        _, frames = await client.join("realtime:wide", bindings, medic.token)
+        ids = [b["id"] for b in frames[-1][4]["response"]["postgres_changes"]]
+        await site.http.send(other.token, other.conversation_id, "other medic")
+        await site.http.send(elsewhere.admins[0].token, elsewhere.broadcast_id, "other org")
+        await site.http.send(medic.token, medic.conversation_id, "mine")
+        change = await client.until("postgres_changes")
+        assert change[4]["data"]["record"]["content"] == "mine" and change[4]["ids"] == [ids[0]]
+
+
+async def test_a_refused_token_or_an_expired_one_closes_the_channel(site: Site) -> None:
+    world = await site.world(admins=1, medics=1)
+    medic = world.medics[0]
+    async with phx(site) as client:
+        join_ref, _ = await client.join("realtime:a", inserts(world.org_id), medic.token)
+        await client.push("realtime:a", "access_token", {"access_token": "garbage"}, join_ref=join_ref)
+        system = await client.until("system")
+        while system[4]["status"] == "ok":
+            system = await client.until("system")
+        assert system[4]["extension"] == "system" and "Unauthorized" in system[4]["message"]
+        assert (await client.until("phx_close"))[:2] == (join_ref, join_ref)
+        token, _ = short_token(medic, 1.5)
+        join_ref, frames = await client.join("realtime:b", inserts(world.org_id), token)
+        assert frames[-1][4]["status"] == "ok"
+        system = await client.until("system")
+        while system[4]["status"] == "ok":
+            system = await client.until("system")
+        assert system[4]["message"] == "token expired"
+        assert (await client.until("phx_close"))[:2] == (join_ref, join_ref)
+        # a refreshed token keeps a channel past the first token's expiry
+        token, _ = short_token(medic, 1.5)
+        join_ref, _ = await client.join("realtime:c", inserts(world.org_id), token)
+        await client.push("realtime:c", "access_token", {"access_token": medic.token}, join_ref=join_ref)
+        await asyncio.sleep(2.5)
+        await site.http.send(medic.token, medic.conversation_id, "still here")
+        assert (await client.until("postgres_changes", "realtime:c"))[4]["data"]["record"]["content"] == "still here"
+
+
+async def test_resume_replays_what_was_missed_and_a_bad_cursor_says_resync(site: Site) -> None:
+    world = await site.world(admins=1, medics=1)
+    admin, medic = world.admins[0], world.medics[0]
+    async with phx(site) as client:
+        await client.join("realtime:r", inserts(world.org_id), medic.token, resume_cursor=None)
+        await site.http.send(admin.token, world.broadcast_id, "seen")
+        seen = (await client.until("postgres_changes"))[4]["data"]["record"]
+        cursor = seen["cursor"]
+        assert Cursor.parse(cursor, world.org_id).position == seen["position"]
+    for n in range(3):
+        await site.http.send(admin.token, world.broadcast_id, f"missed {n}")
+    async with phx(site, "1.0.0") as client:
+        await client.join("realtime:r", inserts(world.org_id), medic.token, resume_cursor=cursor)
+        got = [(await client.until("postgres_changes"))[4]["data"]["record"]["content"] for _ in range(3)]
+        assert got == ["missed 0", "missed 1", "missed 2"]
+        await site.http.send(admin.token, world.broadcast_id, "live")
+        assert (await client.until("postgres_changes"))[4]["data"]["record"]["content"] == "live"
+        elsewhere = await site.world(admins=1, medics=0)
+        foreign = str(Cursor(1, elsewhere.org_id))
+        await client.join("realtime:s", inserts(world.org_id), medic.token, resume_cursor=foreign)
+        system = await client.until("system", "realtime:s")
+        while system[4]["status"] == "ok":
+            system = await client.until("system", "realtime:s")
+        assert system[4]["code"] == "resync" and "another organisation" in system[4]["message"]
+
+
+async def test_channels_per_socket_are_bounded(site: Site) -> None:
+    world = await site.world(admins=1, medics=1)
+    medic = world.medics[0]
+    async with phx(site) as client:
+        for n in range(10):
+            _, frames = await client.join(f"realtime:{n}", [], medic.token)
+            assert frames[-1][4]["status"] == "ok"
+        _, frames = await client.join("realtime:one-too-many", [], medic.token)
+        assert "too_many_channels" in frames[-1][4]["response"]["reason"]
+
+
+# --- GoTrue ----------------------------------------------------------------------------------
+
+
+async def test_gotrue_sign_in_refresh_user_and_logout(site: Site) -> None:
+    world = await site.world(admins=1, medics=1)
+    medic: Member = world.medics[0]
+    http = site.http.client
+    wrong = await http.post("/auth/v1/token?grant_type=password", json={"email": medic.email, "password": "nope"})
+    assert wrong.status_code == 400
+    assert wrong.json() == {"code": 400, "error_code": "invalid_credentials", "msg": "Invalid login credentials"}
+    answer = await http.post(
+        "/auth/v1/token?grant_type=password",
+        json={"email": medic.email, "password": PASSWORD, "gotrue_meta_security": {}},
+        headers={"apikey": "anything"},
+    )
+    assert answer.status_code == 200, answer.text
+    session = answer.json()
+    assert session["token_type"] == "bearer" and 0 < session["expires_in"] <= 15 * 60
+    assert session["user"]["id"] == medic.id and session["user"]["aud"] == "authenticated"
+    assert session["user"]["app_metadata"]["org_id"] == world.org_id
+    bearer = {"Authorization": f"Bearer {session['access_token']}"}
+    user = await http.get("/auth/v1/user", headers=bearer)
+    assert user.status_code == 200 and user.json()["email"] == medic.email
+    refresh = {"refresh_token": session["refresh_token"]}
+    refreshed = await http.post("/auth/v1/token?grant_type=refresh_token", json=refresh)
+    assert refreshed.status_code == 200 and refreshed.json()["refresh_token"] != session["refresh_token"]
+    unknown = await http.post("/auth/v1/token?grant_type=refresh_token", json={"refresh_token": "x.y"})
+    assert unknown.status_code == 400 and unknown.json()["error_code"] == "refresh_token_not_found"
+    grant = await http.post("/auth/v1/token?grant_type=magic", json={})
+    assert grant.status_code == 400 and grant.json()["error_code"] == "unsupported_grant_type"
+    malformed = await http.post(
+        "/auth/v1/token?grant_type=password", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400 and set(malformed.json()) == {"code", "error_code", "msg"}
+    assert (await http.post("/auth/v1/logout?scope=global", headers=bearer)).status_code == 204
+    gone = await http.get("/auth/v1/user", headers=bearer)
+    assert gone.status_code == 403 and gone.json()["error_code"] == "bad_jwt"
+    assert set(gone.json()) == {"code", "error_code", "msg"}
