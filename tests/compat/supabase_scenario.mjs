@@ -66,14 +66,19 @@ class Events {
   inserts() { return this.items.filter((e) => e.kind === 'insert').map((e) => e.p.new.content) }
 }
 
+const pushes = new Map() // client -> the realtime pushes it logged: [topic event, payload]
 function client() {
-  return createClient(cfg.url, cfg.anon, {
+  const log = []
+  const logger = (kind, msg, data) => {
+    if (kind === 'push') log.push([msg, data])
+    if (process.env.SCENARIO_DEBUG) console.log('LOG', kind, msg, JSON.stringify(data))
+  }
+  const c = createClient(cfg.url, cfg.anon, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-    realtime: {
-      ...(modern ? { transport: WebSocket } : {}),
-      ...(process.env.SCENARIO_DEBUG ? { logger: (kind, msg, data) => console.log('LOG', kind, msg, JSON.stringify(data)) } : {}),
-    },
+    realtime: { ...(modern ? { transport: WebSocket } : {}), logger },
   })
+  pushes.set(c, log)
+  return c
 }
 
 async function signIn(c, who) {
@@ -203,6 +208,14 @@ async function main() {
   const refreshed = await within(WAIT, admin.auth.refreshSession(), 'refreshSession')
   check(!refreshed.error && refreshed.data.session.access_token !== adminSession.access_token, 'a new token')
   check(refreshed.data.session.refresh_token !== adminSession.refresh_token, 'a new refresh token')
+  const token = refreshed.data.session.access_token
+  // supabase-js 2.109 pushes the new token at once; 2.49 with its next heartbeat (every 25 s),
+  // or at once on setAuth()
+  if (!modern) await within(WAIT, admin.realtime.setAuth(), 'setAuth')
+  await within(WAIT, new Promise((resolve) => {
+    const seen = () => pushes.get(admin).some(([msg, data]) => /access_token/.test(msg) && JSON.stringify(data).includes(token))
+    const poll = setInterval(() => { if (seen()) { clearInterval(poll); resolve() } }, 20)
+  }), `the access_token push with the new token (pushes: ${JSON.stringify(pushes.get(admin).map(([m]) => m))})`)
   await send(medicSession.access_token, cfg.medic.conversation_id, 'after-refresh')
   await a.events.wait(inserted('after-refresh'), 'a message after the refresh')
   check(!a.events.items.some((e) => e.kind === 'status' && e.status !== 'SUBSCRIBED'), 'the admin channel stayed joined')
