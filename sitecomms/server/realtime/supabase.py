@@ -14,8 +14,11 @@ read, so a write after `SUBSCRIBED` is never missed. With the resume option
 changes after it are replayed from the database right after the reply, then the channel goes
 live; without it the channel starts at the head (Supabase's behaviour). `access_token` pushes
 re-authorise the channel; an expired, revoked or refused token (the hub's sweep and access
-checks close the connection) ends it with a `system` error and `phx_close`; a slow consumer or
-a database failure with `phx_error` (the client rejoins, and resumes if it opted in).
+checks close the connection) ends it with a `system` error and `phx_close`; a database
+failure with `phx_error` (the client rejoins, and resumes if it opted in). A slow consumer (a
+channel's queue full) closes the whole socket with 1013, as the SiteComms socket is closed: the
+client reconnects and rejoins; a closed channel that cannot tell the client within
+`STUCK_SECONDS` (it stopped reading) gets the socket closed too.
 Heartbeats are answered; a socket silent for `IDLE_SECONDS` is closed. Frames over 64 KiB
 close the socket (1009); a frame that is not a Phoenix message gets an error reply.
 """
@@ -48,6 +51,7 @@ log = logging.getLogger("sitecomms.realtime")
 
 MAX_CHANNELS = 10  # per socket
 IDLE_SECONDS = 60.0  # Phoenix's default; supabase-js heartbeats every 25 s
+STUCK_SECONDS = 2.0  # a closed channel's task has this long to tell the client before the socket closes
 RESUME_KEY = "resume_cursor"  # inside config.broadcast
 NEEDS_USER = (
     "a signed-in user's access token is required: sign in, then `await supabase.realtime.setAuth()` before subscribe()"
@@ -62,7 +66,7 @@ class Channel(Connection):
 
     hub_heartbeat = False  # the socket's heartbeats are Phoenix's
 
-    __slots__ = ("bindings", "join", "task", "vsn", "with_cursor")
+    __slots__ = ("bindings", "join", "on_close", "task", "vsn", "with_cursor")
 
     def __init__(
         self, viewer: Viewer, join: Message, bindings: list[Binding], *, vsn: str, with_cursor: bool, **kw: Any
@@ -70,6 +74,13 @@ class Channel(Connection):
         super().__init__(viewer, **kw)
         self.join, self.bindings, self.vsn, self.with_cursor = join, bindings, vsn, with_cursor
         self.task: asyncio.Task[None] | None = None
+        self.on_close: Callable[[Channel], None] | None = None  # told when the hub asks it to close
+
+    def close(self, code: CloseCode, reason: str, frame: str | None = None) -> None:
+        first = not self.closing
+        super().close(code, reason, frame)
+        if first and self.on_close is not None:
+            self.on_close(self)
 
     @property
     def topic(self) -> str:
@@ -100,6 +111,7 @@ class PhoenixSocket:
         self.vsn = phoenix.V1
         self.channels: dict[str, Channel] = {}
         self._send_lock = asyncio.Lock()
+        self._watchers: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         vsn = self.ws.query_params.get("vsn", phoenix.V1)
@@ -115,6 +127,8 @@ class PhoenixSocket:
         finally:
             for channel in list(self.channels.values()):
                 await self._drop(channel)
+            for watcher in list(self._watchers):
+                watcher.cancel()
             if self.ws.application_state is WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
                     await self.ws.close(1000)
@@ -209,6 +223,7 @@ class PhoenixSocket:
             expires_at=expires_at,
             queue_frames=self.queue_frames,
         )
+        channel.on_close = self._watch
         self.channels[msg.topic] = channel
         channel.task = asyncio.create_task(self._serve(channel, resume), name=f"sitecomms-phoenix-{msg.topic[:40]}")
         return None
@@ -223,8 +238,9 @@ class PhoenixSocket:
                 head = await self.feed.head(channel.viewer.org_id)
             except _PASSING as exc:
                 log.warning("supabase join refused for now (%r)", exc)
+                if self.channels.get(channel.topic) is channel:
+                    del self.channels[channel.topic]
                 await self.send(phoenix.reply(self.vsn, msg, "error", {"reason": "the server is busy; retrying"}))
-                self.channels.pop(channel.topic, None)
                 return
             echo = [binding.echo for binding in channel.bindings]
             await self.send(phoenix.reply(self.vsn, msg, "ok", {"postgres_changes": echo}))
@@ -240,12 +256,15 @@ class PhoenixSocket:
                         continue  # sent by the replay
                     channel.sent_upto = position
                 await self.send(frame)
-            if channel.close_code in _CLOSING_CHANNEL:
+            if channel.close_code is CloseCode.RESYNC_REQUIRED:  # a slow socket: the whole socket goes
+                await self._close_socket(f"{channel.close_reason}: reconnect")
+            elif channel.close_code in _CLOSING_CHANNEL:
                 await self.send(phoenix.system(self.vsn, channel.topic, phoenix.SYSTEM, "error", channel.close_reason))
                 await self._end(channel, phoenix.CLOSE)
             else:
                 await self._end(channel, phoenix.ERROR, {"reason": channel.close_reason})
         except (WebSocketDisconnect, ConnectionError, RuntimeError):
+            channel.on_close = None
             channel.close(CloseCode.GOING_AWAY, "the client left")
         except REPORTED as exc:  # a replay read failed: the client rejoins
             log.warning("supabase channel replay failed (%r)", exc)
@@ -308,12 +327,37 @@ class PhoenixSocket:
         channel.viewer = viewer
         channel.expires_at = max(channel.expires_at, expires_at)
 
+    def _watch(self, channel: Channel) -> None:
+        """The hub closed a channel (slow consumer, expiry, lost access, shutdown): if its task
+        cannot tell the client within `STUCK_SECONDS` (a client that stopped reading), the
+        socket is closed, so a stalled client holds nothing for long."""
+        task = asyncio.create_task(self._unstick(channel), name="sitecomms-phoenix-watch")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _unstick(self, channel: Channel) -> None:
+        if channel.task is None or channel.task.done():
+            return
+        await asyncio.wait({channel.task}, timeout=STUCK_SECONDS)
+        if not channel.task.done():
+            log.info("closing a Phoenix socket that stopped reading (%s)", channel.close_reason)
+            await self._close_socket("the client stopped reading")
+
+    async def _close_socket(self, reason: str) -> None:
+        """Close the socket (1013: the client reconnects and rejoins; with resume, without a gap).
+        A client that reads nothing gets its connection aborted by the server's close timeout."""
+        if self.ws.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(30.0):
+                    await self.ws.close(int(CloseCode.TRY_AGAIN_LATER), reason[:120])
+
     async def _end(self, channel: Channel, event: str, payload: object | None = None) -> None:
         """Tell the client the channel ended (phx_close or phx_error) and forget it."""
         if self.channels.get(channel.topic) is channel:
             del self.channels[channel.topic]
             jr = channel.join.join_ref
             await self.send(phoenix.encode_obj(self.vsn, jr, jr, channel.topic, event, payload or {}))
+        channel.on_close = None
         channel.close(CloseCode.GOING_AWAY, "channel ended")
         current = asyncio.current_task()
         if channel.task is not None and channel.task is not current:
@@ -323,6 +367,7 @@ class PhoenixSocket:
 
     async def _drop(self, channel: Channel) -> None:
         self.channels.pop(channel.topic, None)
+        channel.on_close = None
         channel.close(CloseCode.GOING_AWAY, "socket closed")
         if channel.task is not None:
             channel.task.cancel()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,9 +19,13 @@ import orjson
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from sitecomms.protocol.cursors import Cursor
-from tests.server.realtime.test_channel import Site, running_site, short_token
+from tests.realtime_client import StalledClient
+from tests.server.realtime.test_channel import Site, _socket_buffer_cap, running_site, send_many, short_token
 from tests.servers import BACKENDS, fresh_database
 from tests.support import PASSWORD, Member
 
@@ -319,3 +325,76 @@ async def test_gotrue_sign_in_refresh_user_and_logout(site: Site) -> None:
     gone = await http.get("/auth/v1/user", headers=bearer)
     assert gone.status_code == 403 and gone.json()["error_code"] == "bad_jwt"
     assert set(gone.json()) == {"code", "error_code", "msg"}
+
+
+# --- a client that stops reading -------------------------------------------------------------
+
+
+async def stalled_phoenix(site: Site, token: str, org_id: str) -> StalledClient:
+    """A raw socket with a small receive window that joins a channel, reads up to the join's
+    system message, and then reads nothing until `drain()`."""
+    loop = asyncio.get_running_loop()
+    uri = parse_uri(site.base_url.replace("http", "ws") + "/realtime/v1/websocket?apikey=anon&vsn=1.0.0")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    protocol = ClientProtocol(uri, max_size=None)
+    try:
+        async with asyncio.timeout(WAIT):
+            await loop.sock_connect(sock, (uri.host, uri.port))
+            protocol.send_request(protocol.connect())
+            await loop.sock_sendall(sock, b"".join(protocol.data_to_send()))
+            while protocol.state is State.CONNECTING:
+                protocol.receive_data(await loop.sock_recv(sock, 65536))
+            client = StalledClient(sock, protocol)
+            join = {"config": {"postgres_changes": inserts(org_id)}, "access_token": token}
+            frame = {"topic": "realtime:stalled", "event": "phx_join", "payload": join, "ref": "1", "join_ref": "1"}
+            protocol.send_text(orjson.dumps(frame))
+            await loop.sock_sendall(sock, b"".join(protocol.data_to_send()))
+            while not any(f.get("event") == "system" for f in client.frames):
+                data = await loop.sock_recv(sock, 4096)
+                if not data:
+                    raise ConnectionError("closed before the join was answered")
+                protocol.receive_data(data)
+                client._collect()
+    except BaseException:
+        sock.close()
+        raise
+    return client
+
+
+@pytest.fixture(scope="module")
+async def tight(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    directory = tmp_path_factory.mktemp("supabase-tight")
+    async with running_site(
+        f"sqlite:///{directory / 'sitecomms.db'}", directory / "serve.log", ws_queue_frames="20"
+    ) as running:
+        yield running
+
+
+async def test_a_channel_that_stops_reading_is_cut_off_without_holding_up_the_others(tight: Site) -> None:
+    world = await tight.world(admins=2, medics=1)
+    medic = world.medics[0]
+    stalled = await stalled_phoenix(tight, world.admins[1].token, world.org_id)
+    try:
+        async with phx(tight) as healthy:
+            await healthy.join("realtime:healthy", inserts(world.org_id), world.admins[0].token)
+            await healthy.until("system")
+            size = 3900
+            count = min(3000, (_socket_buffer_cap() + 2 * 1024 * 1024) // (size + 800) + 1)
+            sent = await send_many(tight.http, medic, str(medic.conversation_id), count, tag="flood", size=size - 20)
+            last = max(message["position"] for message in sent.values())
+            while (await healthy.until("postgres_changes"))[4]["data"]["record"]["position"] != last:
+                pass
+        began = time.monotonic()
+        try:
+            await stalled.drain(60)
+        except TimeoutError:
+            pytest.fail(f"the server never ended the stalled socket ({len(stalled.frames)} frames read)")
+        assert stalled.eof
+        changes = [f for f in stalled.frames if f.get("event") == "postgres_changes"]
+        assert len(changes) < count, "it was cut off, not sent everything"
+        assert stalled.close_code in (None, 1013)  # told to reconnect, if it read again in time
+        assert time.monotonic() - began < 20, "cut off when it stalled, not when it went idle"
+    finally:
+        stalled.close()
