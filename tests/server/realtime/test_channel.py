@@ -42,6 +42,7 @@ from sitecomms.protocol.enums import Role
 from sitecomms.server.app import build_accounts, build_signin
 from sitecomms.server.services.publisher import NoPublisher
 from sitecomms.store.database import Database, open_database
+from tests.phoenix_client import Phx, phx
 from tests.realtime_client import Frame, Http, RealtimeClient, StalledClient, is_change
 from tests.servers import BACKENDS, Served, aserving, base_env, fresh_database
 from tests.support import JWT_SECRET, Member, Orgs, World, fast_settings
@@ -753,8 +754,11 @@ async def _act(site: Site, model: Model, world: World, action: Action, serial: i
             )
 
 
-def _check_socket(model: Model, viewer: Member, frames: list[Frame], label: str) -> None:
-    expected = [e for e in model.events if model.sees(viewer, e)]
+def _check_socket(
+    model: Model, viewer: Member, frames: list[Frame], label: str, types: frozenset[str] | None = None
+) -> None:
+    """`types`: only changes of these types are carried by this socket (the Supabase endpoint has no users)."""
+    expected = [e for e in model.events if model.sees(viewer, e) and (types is None or e.type in types)]
     by_position = {(e.type, e.key, e.position): e for e in expected}
     assert_increasing(frames)
     for frame in frames:
@@ -823,10 +827,45 @@ def _check_socket(model: Model, viewer: Member, frames: list[Frame], label: str)
         assert not leaked, f"{label} ({viewer.role.value}) was sent {leaked}: {text}"
 
 
+_TABLES = {"messages": "message.created", "conversations": "conversation.updated"}
+_TABLES["conversation_read_status"] = "read_status.updated"
+SUPABASE_TYPES = frozenset(_TABLES.values())
+EVERY_TABLE = [{"event": "*", "schema": "public", "table": table} for table in _TABLES]
+
+
+def as_change_frame(payload: Any, org_id: str) -> Frame:
+    """A Supabase `postgres_changes` payload as the SiteComms change frame it stands for."""
+    data = payload["data"]
+    record = dict(data["record"])
+    assert [column["name"] for column in data["columns"]] == list(record), data
+    if data["table"] == "conversations":
+        record["name"] = record.pop("participant_name")
+        record["unread_count"] = record["last_read_position"] = None
+    position = record["position"]
+    return {
+        "type": _TABLES[data["table"]],
+        "position": position,
+        "cursor": str(Cursor(position, org_id)),
+        "data": record,
+    }
+
+
+async def _supabase_frames(client: Phx, org_id: str, end: int) -> list[Frame]:
+    """The channel's changes up to the conversation change at `end` (the sentinel's preview)."""
+    frames: list[Frame] = []
+    while True:
+        payload = (await client.until("postgres_changes"))[4]
+        frames.append(as_change_frame(payload, org_id))
+        if frames[-1]["type"] == "conversation.updated" and frames[-1]["position"] == end:
+            return frames
+
+
 async def _run_isolation_example(site: Site, plan: Plan) -> None:
     worlds = list(await asyncio.gather(*(site.world(admins=a, medics=m) for a, m in plan.shapes)))
     model = Model(worlds)
     viewers: list[tuple[Member, RealtimeClient]] = []
+    supabase: list[tuple[Member, Phx]] = []  # the same members on the Supabase endpoint: the widest bindings
+    sockets = contextlib.AsyncExitStack()
 
     async def join(member: Member, label: str) -> None:
         viewers.append((member, await site.live(member, label=label)))
@@ -836,6 +875,16 @@ async def _run_isolation_example(site: Site, plan: Plan) -> None:
         joins += [
             join(w.members[i], f"org {o} {w.members[i].display_name} (second device)")
             for o, (w, i) in enumerate(zip(worlds, plan.second_device, strict=True))
+        ]
+
+        async def join_supabase(member: Member, vsn: str) -> None:
+            client = await sockets.enter_async_context(phx(site.base_url, vsn))
+            _, frames = await client.join("realtime:isolation", EVERY_TABLE, member.token)
+            assert frames[-1][4]["status"] == "ok", frames
+            supabase.append((member, client))
+
+        joins += [
+            join_supabase(m, ("1.0.0", "2.0.0")[n % 2]) for n, m in enumerate(m for w in worlds for m in w.members)
         ]
         async with asyncio.timeout(60):
             await asyncio.gather(*joins)
@@ -893,8 +942,13 @@ async def _run_isolation_example(site: Site, plan: Plan) -> None:
         for member_id, devices in by_member.items():
             if len(devices) > 1:  # both fed by the same reader pass: the very same frames
                 assert devices[0] == devices[1], f"the two sockets of {model.users[member_id].display_name} differ"
+        async with asyncio.timeout(LIVE_WITHIN * 2):
+            seen = await asyncio.gather(*(_supabase_frames(c, m.org_id, ends[m.org_id]) for m, c in supabase))
+        for (member, _), frames in zip(supabase, seen, strict=True):
+            _check_socket(model, member, frames, f"supabase {member.display_name}", SUPABASE_TYPES)
     finally:
         await close_all(client for _, client in viewers)
+        await sockets.aclose()
 
 
 # No shrink phase (each example starts a dozen sockets); a failure prints the whole Plan.

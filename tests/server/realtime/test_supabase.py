@@ -8,22 +8,20 @@ resume. The unmodified supabase-js runs in tests/compat/.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.client import ClientProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from sitecomms.protocol.cursors import Cursor
+from tests.phoenix_client import phx
 from tests.realtime_client import StalledClient
 from tests.server.realtime.test_channel import Site, _socket_buffer_cap, running_site, send_many, short_token
 from tests.servers import BACKENDS, fresh_database
@@ -58,68 +56,6 @@ async def any_site(
         yield running
 
 
-Frame = tuple[str | None, str | None, str, str, Any]
-
-
-class Phx:
-    def __init__(self, ws: ClientConnection, vsn: str) -> None:
-        self.ws, self.vsn = ws, vsn
-        self._refs = itertools.count(1)
-
-    def ref(self) -> str:
-        return str(next(self._refs))
-
-    async def push(
-        self, topic: str, event: str, payload: Any, *, ref: str | None = None, join_ref: str | None = None
-    ) -> str:
-        ref = ref or self.ref()
-        if self.vsn == "2.0.0":
-            await self.ws.send(orjson.dumps([join_ref, ref, topic, event, payload]).decode())
-        else:
-            frame = {"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": join_ref}
-            await self.ws.send(orjson.dumps(frame).decode())
-        return ref
-
-    async def recv(self) -> Frame:
-        raw = await asyncio.wait_for(self.ws.recv(), WAIT)
-        assert isinstance(raw, str), "the server sends text frames only"
-        frame = orjson.loads(raw)
-        if self.vsn == "2.0.0":
-            assert isinstance(frame, list) and len(frame) == 5, frame
-            return tuple(frame)  # type: ignore[return-value]
-        assert isinstance(frame, dict) and set(frame) == {"join_ref", "ref", "topic", "event", "payload"}, frame
-        return frame["join_ref"], frame["ref"], frame["topic"], frame["event"], frame["payload"]
-
-    async def join(
-        self, topic: str, bindings: list[Any], token: str | None, **broadcast: Any
-    ) -> tuple[str, list[Frame]]:
-        """Join; returns the join ref and the frames up to and including the reply."""
-        payload: dict[str, Any] = {"config": {"broadcast": {"self": False, **broadcast}, "postgres_changes": bindings}}
-        if token is not None:
-            payload["access_token"] = token
-        ref = self.ref()
-        await self.push(topic, "phx_join", payload, ref=ref, join_ref=ref)
-        frames = []
-        while True:
-            frame = await self.recv()
-            frames.append(frame)
-            if frame[3] == "phx_reply" and frame[1] == ref:
-                return ref, frames
-
-    async def until(self, event: str, topic: str | None = None) -> Frame:
-        while True:
-            frame = await self.recv()
-            if frame[3] == event and (topic is None or frame[2] == topic):
-                return frame
-
-
-@asynccontextmanager
-async def phx(site: Site, vsn: str = "2.0.0", query: str = "") -> AsyncIterator[Phx]:
-    url = site.base_url.replace("http", "ws") + f"/realtime/v1/websocket?apikey=anon&vsn={vsn}{query}"
-    async with websockets.connect(url, max_size=2**22) as ws:
-        yield Phx(ws, vsn)
-
-
 def inserts(org_id: str, **extra: str) -> list[dict[str, Any]]:
     return [{"event": "INSERT", "schema": "public", "table": "messages", "filter": f"org_id=eq.{org_id}", **extra}]
 
@@ -129,7 +65,7 @@ async def test_heartbeat_join_events_and_leave_in_both_serializers(any_site: Sit
     world = await site.world(admins=1, medics=1)
     (admin,), (medic,) = world.admins, world.medics
     for vsn in VERSIONS:
-        async with phx(site, vsn) as client:
+        async with phx(site.base_url, vsn) as client:
             ref = await client.push("phoenix", "heartbeat", {})
             assert await client.recv() == (None, ref, "phoenix", "phx_reply", {"status": "ok", "response": {}})
             bindings = [
@@ -162,7 +98,7 @@ async def test_heartbeat_join_events_and_leave_in_both_serializers(any_site: Sit
 async def test_bad_bindings_and_missing_tokens_are_refused_once_with_a_close(site: Site) -> None:
     world = await site.world(admins=1, medics=1)
     medic = world.medics[0]
-    async with phx(site) as client:
+    async with phx(site.base_url) as client:
         bad = [{"event": "DELETE", "schema": "public", "table": "messages"}]
         join_ref, frames = await client.join("realtime:bad", bad, medic.token)
         assert frames[0][3] == "system" and frames[0][4]["extension"] == "postgres_changes"
@@ -185,7 +121,7 @@ async def test_bad_bindings_and_missing_tokens_are_refused_once_with_a_close(sit
 
 
 async def test_malformed_and_oversized_frames(site: Site) -> None:
-    async with phx(site) as client:
+    async with phx(site.base_url) as client:
         await client.ws.send('{"not": "an array"}')
         frame = await client.recv()
         assert frame[2:4] == ("phoenix", "phx_reply") and "malformed frame" in frame[4]["response"]["reason"]
@@ -196,7 +132,7 @@ async def test_malformed_and_oversized_frames(site: Site) -> None:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await client.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-    async with phx(site, "3.0.0") as client:
+    async with phx(site.base_url, "3.0.0") as client:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await client.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
@@ -206,7 +142,7 @@ async def test_other_medics_and_other_orgs_never_arrive_whatever_the_filter(site
     world = await site.world(admins=1, medics=2)
     elsewhere = await site.world(admins=1, medics=0)
     medic, other = world.medics
-    async with phx(site, "1.0.0") as client:
+    async with phx(site.base_url, "1.0.0") as client:
         bindings = [
             {"event": "INSERT", "schema": "public", "table": "messages"},
             *inserts(elsewhere.org_id),
@@ -224,7 +160,7 @@ async def test_other_medics_and_other_orgs_never_arrive_whatever_the_filter(site
 async def test_a_refused_token_or_an_expired_one_closes_the_channel(site: Site) -> None:
     world = await site.world(admins=1, medics=1)
     medic = world.medics[0]
-    async with phx(site) as client:
+    async with phx(site.base_url) as client:
         join_ref, _ = await client.join("realtime:a", inserts(world.org_id), medic.token)
         await client.push("realtime:a", "access_token", {"access_token": "garbage"}, join_ref=join_ref)
         system = await client.until("system")
@@ -253,7 +189,7 @@ async def test_resume_replays_what_was_missed_and_a_bad_cursor_says_resync(any_s
     site = any_site
     world = await site.world(admins=1, medics=1)
     admin, medic = world.admins[0], world.medics[0]
-    async with phx(site) as client:
+    async with phx(site.base_url) as client:
         await client.join("realtime:r", inserts(world.org_id), medic.token, resume_cursor=None)
         await site.http.send(admin.token, world.broadcast_id, "seen")
         seen = (await client.until("postgres_changes"))[4]["data"]["record"]
@@ -261,7 +197,7 @@ async def test_resume_replays_what_was_missed_and_a_bad_cursor_says_resync(any_s
         assert Cursor.parse(cursor, world.org_id).position == seen["position"]
     for n in range(3):
         await site.http.send(admin.token, world.broadcast_id, f"missed {n}")
-    async with phx(site, "1.0.0") as client:
+    async with phx(site.base_url, "1.0.0") as client:
         await client.join("realtime:r", inserts(world.org_id), medic.token, resume_cursor=cursor)
         got = [(await client.until("postgres_changes"))[4]["data"]["record"]["content"] for _ in range(3)]
         assert got == ["missed 0", "missed 1", "missed 2"]
@@ -279,7 +215,7 @@ async def test_resume_replays_what_was_missed_and_a_bad_cursor_says_resync(any_s
 async def test_channels_per_socket_are_bounded(site: Site) -> None:
     world = await site.world(admins=1, medics=1)
     medic = world.medics[0]
-    async with phx(site) as client:
+    async with phx(site.base_url) as client:
         for n in range(10):
             _, frames = await client.join(f"realtime:{n}", [], medic.token)
             assert frames[-1][4]["status"] == "ok"
@@ -377,7 +313,7 @@ async def test_a_channel_that_stops_reading_is_cut_off_without_holding_up_the_ot
     medic = world.medics[0]
     stalled = await stalled_phoenix(tight, world.admins[1].token, world.org_id)
     try:
-        async with phx(tight) as healthy:
+        async with phx(tight.base_url) as healthy:
             await healthy.join("realtime:healthy", inserts(world.org_id), world.admins[0].token)
             await healthy.until("system")
             size = 3900
