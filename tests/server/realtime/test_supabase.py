@@ -334,3 +334,23 @@ async def test_a_channel_that_stops_reading_is_cut_off_without_holding_up_the_ot
         assert time.monotonic() - began < 20, "cut off when it stalled, not when it went idle"
     finally:
         stalled.close()
+
+
+async def test_gotrue_sign_in_is_throttled_and_audited_as_every_sign_in(tight: Site) -> None:
+    # on its own server: the throttle counts this test's failures against 127.0.0.1 too
+    world = await tight.world(admins=1, medics=1)
+    admin, medic = world.admins[0], world.medics[0]
+    http = tight.http.client
+    ok = await http.post("/auth/v1/token?grant_type=password", json={"email": medic.email, "password": PASSWORD})
+    assert ok.status_code == 200, ok.text
+    answers = []
+    for _ in range(8):
+        wrong = await http.post("/auth/v1/token?grant_type=password", json={"email": medic.email, "password": "x"})
+        answers.append(wrong.status_code)
+        if wrong.status_code == 429:
+            assert wrong.json()["error_code"] == "over_request_rate_limit" and int(wrong.headers["Retry-After"]) >= 1
+            break
+    assert answers[0] == 400 and answers[-1] == 429, answers
+    audit = await tight.http.get(admin.token, "/v1/audit", user_id=medic.id)
+    kinds = [event["kind"] for event in audit["events"]]
+    assert "sign_in" in kinds and kinds.count("sign_in_failed") == answers.count(400), kinds
