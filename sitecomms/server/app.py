@@ -39,6 +39,7 @@ from sitecomms.server.api import (
     security_headers,
     sync,
     users,
+    watermelon,
 )
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.api.route import Route
@@ -61,6 +62,7 @@ from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.throttle import Throttle
 from sitecomms.server.services.tokens import Tokens
+from sitecomms.server.services.watermelon import Watermelon
 from sitecomms.server.services.webpush import VapidKey
 from sitecomms.store import migrate
 from sitecomms.store.database import Database, open_database
@@ -304,6 +306,7 @@ def create_app(settings: Settings) -> FastAPI:
     audit.install(api, audit_log, authenticate)
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)
+    watermelon.install(api, Watermelon(db, messaging), authenticate)
     push.install(api, subscriptions, authenticate)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
     dashboard.install(app, settings.web_dir)

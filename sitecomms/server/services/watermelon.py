@@ -1,0 +1,399 @@
+"""WatermelonDB sync: `synchronize()`'s pull and push for tables `conversations` and `messages`.
+
+The WatermelonDB shapes (schema v5 of the original app) over the existing services: a pull is
+the pull sync's snapshot (`sync.snapshot_changes`) or window (`sync.read_window`, one read
+transaction, so one consistent snapshot) rendered as the REST API renders it (`sync.render`)
+and flattened into raw WatermelonDB rows; its `timestamp` is the org stream position the rows
+are complete up to (never a clock). A push is one `Messaging.send_batch`: every message the
+device created becomes a send whose idempotency key is its WatermelonDB id, and a conversation
+pushed with `unread_count` 0 becomes a read mark up to `last_pulled_at`, all in one
+transaction, refused as a whole (409 `conflict`) when a pushed conversation changed on the
+server after `last_pulled_at`.
+
+Ids: a conversation's WatermelonDB `id` is its SiteComms id; a message's is its SiteComms id,
+except for its own sender, who sees it under its idempotency key (the id their device gave it)
+when that key is a safe WatermelonDB id; `server_id` is always the SiteComms id. A device's own
+messages come back in later pulls in `updated`, never `created` (WatermelonDB #649: a `created`
+echo resurrects a message deleted locally meanwhile). What the caller may not write is never
+applied: messages the server refuses (a conversation not visible or not writable, bad content)
+are listed in `experimentalRejectedIds`; edits of server-owned rows and deletes are ignored;
+nothing of it fails the push, so no device is stuck re-pushing a refusal. docs/api.md,
+"WatermelonDB sync", lists each case.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.models import Change, ConversationView, MessageView
+from sitecomms.server.services import sync, visibility
+from sitecomms.server.services.errors import Conflict, InvalidInput
+from sitecomms.server.services.messaging import Messaging, Outgoing
+from sitecomms.server.services.visibility import Viewer
+from sitecomms.store import conversations, messages, reads
+from sitecomms.store.database import Connection, Database
+from sitecomms.store.rows import ConversationRow, MessageRow
+from sitecomms.store.stream import current_position
+
+CONVERSATIONS, MESSAGES = "conversations", "messages"
+TABLES = (CONVERSATIONS, MESSAGES)
+OLDEST_SCHEMA_VERSION = 5  # the original app's schema with these columns; later versions add only local ones
+PULL_LIMIT = 1000  # changes per pull; the rest comes with the next sync (timestamp = how far this one got)
+MAX_TIMESTAMP = 2**53 - 1  # a JS number
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # the characters WatermelonDB ids may safely hold
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """`migration` of a pull: the device's schema was migrated from `from_version` since its last
+    sync, adding `tables` and `columns` (per table)."""
+
+    from_version: int
+    tables: frozenset[str]
+    columns: dict[str, frozenset[str]]
+
+
+@dataclass(slots=True)
+class TableChanges:
+    """One table of a push, as WatermelonDB sends it (full raw rows; `_status`/`_changed` ignored)."""
+
+    created: list[dict[str, Any]] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+# --- parsing the query string ---------------------------------------------------------------
+
+
+def parse_last_pulled_at(text: str | None) -> int | None:
+    """`last_pulled_at` as WatermelonDB sends it: a number, or `null`/absent on the first sync."""
+    if text is None or text in ("", "null", "undefined", "0"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidInput("last_pulled_at: expected the timestamp of the previous pull, or null") from None
+    if not 0 < value <= MAX_TIMESTAMP:
+        raise InvalidInput("last_pulled_at: out of range")
+    return value
+
+
+def check_schema_version(version: int) -> None:
+    if version < OLDEST_SCHEMA_VERSION:
+        raise InvalidInput(
+            f"schema_version {version} is not supported: this server syncs schema version "
+            f"{OLDEST_SCHEMA_VERSION} and later (tables conversations and messages)"
+        )
+
+
+def parse_migration(text: str | None, schema_version: int) -> Migration | None:
+    """`migration` as WatermelonDB sends it: JSON `null`, or `{from, tables, columns}`."""
+    if text is None or text in ("", "null", "undefined"):
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("migration: not JSON") from None
+    if value is None:
+        return None
+    problem = "migration: expected null or {from, tables, columns}"
+    if not isinstance(value, dict):
+        raise InvalidInput(problem)
+    start, tables, columns = value.get("from"), value.get("tables"), value.get("columns")
+    if not (isinstance(start, int) and not isinstance(start, bool) and 1 <= start < schema_version):
+        raise InvalidInput("migration: 'from' must be a schema version below schema_version")
+    if not (isinstance(tables, list) and all(isinstance(t, str) for t in tables)):
+        raise InvalidInput(problem)
+    if not isinstance(columns, list):
+        raise InvalidInput(problem)
+    added: dict[str, frozenset[str]] = {}
+    for entry in columns:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("table"), str)
+            and isinstance(entry.get("columns"), list)
+            and all(isinstance(c, str) for c in entry["columns"])
+        ):
+            raise InvalidInput(problem)
+        added[entry["table"]] = added.get(entry["table"], frozenset()) | frozenset(entry["columns"])
+    return Migration(start, frozenset(tables), added)
+
+
+# --- rows as WatermelonDB sees them -----------------------------------------------------------
+
+
+def _ms(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp() * 1000)
+
+
+def message_id_for(viewer: Viewer, view: MessageView) -> str:
+    """The message's WatermelonDB id for this viewer (see the module doc)."""
+    if view.sender_id == viewer.user_id and _SAFE_ID.fullmatch(view.idempotency_key):
+        return view.idempotency_key
+    return view.id
+
+
+def conversation_raw(view: ConversationView, last_read_at: datetime | None) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "server_id": view.id,
+        "org_id": view.org_id,
+        "type": view.type.value,
+        "medic_id": view.medic_id,
+        "last_message_at": _ms(view.last_message_at),
+        "participant_name": view.name,
+        "unread_count": view.unread_count or 0,
+        "last_read_at": _ms(last_read_at),
+    }
+
+
+def message_raw(viewer: Viewer, view: MessageView) -> dict[str, Any]:
+    return {
+        "id": message_id_for(viewer, view),
+        "server_id": view.id,
+        "conversation_id": view.conversation_id,
+        "sender_id": view.sender_id,
+        "sender_name": view.sender_name,
+        "content": view.content,
+        "status": view.status.value,
+        "idempotency_key": view.idempotency_key,
+        "created_at": _ms(view.created_at),
+    }
+
+
+@dataclass(slots=True)
+class _Rows:
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[str, tuple[int, dict[str, Any], bool]] = field(default_factory=dict)  # position, raw, own
+
+
+def _rows(conn: Connection, viewer: Viewer, changes: list[Change]) -> _Rows:
+    rows = _Rows()
+    conv_views = [c.data for c in changes if isinstance(c.data, ConversationView)]
+    last_read = {
+        s.conversation_id: s.last_read_at
+        for s in reads.read_statuses_for(conn, [c.id for c in conv_views])
+        if s.user_id == viewer.user_id
+    }
+    for view in conv_views:
+        rows.conversations[view.id] = conversation_raw(view, last_read.get(view.id))
+    for change in changes:
+        if isinstance(change.data, MessageView):
+            raw = message_raw(viewer, change.data)
+            rows.messages[raw["id"]] = (change.position, raw, change.data.sender_id == viewer.user_id)
+    return rows
+
+
+def _table(created: Iterable[dict[str, Any]] = (), updated: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+    return {"created": list(created), "updated": list(updated), "deleted": []}
+
+
+# --- pull -----------------------------------------------------------------------------------
+
+
+def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Migration | None) -> dict[str, Any]:
+    if since is None:  # first sync: the snapshot, every row created (and `deleted` empty, as Turbo Login wants)
+        head, changes = sync.snapshot_changes(conn, viewer)
+        rows = _rows(conn, viewer, changes)
+        return {
+            "changes": {
+                CONVERSATIONS: _table(rows.conversations.values()),
+                MESSAGES: _table(raw for _, raw, _ in rows.messages.values()),
+            },
+            "timestamp": max(head, 1),
+        }
+    window = sync.read_window(conn, visibility.viewer_scope(viewer), after=since, limit=PULL_LIMIT)
+    if since > window.head or any(u.id == viewer.user_id for u in window.users):
+        # The data was reset, or the caller's own account changed (a role change changes what
+        # they may see): the whole visible set, and the device drops every synced row not in it.
+        head, changes = sync.snapshot_changes(conn, viewer)
+        rows = _rows(conn, viewer, changes)
+        return {
+            "changes": {
+                CONVERSATIONS: _table(updated=rows.conversations.values()),
+                MESSAGES: _table(updated=(raw for _, raw, _ in rows.messages.values())),
+            },
+            "timestamp": max(head, 1),
+            "experimentalStrategy": "replacement",
+        }
+    # Conversations whose row moved, and those whose unread count or read time moved for the
+    # caller (their own read status).
+    conv_rows: dict[str, ConversationRow] = {c.id: c for c in window.conversations}
+    own_reads = {s.conversation_id for s in window.read_statuses if s.user_id == viewer.user_id}
+    for referenced in window.referenced:
+        if referenced.id in own_reads and visibility.can_see_conversation(viewer, referenced):
+            conv_rows.setdefault(referenced.id, referenced)
+    rows = _rows(conn, viewer, sync.render(conn, viewer, [], list(conv_rows.values()), window.messages, []))
+    conversations_created: dict[str, dict[str, Any]] = {}
+    conversations_updated = dict(rows.conversations)
+    messages_created = {i: raw for i, (_, raw, own) in rows.messages.items() if not own}
+    messages_updated = {i: raw for i, (_, raw, own) in rows.messages.items() if own}
+    if migration is not None:
+        _add_migrated(conn, viewer, migration, conversations_created, conversations_updated)
+        _add_migrated_messages(conn, viewer, migration, window.upto, messages_created, messages_updated)
+    return {
+        "changes": {
+            CONVERSATIONS: _table(conversations_created.values(), conversations_updated.values()),
+            MESSAGES: _table(messages_created.values(), messages_updated.values()),
+        },
+        "timestamp": max(window.upto, 1),
+    }
+
+
+def _snapshot_rows(conn: Connection, viewer: Viewer) -> _Rows:
+    _, changes = sync.snapshot_changes(conn, viewer)
+    return _rows(conn, viewer, changes)
+
+
+def _add_migrated(
+    conn: Connection,
+    viewer: Viewer,
+    migration: Migration,
+    created: dict[str, dict[str, Any]],
+    updated: dict[str, dict[str, Any]],
+) -> None:
+    """A migration sync (WatermelonDB's `migrationsEnabledAtVersion`): a table the device just
+    added gets every visible row as created; a table that gained columns gets every row again."""
+    if CONVERSATIONS not in migration.tables and not migration.columns.get(CONVERSATIONS):
+        return
+    for conversation_id, raw in _snapshot_rows(conn, viewer).conversations.items():
+        target = created if CONVERSATIONS in migration.tables else updated
+        updated.pop(conversation_id, None)
+        target[conversation_id] = raw
+
+
+def _add_migrated_messages(
+    conn: Connection,
+    viewer: Viewer,
+    migration: Migration,
+    upto: int,
+    created: dict[str, dict[str, Any]],
+    updated: dict[str, dict[str, Any]],
+) -> None:
+    if MESSAGES not in migration.tables and not migration.columns.get(MESSAGES):
+        return
+    added = MESSAGES in migration.tables
+    for message_id, (position, raw, _own) in _snapshot_rows(conn, viewer).messages.items():
+        if position > upto:  # comes with a later pull
+            continue
+        created.pop(message_id, None)
+        updated.pop(message_id, None)
+        (created if added else updated)[message_id] = raw
+
+
+# --- push -----------------------------------------------------------------------------------
+
+
+def _text(record: dict[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _existing_txn(conn: Connection, ids: list[str]) -> set[str]:
+    """Those ids that are SiteComms message ids (server rows, whoever may see them)."""
+    return {i for i in ids if messages.get_message(conn, i) is not None}
+
+
+def _conflict_check(viewer: Viewer, since: int, conversation_ids: list[str]) -> Callable[[Connection], None]:
+    """Refuses the push when a pushed conversation (its row, or the caller's read status in it,
+    which its `unread_count` and `last_read_at` show) changed after `since`. Messages never
+    change on the server, so a pushed message is never in conflict (a re-push is a no-op)."""
+
+    def check(conn: Connection) -> None:
+        if since > current_position(conn, viewer.org_id):
+            raise Conflict("last_pulled_at is ahead of the server's stream (its data was reset): pull again, then push")
+        found = conversations.get_conversations(conn, conversation_ids)
+        own_reads = {
+            s.conversation_id: s.position
+            for s in reads.read_statuses_for(conn, conversation_ids)
+            if s.user_id == viewer.user_id
+        }
+        for conversation_id in conversation_ids:
+            conversation = found.get(conversation_id)
+            if conversation is None or not visibility.can_see_conversation(viewer, conversation):
+                continue  # not the caller's: ignored, like any server-owned row
+            if max(conversation.position, own_reads.get(conversation_id, 0)) > since:
+                raise Conflict(
+                    f"conversations#{conversation_id} changed on the server after last_pulled_at "
+                    f"{since}: pull again, then push (nothing of this push was applied)"
+                )
+
+    return check
+
+
+class Watermelon:
+    def __init__(self, db: Database, messaging: Messaging) -> None:
+        self._db = db
+        self._messaging = messaging
+
+    async def pull(
+        self, viewer: Viewer, last_pulled_at: int | None, schema_version: int, migration: Migration | None
+    ) -> dict[str, Any]:
+        """`pullChanges`' answer: `{changes, timestamp}` (and `experimentalStrategy` when the
+        device must replace what it holds)."""
+        check_schema_version(schema_version)
+        return await self._db.read("watermelon_pull", _pull_txn, viewer, last_pulled_at, migration)
+
+    async def push(
+        self, viewer: Viewer, last_pulled_at: int | None, changes: dict[str, TableChanges]
+    ) -> dict[str, Any]:
+        """Apply a push in one transaction (see the module doc); `experimentalRejectedIds` lists
+        the records refused, which stay unsynced on the device."""
+        if last_pulled_at is None:
+            raise InvalidInput("last_pulled_at: a push follows a pull; send that pull's timestamp")
+        rejected: dict[str, list[str]] = {CONVERSATIONS: [], MESSAGES: []}
+        pushed_messages = changes.get(MESSAGES, TableChanges())
+        pushed_conversations = changes.get(CONVERSATIONS, TableChanges())
+
+        candidates: dict[str, dict[str, Any]] = {}
+        for record in [*pushed_messages.created, *pushed_messages.updated]:
+            record_id = _text(record, "id")
+            if record_id is None or not _SAFE_ID.fullmatch(record_id):
+                continue  # not an id WatermelonDB makes: nothing to report it under
+            candidates.setdefault(record_id, record)
+        existing = await self._db.read("watermelon_existing", _existing_txn, list(candidates)) if candidates else set()
+        outgoing: list[Outgoing] = []
+        outgoing_ids: list[str] = []
+        for record_id, record in candidates.items():
+            if record_id in existing:
+                continue  # a server message edited on the device: server-owned, ignored
+            conversation_id, content = _text(record, "conversation_id"), _text(record, "content")
+            if conversation_id is None or content is None:
+                rejected[MESSAGES].append(record_id)
+                continue
+            outgoing.append(Outgoing(conversation_id, content, record_id))
+            outgoing_ids.append(record_id)
+
+        for record in pushed_conversations.created:
+            record_id = _text(record, "id")
+            if record_id is not None and _SAFE_ID.fullmatch(record_id):
+                rejected[CONVERSATIONS].append(record_id)  # conversations are made by the server
+        updated_ids: list[str] = []
+        read_upto: list[tuple[str, int]] = []
+        for record in pushed_conversations.updated:
+            record_id = _text(record, "id")
+            if record_id is None or not _SAFE_ID.fullmatch(record_id) or record_id in updated_ids:
+                continue
+            updated_ids.append(record_id)
+            unread = record.get("unread_count")
+            if isinstance(unread, int | float) and not isinstance(unread, bool) and unread == 0:
+                read_upto.append((record_id, last_pulled_at))
+
+        if not outgoing and not updated_ids:
+            return {"experimentalRejectedIds": rejected}
+        result = await self._messaging.send_batch(
+            viewer, outgoing, read_upto, check=_conflict_check(viewer, last_pulled_at, updated_ids)
+        )
+        for record_id, sent in zip(outgoing_ids, result.sent, strict=True):
+            if isinstance(sent, Conflict) and sent.code is ErrorCode.IDEMPOTENCY_KEY_REUSED:
+                continue  # pushed before, edited since: the server keeps the message as first sent
+            if not isinstance(sent, MessageRow):
+                rejected[MESSAGES].append(record_id)
+        return {"experimentalRejectedIds": rejected}
