@@ -296,6 +296,11 @@ def _text(record: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _written_at(record: dict[str, Any]) -> float:
+    value = record.get("created_at")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("inf")
+
+
 def _existing_txn(conn: Connection, ids: list[str]) -> set[str]:
     """Those ids that are SiteComms message ids (server rows, whoever may see them)."""
     return {i for i in ids if messages.get_message(conn, i) is not None}
@@ -358,6 +363,8 @@ class Watermelon:
             if record_id is None or not _SAFE_ID.fullmatch(record_id):
                 continue  # not an id WatermelonDB makes: nothing to report it under
             candidates.setdefault(record_id, record)
+        # Sent in the order they were written on the device (WatermelonDB pushes in storage order).
+        candidates = dict(sorted(candidates.items(), key=lambda item: _written_at(item[1])))
         existing = await self._db.read("watermelon_existing", _existing_txn, list(candidates)) if candidates else set()
         outgoing: list[Outgoing] = []
         outgoing_ids: list[str] = []
