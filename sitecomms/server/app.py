@@ -318,7 +318,7 @@ def create_app(settings: Settings) -> FastAPI:
     measured.counter(
         "sitecomms_bus_reconnects", "Times the bus listener connected again after a failure", lambda: bus.reconnects
     )
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger={watermelon.PATH: watermelon.PUSH_MAX_BYTES})
     security_headers.install(app, hsts_seconds=settings.hsts_seconds)
     app.add_middleware(HttpMetrics, metrics=measured)  # every request, its whole time
     app.state.metrics = measured

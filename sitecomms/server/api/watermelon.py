@@ -13,6 +13,11 @@ from sitecomms.server.services import watermelon
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.server.services.watermelon import TableChanges, Watermelon
 
+PATH = "/v1/watermelon/sync"
+# A push carries every row the device changed offline (about 3,000 typical messages fit),
+# where the API's 64 KiB would refuse the push for good (the device would never sync again).
+PUSH_MAX_BYTES = 1024 * 1024
+
 _LAST_PULLED_AT = Query(
     None, max_length=20, description="The `timestamp` of the previous pull; `null` (or absent) on the first sync"
 )
@@ -21,7 +26,7 @@ _LAST_PULLED_AT = Query(
 def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) -> None:
     tags: list[str | Enum] = ["watermelon"]
 
-    @api.get("/v1/watermelon/sync", tags=tags, responses=responses())
+    @api.get(PATH, tags=tags, responses=responses())
     async def pull(
         last_pulled_at: str | None = _LAST_PULLED_AT,
         schema_version: int = Query(ge=1, le=1_000_000, description="The device's schema version (5 or later)"),
@@ -40,7 +45,7 @@ def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) ->
             )
         )
 
-    @api.post("/v1/watermelon/sync", tags=tags, responses=responses(409))
+    @api.post(PATH, tags=tags, responses=responses(409))
     async def push(
         body: WatermelonPushRequest,
         last_pulled_at: str | None = _LAST_PULLED_AT,

@@ -336,3 +336,23 @@ async def test_schema_versions_migrations_and_bad_input(stack: Stack, orgs: Orgs
     assert len(added_table["changes"]["conversations"]["created"]) == 2
     unrelated = await pull(stack, medic, since, version=6, migration={"from": 5, "tables": ["notes"], "columns": []})
     assert unrelated["changes"] == {"conversations": table(), "messages": table()}
+
+
+async def test_a_push_may_be_larger_than_other_requests_but_is_bounded(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    records = [new_message(cid, f"{i} " + "x" * 3000) for i in range(60)]  # about 190 KB, over the API's 64 KiB
+    answer = await push(stack, medic, since, {"messages": table(created=records)})
+    assert answer["experimentalRejectedIds"]["messages"] == []
+    assert len(await thread(orgs, medic, cid)) == 60
+    huge = [new_message(cid, "y" * 3900) for _ in range(300)]
+    refused = await push(stack, medic, since, {"messages": table(created=huge)}, status=413)
+    assert refused["error"]["code"] == "payload_too_large"
+    other = await stack.client.post(
+        "/v1/messages",
+        json={"conversation_id": cid, "content": "z", "idempotency_key": "k", "padding": "p" * 70_000},
+        headers=medic.headers,
+    )
+    assert other.status_code == 413
