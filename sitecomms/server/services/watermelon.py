@@ -1,24 +1,24 @@
 """WatermelonDB sync: `synchronize()`'s pull and push for tables `conversations` and `messages`.
 
-The WatermelonDB shapes (schema v5 of the original app) over the existing services: a pull is
-the pull sync's snapshot (`sync.snapshot_changes`) or window (`sync.read_window`, one read
-transaction, so one consistent snapshot) rendered as the REST API renders it (`sync.render`)
-and flattened into raw WatermelonDB rows; its `timestamp` is the org stream position the rows
-are complete up to (never a clock). A push is one `Messaging.send_batch`: every message the
-device created becomes a send whose idempotency key is its WatermelonDB id, and a conversation
-pushed with `unread_count` 0 becomes a read mark up to `last_pulled_at`, all in one
-transaction, refused as a whole (409 `conflict`) when a pushed conversation changed on the
-server after `last_pulled_at`.
+The WatermelonDB shapes (schema v5 of the original app) over the existing services. A pull is
+the pull sync's snapshot (`sync.snapshot_changes`) or window (`sync.read_window`), read in one
+transaction (one consistent snapshot), rendered as the REST API renders it (`sync.render`) and
+flattened into raw rows; its `timestamp` is the org stream position the rows are complete up
+to, never a clock. A push is one `Messaging.send_batch`: each message the device created is a
+send keyed by its WatermelonDB id, and a conversation pushed with `unread_count` 0 is a read
+mark up to `last_pulled_at`, all in one transaction, refused whole (409 `conflict`) when a
+pushed conversation changed on the server after `last_pulled_at`.
 
 Ids: a conversation's WatermelonDB `id` is its SiteComms id; a message's is its SiteComms id,
-except for its own sender, who sees it under its idempotency key (the id their device gave it)
+except to its own sender, who sees it under its idempotency key (the id their device gave it)
 when that key is a safe WatermelonDB id; `server_id` is always the SiteComms id. A device's own
-messages come back in later pulls in `updated`, never `created` (WatermelonDB #649: a `created`
-echo resurrects a message deleted locally meanwhile). What the caller may not write is never
-applied: messages the server refuses (a conversation not visible or not writable, bad content)
-are listed in `experimentalRejectedIds`; edits of server-owned rows and deletes are ignored;
-nothing of it fails the push, so no device is stuck re-pushing a refusal. docs/api.md,
-"WatermelonDB sync", lists each case.
+messages come back in `updated`, never `created` (WatermelonDB #649: a `created` echo
+resurrects a message deleted locally meanwhile); so do the caller's own messages another
+participant's read turned `read` (the newest of their conversation, those a device holds). What
+the caller may not write is never applied: messages the server refuses (a conversation not
+visible or not writable, bad content) are listed in `experimentalRejectedIds`; edits of
+server-owned rows and deletes are ignored; none of it fails the push, so no device is stuck
+re-pushing a refusal. docs/watermelondb.md lists each case.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from sitecomms.protocol.errors import ErrorCode
+from sitecomms.protocol.limits import INITIAL_SYNC_MESSAGES_PER_CONVERSATION
 from sitecomms.protocol.models import Change, ConversationView, MessageView
 from sitecomms.server.services import sync, visibility
 from sitecomms.server.services.errors import Conflict, InvalidInput
@@ -230,7 +231,8 @@ def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Mi
     for referenced in window.referenced:
         if referenced.id in own_reads and visibility.can_see_conversation(viewer, referenced):
             conv_rows.setdefault(referenced.id, referenced)
-    rows = _rows(conn, viewer, sync.render(conn, viewer, [], list(conv_rows.values()), window.messages, []))
+    message_rows = window.messages + _now_read(conn, viewer, window)
+    rows = _rows(conn, viewer, sync.render(conn, viewer, [], list(conv_rows.values()), message_rows, []))
     conversations_created: dict[str, dict[str, Any]] = {}
     conversations_updated = dict(rows.conversations)
     messages_created = {i: raw for i, (_, raw, own) in rows.messages.items() if not own}
@@ -245,6 +247,25 @@ def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Mi
         },
         "timestamp": max(window.upto, 1),
     }
+
+
+def _now_read(conn: Connection, viewer: Viewer, window: sync.Window) -> list[MessageRow]:
+    """The caller's own messages that another participant's read (in the window) may have turned
+    `read`: theirs among the newest of the conversation (those a device holds), up to that read."""
+    read_upto: dict[str, int] = {}
+    for status in window.read_statuses:
+        if status.user_id != viewer.user_id:
+            upto = max(read_upto.get(status.conversation_id, 0), status.last_read_position)
+            read_upto[status.conversation_id] = upto
+    if not read_upto:
+        return []
+    in_window = {m.id for m in window.messages}
+    newest = messages.newest_per_conversation(conn, sorted(read_upto), INITIAL_SYNC_MESSAGES_PER_CONVERSATION)
+    return [
+        m
+        for m in newest
+        if m.sender_id == viewer.user_id and m.position <= read_upto[m.conversation_id] and m.id not in in_window
+    ]
 
 
 def _snapshot_rows(conn: Connection, viewer: Viewer) -> _Rows:

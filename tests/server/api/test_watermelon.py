@@ -356,3 +356,21 @@ async def test_a_push_may_be_larger_than_other_requests_but_is_bounded(stack: St
         headers=medic.headers,
     )
     assert other.status_code == 413
+
+
+async def test_a_read_by_the_other_side_turns_own_messages_read_in_a_later_pull(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    admin, medic = world.admins[0], world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    record = new_message(cid, "please confirm")
+    await push(stack, medic, since, {"messages": table(created=[record])})
+    echo = await pull(stack, medic, since)
+    assert [(m["id"], m["status"]) for m in echo["changes"]["messages"]["updated"]] == [(record["id"], "sent")]
+    theirs = await orgs.send(admin, cid, "confirmed")
+    assert (await stack.client.post(f"/v1/conversations/{cid}/read", headers=admin.headers)).status_code == 200
+
+    after = await pull(stack, medic, echo["timestamp"])
+    assert [m["id"] for m in after["changes"]["messages"]["created"]] == [theirs["id"]]
+    assert [(m["id"], m["status"]) for m in after["changes"]["messages"]["updated"]] == [(record["id"], "read")]
+    assert (await pull(stack, medic, after["timestamp"]))["changes"]["messages"] == table()
