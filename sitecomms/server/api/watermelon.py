@@ -31,7 +31,7 @@ def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) ->
         last_pulled_at: str | None = _LAST_PULLED_AT,
         schema_version: int = Query(ge=1, le=1_000_000, description="The device's schema version (5 or later)"),
         migration: str | None = Query(
-            None, max_length=8192, description="`migration` as JSON (`null` unless the schema was migrated)"
+            None, max_length=800, description="`migration` as JSON (`null` unless the schema was migrated)"
         ),
         viewer: Viewer = Depends(authenticate),
     ) -> JSON:

@@ -23,21 +23,19 @@ re-pushing a refusal. docs/watermelondb.md lists each case.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.limits import INITIAL_SYNC_MESSAGES_PER_CONVERSATION
-from sitecomms.protocol.models import Change, ConversationView, MessageView
 from sitecomms.server.services import sync, visibility
 from sitecomms.server.services.errors import Conflict, InvalidInput
 from sitecomms.server.services.messaging import Messaging, Outgoing
 from sitecomms.server.services.visibility import Viewer
+from sitecomms.server.services.watermelon_rows import SAFE_ID, Rows, rows_of, table
 from sitecomms.store import conversations, messages, reads
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow
@@ -48,7 +46,6 @@ TABLES = (CONVERSATIONS, MESSAGES)
 OLDEST_SCHEMA_VERSION = 5  # the original app's schema with these columns; later versions add only local ones
 PULL_LIMIT = 1000  # changes per pull; the rest comes with the next sync (timestamp = how far this one got)
 MAX_TIMESTAMP = 2**53 - 1  # a JS number
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # the characters WatermelonDB ids may safely hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,86 +124,17 @@ def parse_migration(text: str | None, schema_version: int) -> Migration | None:
     return Migration(start, frozenset(tables), added)
 
 
-# --- rows as WatermelonDB sees them -----------------------------------------------------------
-
-
-def _ms(at: datetime | None) -> int | None:
-    return None if at is None else int(at.timestamp() * 1000)
-
-
-def message_id_for(viewer: Viewer, view: MessageView) -> str:
-    """The message's WatermelonDB id for this viewer (see the module doc)."""
-    if view.sender_id == viewer.user_id and _SAFE_ID.fullmatch(view.idempotency_key):
-        return view.idempotency_key
-    return view.id
-
-
-def conversation_raw(view: ConversationView, last_read_at: datetime | None) -> dict[str, Any]:
-    return {
-        "id": view.id,
-        "server_id": view.id,
-        "org_id": view.org_id,
-        "type": view.type.value,
-        "medic_id": view.medic_id,
-        "last_message_at": _ms(view.last_message_at),
-        "participant_name": view.name,
-        "unread_count": view.unread_count or 0,
-        "last_read_at": _ms(last_read_at),
-    }
-
-
-def message_raw(viewer: Viewer, view: MessageView) -> dict[str, Any]:
-    return {
-        "id": message_id_for(viewer, view),
-        "server_id": view.id,
-        "conversation_id": view.conversation_id,
-        "sender_id": view.sender_id,
-        "sender_name": view.sender_name,
-        "content": view.content,
-        "status": view.status.value,
-        "idempotency_key": view.idempotency_key,
-        "created_at": _ms(view.created_at),
-    }
-
-
-@dataclass(slots=True)
-class _Rows:
-    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    messages: dict[str, tuple[int, dict[str, Any], bool]] = field(default_factory=dict)  # position, raw, own
-
-
-def _rows(conn: Connection, viewer: Viewer, changes: list[Change]) -> _Rows:
-    rows = _Rows()
-    conv_views = [c.data for c in changes if isinstance(c.data, ConversationView)]
-    last_read = {
-        s.conversation_id: s.last_read_at
-        for s in reads.read_statuses_for(conn, [c.id for c in conv_views])
-        if s.user_id == viewer.user_id
-    }
-    for view in conv_views:
-        rows.conversations[view.id] = conversation_raw(view, last_read.get(view.id))
-    for change in changes:
-        if isinstance(change.data, MessageView):
-            raw = message_raw(viewer, change.data)
-            rows.messages[raw["id"]] = (change.position, raw, change.data.sender_id == viewer.user_id)
-    return rows
-
-
-def _table(created: Iterable[dict[str, Any]] = (), updated: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
-    return {"created": list(created), "updated": list(updated), "deleted": []}
-
-
 # --- pull -----------------------------------------------------------------------------------
 
 
 def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Migration | None) -> dict[str, Any]:
     if since is None:  # first sync: the snapshot, every row created (and `deleted` empty, as Turbo Login wants)
         head, changes = sync.snapshot_changes(conn, viewer)
-        rows = _rows(conn, viewer, changes)
+        rows = rows_of(conn, viewer, changes)
         return {
             "changes": {
-                CONVERSATIONS: _table(rows.conversations.values()),
-                MESSAGES: _table(raw for _, raw, _ in rows.messages.values()),
+                CONVERSATIONS: table(rows.conversations.values()),
+                MESSAGES: table(raw for _, raw, _ in rows.messages.values()),
             },
             "timestamp": max(head, 1),
         }
@@ -215,11 +143,11 @@ def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Mi
         # The data was reset, or the caller's own account changed (a role change changes what
         # they may see): the whole visible set, and the device drops every synced row not in it.
         head, changes = sync.snapshot_changes(conn, viewer)
-        rows = _rows(conn, viewer, changes)
+        rows = rows_of(conn, viewer, changes)
         return {
             "changes": {
-                CONVERSATIONS: _table(updated=rows.conversations.values()),
-                MESSAGES: _table(updated=(raw for _, raw, _ in rows.messages.values())),
+                CONVERSATIONS: table(updated=rows.conversations.values()),
+                MESSAGES: table(updated=(raw for _, raw, _ in rows.messages.values())),
             },
             "timestamp": max(head, 1),
             "experimentalStrategy": "replacement",
@@ -232,7 +160,7 @@ def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Mi
         if referenced.id in own_reads and visibility.can_see_conversation(viewer, referenced):
             conv_rows.setdefault(referenced.id, referenced)
     message_rows = window.messages + _now_read(conn, viewer, window)
-    rows = _rows(conn, viewer, sync.render(conn, viewer, [], list(conv_rows.values()), message_rows, []))
+    rows = rows_of(conn, viewer, sync.render(conn, viewer, [], list(conv_rows.values()), message_rows, []))
     conversations_created: dict[str, dict[str, Any]] = {}
     conversations_updated = dict(rows.conversations)
     messages_created = {i: raw for i, (_, raw, own) in rows.messages.items() if not own}
@@ -242,8 +170,8 @@ def _pull_txn(conn: Connection, viewer: Viewer, since: int | None, migration: Mi
         _add_migrated_messages(conn, viewer, migration, window.upto, messages_created, messages_updated)
     return {
         "changes": {
-            CONVERSATIONS: _table(conversations_created.values(), conversations_updated.values()),
-            MESSAGES: _table(messages_created.values(), messages_updated.values()),
+            CONVERSATIONS: table(conversations_created.values(), conversations_updated.values()),
+            MESSAGES: table(messages_created.values(), messages_updated.values()),
         },
         "timestamp": max(window.upto, 1),
     }
@@ -268,9 +196,9 @@ def _now_read(conn: Connection, viewer: Viewer, window: sync.Window) -> list[Mes
     ]
 
 
-def _snapshot_rows(conn: Connection, viewer: Viewer) -> _Rows:
+def _snapshot_rows(conn: Connection, viewer: Viewer) -> Rows:
     _, changes = sync.snapshot_changes(conn, viewer)
-    return _rows(conn, viewer, changes)
+    return rows_of(conn, viewer, changes)
 
 
 def _add_migrated(
@@ -381,7 +309,7 @@ class Watermelon:
         candidates: dict[str, dict[str, Any]] = {}
         for record in [*pushed_messages.created, *pushed_messages.updated]:
             record_id = _text(record, "id")
-            if record_id is None or not _SAFE_ID.fullmatch(record_id):
+            if record_id is None or not SAFE_ID.fullmatch(record_id):
                 continue  # not an id WatermelonDB makes: nothing to report it under
             candidates.setdefault(record_id, record)
         # Sent in the order they were written on the device (WatermelonDB pushes in storage order).
@@ -401,13 +329,13 @@ class Watermelon:
 
         for record in pushed_conversations.created:
             record_id = _text(record, "id")
-            if record_id is not None and _SAFE_ID.fullmatch(record_id):
+            if record_id is not None and SAFE_ID.fullmatch(record_id):
                 rejected[CONVERSATIONS].append(record_id)  # conversations are made by the server
         updated_ids: list[str] = []
         read_upto: list[tuple[str, int]] = []
         for record in pushed_conversations.updated:
             record_id = _text(record, "id")
-            if record_id is None or not _SAFE_ID.fullmatch(record_id) or record_id in updated_ids:
+            if record_id is None or not SAFE_ID.fullmatch(record_id) or record_id in updated_ids:
                 continue
             updated_ids.append(record_id)
             unread = record.get("unread_count")
