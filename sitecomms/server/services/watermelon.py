@@ -39,7 +39,7 @@ from sitecomms.server.services.watermelon_rows import SAFE_ID, Rows, rows_of, ta
 from sitecomms.store import conversations, messages, reads
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow
-from sitecomms.store.stream import current_position
+from sitecomms.store.stream import current_position, next_position
 
 CONVERSATIONS, MESSAGES = "conversations", "messages"
 TABLES = (CONVERSATIONS, MESSAGES)
@@ -261,6 +261,9 @@ def _conflict_check(viewer: Viewer, since: int, conversation_ids: list[str]) -> 
     change on the server, so a pushed message is never in conflict (a re-push is a no-op)."""
 
     def check(conn: Connection) -> None:
+        # The org's stream lock first (taking no position): nothing of the org commits between
+        # this check and the push's own writes.
+        next_position(conn, viewer.org_id, 0)
         if since > current_position(conn, viewer.org_id):
             raise Conflict("last_pulled_at is ahead of the server's stream (its data was reset): pull again, then push")
         found = conversations.get_conversations(conn, conversation_ids)
