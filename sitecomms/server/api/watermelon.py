@@ -18,6 +18,10 @@ PATH = "/v1/watermelon/sync"
 # where the API's 64 KiB would refuse the push for good (the device would never sync again).
 PUSH_MAX_BYTES = 1024 * 1024
 
+# Percent-encoded (up to 12 bytes a character), the longest `migration` stays inside the
+# request line's 8 KiB (`max_request_line_bytes`): a longer one would be a 414, not a 422.
+MIGRATION_MAX_CHARS = 500
+
 _LAST_PULLED_AT = Query(
     None, max_length=20, description="The `timestamp` of the previous pull; `null` (or absent) on the first sync"
 )
@@ -31,7 +35,9 @@ def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) ->
         last_pulled_at: str | None = _LAST_PULLED_AT,
         schema_version: int = Query(ge=1, le=1_000_000, description="The device's schema version (5 or later)"),
         migration: str | None = Query(
-            None, max_length=800, description="`migration` as JSON (`null` unless the schema was migrated)"
+            None,
+            max_length=MIGRATION_MAX_CHARS,
+            description="`migration` as JSON (`null` unless the schema was migrated)",
         ),
         viewer: Viewer = Depends(authenticate),
     ) -> JSON:

@@ -84,6 +84,8 @@ REACHED: dict[str, list[set[int]]] = {
     "PATCH /v1/users/{user_id}": [{200}, {404}],
     "POST /v1/messages": [{200, 201}, {404}],
     "GET /v1/sync": [{200}],
+    "GET /v1/watermelon/sync": [{200}],
+    "POST /v1/watermelon/sync": [{200}],
     "POST /v1/auth/login": [{200}, {401}],
     "POST /v1/auth/refresh": [{200}, {401}],
     "POST /v1/auth/logout": [{204}],
@@ -237,6 +239,7 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
                 "passwords": {"values": [DEMO_PASSWORD, PASSWORD]},
                 "names": {"values": ["Robin Field", "Dr Ana Souza", "Medic 7"]},
                 "cursors": {"values": target.cursors},
+                "timestamps": {"values": ["null", "1", "3", str(10**15)]},
             },
             "parameters": {
                 "path.conversation_id": bound("conversations"),
@@ -258,6 +261,7 @@ def config_for(target: Target, values: Values) -> SchemathesisConfig:
                 "query.user_id": bound("users"),
                 "query.cursor": bound("cursors"),
                 "query.before": bound("cursors"),  # a thread's or the audit log's (an int there: 422)
+                "query.last_pulled_at": bound("timestamps"),  # WatermelonDB's: a position, or null
             },
         }
     )
