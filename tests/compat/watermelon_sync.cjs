@@ -254,6 +254,25 @@ const scenarios = {
     await sync(admin, tokens.admin);
     out.admin = await rows(admin);
   },
+
+  // An admin's device while the admin is made a medic: the next pull replaces what it holds.
+  async demotion(out) {
+    const { ids, tokens } = input;
+    const db = device();
+    await sync(db, tokens.me);
+    out.first = await rows(db);
+    const demoted = await request("PUT", `/v1/users/${ids.me}/role`, tokens.admin, { role: "medic" });
+    out.demoted = demoted.status;
+    const signedIn = await fetch(`${input.base}/v1/auth/login`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email: ids.email, password: ids.password }),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    const token = (await signedIn.json()).access_token;
+    await sync(db, token);
+    out.second = await rows(db);
+  },
 };
 
 async function main() {
