@@ -334,13 +334,13 @@ class Watermelon:
             record_id = _text(record, "id")
             if record_id is not None and SAFE_ID.fullmatch(record_id):
                 rejected[CONVERSATIONS].append(record_id)  # conversations are made by the server
-        updated_ids: list[str] = []
+        updated_ids: dict[str, None] = {}  # in push order, once each
         read_upto: list[tuple[str, int]] = []
         for record in pushed_conversations.updated:
             record_id = _text(record, "id")
             if record_id is None or not SAFE_ID.fullmatch(record_id) or record_id in updated_ids:
                 continue
-            updated_ids.append(record_id)
+            updated_ids[record_id] = None
             unread = record.get("unread_count")
             if isinstance(unread, int | float) and not isinstance(unread, bool) and unread == 0:
                 read_upto.append((record_id, last_pulled_at))
@@ -348,7 +348,7 @@ class Watermelon:
         if not outgoing and not updated_ids:
             return {"experimentalRejectedIds": rejected}
         result = await self._messaging.send_batch(
-            viewer, outgoing, read_upto, check=_conflict_check(viewer, last_pulled_at, updated_ids)
+            viewer, outgoing, read_upto, check=_conflict_check(viewer, last_pulled_at, list(updated_ids))
         )
         for record_id, sent in zip(outgoing_ids, result.sent, strict=True):
             if isinstance(sent, Conflict) and sent.code is ErrorCode.IDEMPOTENCY_KEY_REUSED:

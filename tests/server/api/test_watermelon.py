@@ -3,6 +3,7 @@ refusals, schema versions and migrations, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -374,3 +375,18 @@ async def test_a_read_by_the_other_side_turns_own_messages_read_in_a_later_pull(
     assert [m["id"] for m in after["changes"]["messages"]["created"]] == [theirs["id"]]
     assert [(m["id"], m["status"]) for m in after["changes"]["messages"]["updated"]] == [(record["id"], "read")]
     assert (await pull(stack, medic, after["timestamp"]))["changes"]["messages"] == table()
+
+
+async def test_the_same_push_from_two_requests_at_once_stores_each_message_once(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    records = [new_message(cid, f"raced {i}") for i in range(5)]
+    changes = {"messages": table(created=records)}
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(push(stack, medic, since, changes) for _ in range(4))), timeout=30
+    )
+    assert all(a["experimentalRejectedIds"]["messages"] == [] for a in answers)
+    stored = await thread(orgs, medic, cid)
+    assert sorted(m["idempotency_key"] for m in stored) == sorted(r["id"] for r in records)
