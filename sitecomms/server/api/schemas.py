@@ -106,9 +106,10 @@ class WatermelonTable(BaseModel):
     deleted: list[str] = Field(default_factory=list)
 
 
-class WatermelonPushRequest(BaseModel):
+class WatermelonPushBody(BaseModel):
     """`pushChanges`' `changes` as WatermelonDB makes them. WatermelonDB pushes every table of the
-    device's database, so tables other than these two are accepted and ignored."""
+    device's database, so tables other than these two are accepted and ignored. (WatermelonDB's
+    shape, not the protocol's: no `protocol.requests` twin, hence not named `...Request`.)"""
 
     model_config = ConfigDict(extra="allow")
 

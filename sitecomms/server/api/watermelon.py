@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from sitecomms.server.api.auth import Authenticator
 from sitecomms.server.api.responses import JSON, responses
-from sitecomms.server.api.schemas import WatermelonPushRequest
+from sitecomms.server.api.schemas import WatermelonPushBody
 from sitecomms.server.services import watermelon
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.server.services.watermelon import TableChanges, Watermelon
@@ -53,7 +53,7 @@ def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) ->
 
     @api.post(PATH, tags=tags, responses=responses(409))
     async def push(
-        body: WatermelonPushRequest,
+        body: WatermelonPushBody,
         last_pulled_at: str | None = _LAST_PULLED_AT,
         viewer: Viewer = Depends(authenticate),
     ) -> JSON:
