@@ -35,7 +35,7 @@ from sitecomms.server.services import sync, visibility
 from sitecomms.server.services.errors import Conflict, InvalidInput
 from sitecomms.server.services.messaging import Messaging, Outgoing
 from sitecomms.server.services.visibility import Viewer
-from sitecomms.server.services.watermelon_rows import SAFE_ID, Rows, rows_of, table
+from sitecomms.server.services.watermelon_rows import SAFE_ID, Rows, chunks, rows_of, table
 from sitecomms.store import conversations, messages, reads
 from sitecomms.store.database import Connection, Database
 from sitecomms.store.rows import ConversationRow, MessageRow
@@ -250,9 +250,26 @@ def _written_at(record: dict[str, Any]) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("inf")
 
 
-def _existing_txn(conn: Connection, ids: list[str]) -> set[str]:
-    """Those ids that are SiteComms message ids (server rows, whoever may see them)."""
-    return {i for i in ids if messages.get_message(conn, i) is not None}
+@dataclass(frozen=True, slots=True)
+class _Known:
+    existing: set[str]  # pushed message ids that are SiteComms message ids (server rows)
+    visible: set[str]  # conversation ids the caller may see
+    writable: set[str]  # conversation ids the caller may write in
+
+
+def _lookup_txn(conn: Connection, viewer: Viewer, message_ids: list[str], conversation_ids: list[str]) -> _Known:
+    """What the push names, looked up before the write begins, so that a push of many foreign
+    ids is sorted out without holding the org's stream lock (the write checks again)."""
+    existing = {i for i in message_ids if messages.get_message(conn, i) is not None}
+    visible: set[str] = set()
+    writable: set[str] = set()
+    for part in chunks(conversation_ids):
+        for conversation_id, conversation in conversations.get_conversations(conn, part).items():
+            if visibility.can_see_conversation(viewer, conversation):
+                visible.add(conversation_id)
+            if visibility.can_write_conversation(viewer, conversation):
+                writable.add(conversation_id)
+    return _Known(existing, visible, writable)
 
 
 def _conflict_check(viewer: Viewer, since: int, conversation_ids: list[str]) -> Callable[[Connection], None]:
@@ -266,12 +283,15 @@ def _conflict_check(viewer: Viewer, since: int, conversation_ids: list[str]) -> 
         next_position(conn, viewer.org_id, 0)
         if since > current_position(conn, viewer.org_id):
             raise Conflict("last_pulled_at is ahead of the server's stream (its data was reset): pull again, then push")
-        found = conversations.get_conversations(conn, conversation_ids)
-        own_reads = {
-            s.conversation_id: s.position
-            for s in reads.read_statuses_for(conn, conversation_ids)
-            if s.user_id == viewer.user_id
-        }
+        found: dict[str, ConversationRow] = {}
+        own_reads: dict[str, int] = {}
+        for part in chunks(conversation_ids):  # a device's whole list, in IN-lists of bounded size
+            found |= conversations.get_conversations(conn, part)
+            own_reads |= {
+                s.conversation_id: s.position
+                for s in reads.read_statuses_for(conn, part)
+                if s.user_id == viewer.user_id
+            }
         for conversation_id in conversation_ids:
             conversation = found.get(conversation_id)
             if conversation is None or not visibility.can_see_conversation(viewer, conversation):
@@ -317,14 +337,24 @@ class Watermelon:
             candidates.setdefault(record_id, record)
         # Sent in the order they were written on the device (WatermelonDB pushes in storage order).
         candidates = dict(sorted(candidates.items(), key=lambda item: _written_at(item[1])))
-        existing = await self._db.read("watermelon_existing", _existing_txn, list(candidates)) if candidates else set()
+        pushed_ids: dict[str, dict[str, Any]] = {}  # conversations updated: once each, in push order
+        for record in pushed_conversations.updated:
+            record_id = _text(record, "id")
+            if record_id is not None and SAFE_ID.fullmatch(record_id):
+                pushed_ids.setdefault(record_id, record)
+        named = {c for r in candidates.values() if (c := _text(r, "conversation_id")) is not None} | set(pushed_ids)
+        known = (
+            await self._db.read("watermelon_lookup", _lookup_txn, viewer, list(candidates), sorted(named))
+            if candidates or pushed_ids
+            else _Known(set(), set(), set())
+        )
         outgoing: list[Outgoing] = []
         outgoing_ids: list[str] = []
         for record_id, record in candidates.items():
-            if record_id in existing:
+            if record_id in known.existing:
                 continue  # a server message edited on the device: server-owned, ignored
             conversation_id, content = _text(record, "conversation_id"), _text(record, "content")
-            if conversation_id is None or content is None:
+            if conversation_id is None or content is None or conversation_id not in known.writable:
                 rejected[MESSAGES].append(record_id)
                 continue
             outgoing.append(Outgoing(conversation_id, content, record_id))
@@ -334,21 +364,17 @@ class Watermelon:
             record_id = _text(record, "id")
             if record_id is not None and SAFE_ID.fullmatch(record_id):
                 rejected[CONVERSATIONS].append(record_id)  # conversations are made by the server
-        updated_ids: dict[str, None] = {}  # in push order, once each
+        updated_ids = [i for i in pushed_ids if i in known.visible]  # others: not the caller's, ignored
         read_upto: list[tuple[str, int]] = []
-        for record in pushed_conversations.updated:
-            record_id = _text(record, "id")
-            if record_id is None or not SAFE_ID.fullmatch(record_id) or record_id in updated_ids:
-                continue
-            updated_ids[record_id] = None
-            unread = record.get("unread_count")
+        for record_id in updated_ids:
+            unread = pushed_ids[record_id].get("unread_count")
             if isinstance(unread, int | float) and not isinstance(unread, bool) and unread == 0:
                 read_upto.append((record_id, last_pulled_at))
 
         if not outgoing and not updated_ids:
             return {"experimentalRejectedIds": rejected}
         result = await self._messaging.send_batch(
-            viewer, outgoing, read_upto, check=_conflict_check(viewer, last_pulled_at, list(updated_ids))
+            viewer, outgoing, read_upto, check=_conflict_check(viewer, last_pulled_at, updated_ids)
         )
         for record_id, sent in zip(outgoing_ids, result.sent, strict=True):
             if isinstance(sent, Conflict) and sent.code is ErrorCode.IDEMPOTENCY_KEY_REUSED:

@@ -6,7 +6,7 @@ milliseconds since the epoch."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,12 @@ from sitecomms.store import reads
 from sitecomms.store.database import Connection
 
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # the characters WatermelonDB ids may safely hold
+CHUNK = 1000  # ids per IN-list (the drivers bound a statement's parameters: asyncpg at 32,767)
+
+
+def chunks(ids: list[str], size: int = CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def _ms(at: datetime | None) -> int | None:
@@ -69,7 +75,8 @@ def rows_of(conn: Connection, viewer: Viewer, changes: list[Change]) -> Rows:
     conv_views = [c.data for c in changes if isinstance(c.data, ConversationView)]
     last_read = {
         s.conversation_id: s.last_read_at
-        for s in reads.read_statuses_for(conn, [c.id for c in conv_views])
+        for part in chunks([c.id for c in conv_views])
+        for s in reads.read_statuses_for(conn, part)
         if s.user_id == viewer.user_id
     }
     for view in conv_views:

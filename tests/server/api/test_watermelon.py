@@ -390,3 +390,15 @@ async def test_the_same_push_from_two_requests_at_once_stores_each_message_once(
     assert all(a["experimentalRejectedIds"]["messages"] == [] for a in answers)
     stored = await thread(orgs, medic, cid)
     assert sorted(m["idempotency_key"] for m in stored) == sorted(r["id"] for r in records)
+
+
+async def test_a_push_of_many_records_is_answered(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    since = (await pull(stack, medic))["timestamp"]
+    conversations = [{"id": f"c{i}", "unread_count": 0} for i in range(20_000)]
+    messages = [{"id": f"m{i}", "conversation_id": f"c{i}", "content": "x"} for i in range(5_000)]
+    answer = await push(
+        stack, medic, since, {"conversations": table(updated=conversations), "messages": table(created=messages)}
+    )
+    assert len(answer["experimentalRejectedIds"]["messages"]) == 5_000
