@@ -237,7 +237,10 @@ async def test_a_device_sees_and_writes_only_what_the_visibility_rules_allow(ser
     assert admin_conversations[org.broadcast_id] == "Broadcast"
 
 
-async def test_a_demoted_admins_device_drops_what_they_may_no_longer_see(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("created_as_updated", [False, True], ids=["plain", "sendCreatedAsUpdated"])
+async def test_a_demoted_admins_device_drops_what_they_may_no_longer_see(
+    server: Server, tmp_path: Path, created_as_updated: bool
+) -> None:
     org = await make_org(server, medics=2)
     email = f"{uuid.uuid4().hex[:12]}@admin.example"
     user = await server.accounts.create_user(None, org.id, NewUser(email, "Leaving Admin", Role.ADMIN, PASSWORD))
@@ -251,9 +254,9 @@ async def test_a_demoted_admins_device_drops_what_they_may_no_longer_see(server:
             headers=medic.headers,
         )
         assert sent.status_code == 201
-    ids = {"me": user.id, "email": email, "password": PASSWORD}
+    ids = {"me": user.id, "email": email, "password": PASSWORD, "created_as_updated": created_as_updated}
     tokens = {"me": signed_in.json()["access_token"], "admin": org.admin.token}
-    out = await run(server, tmp_path, "demotion", tokens, ids, allowed=1)
+    out = await run(server, tmp_path, "demotion", tokens, ids, allowed=0 if created_as_updated else 1)
 
     everything = {str(m.conversation_id) for m in org.medics} | {org.broadcast_id}
     assert {c["id"] for c in out["first"]["conversations"]} == everything
@@ -263,7 +266,9 @@ async def test_a_demoted_admins_device_drops_what_they_may_no_longer_see(server:
     own = next(c["id"] for c in listing if c["medic_id"] == user.id)  # every medic has a direct conversation
     assert {c["id"] for c in out["second"]["conversations"]} == {own, org.broadcast_id}
     assert out["second"]["messages"] == []  # the medics' messages are gone from the device
-    # Known: the new direct conversation arrives in `updated` (the server keeps no record of what
-    # a device holds), which WatermelonDB applies as a create with this one diagnostic.
-    (diagnostic,) = [line for line in out["errors"] if "[Sync]" in line]
-    assert f"conversations#{own}" in diagnostic and "doesn't exist locally" in diagnostic
+    if not created_as_updated:
+        # Known: the new direct conversation arrives in `updated` (the server keeps no record of
+        # what a device holds), which WatermelonDB applies as a create with this one diagnostic;
+        # an app passing `sendCreatedAsUpdated: true` (and telling the server) gets none.
+        (diagnostic,) = [line for line in out["errors"] if "[Sync]" in line]
+        assert f"conversations#{own}" in diagnostic and "doesn't exist locally" in diagnostic

@@ -88,15 +88,20 @@ async function request(method, path, token, body) {
 
 // The app's sync: WatermelonDB's documented pullChanges/pushChanges, against SiteComms.
 // `hooks.beforePush` / `hooks.afterPush` let a scenario act between the phases.
+// With `ids.created_as_updated`, the app passes `sendCreatedAsUpdated: true` and says so to the server.
+const createdAsUpdated = Boolean(input.ids.created_as_updated);
+
 async function sync(database, token, hooks = {}) {
   const pushes = [];
   await synchronize({
     database,
     migrationsEnabledAtVersion: 5,
+    sendCreatedAsUpdated: createdAsUpdated,
     pullChanges: async ({ lastPulledAt, schemaVersion, migration }) => {
       const query =
         `last_pulled_at=${lastPulledAt}&schema_version=${schemaVersion}` +
-        `&migration=${encodeURIComponent(JSON.stringify(migration))}`;
+        `&migration=${encodeURIComponent(JSON.stringify(migration))}` +
+        (createdAsUpdated ? "&send_created_as_updated=true" : "");
       const answer = await request("GET", `/v1/watermelon/sync?${query}`, token);
       if (answer.status !== 200) throw new Error(`pull ${answer.status}: ${JSON.stringify(answer.body)}`);
       const { changes, timestamp, ...rest } = answer.body;

@@ -39,6 +39,9 @@ def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) ->
             max_length=MIGRATION_MAX_CHARS,
             description="`migration` as JSON (`null` unless the schema was migrated)",
         ),
+        send_created_as_updated: bool = Query(
+            False, description="The app passes `sendCreatedAsUpdated: true`: every row in `updated`, none in `created`"
+        ),
         viewer: Viewer = Depends(authenticate),
     ) -> JSON:
         """`pullChanges`: `{changes: {conversations, messages: {created, updated, deleted}}, timestamp}`."""
@@ -48,6 +51,7 @@ def install(api: APIRouter, service: Watermelon, authenticate: Authenticator) ->
                 watermelon.parse_last_pulled_at(last_pulled_at),
                 schema_version,
                 watermelon.parse_migration(migration, schema_version),
+                created_as_updated=send_created_as_updated,
             )
         )
 

@@ -311,12 +311,23 @@ class Watermelon:
         self._messaging = messaging
 
     async def pull(
-        self, viewer: Viewer, last_pulled_at: int | None, schema_version: int, migration: Migration | None
+        self,
+        viewer: Viewer,
+        last_pulled_at: int | None,
+        schema_version: int,
+        migration: Migration | None,
+        *,
+        created_as_updated: bool = False,
     ) -> dict[str, Any]:
         """`pullChanges`' answer: `{changes, timestamp}` (and `experimentalStrategy` when the
-        device must replace what it holds)."""
+        device must replace what it holds); with `created_as_updated`, no row in `created`."""
         check_schema_version(schema_version)
-        return await self._db.read("watermelon_pull", _pull_txn, viewer, last_pulled_at, migration)
+        answer = await self._db.read("watermelon_pull", _pull_txn, viewer, last_pulled_at, migration)
+        if created_as_updated:  # the app's `sendCreatedAsUpdated: true`: every live row in `updated`
+            for changes in answer["changes"].values():
+                changes["updated"] = changes["created"] + changes["updated"]
+                changes["created"] = []
+        return answer
 
     async def push(
         self, viewer: Viewer, last_pulled_at: int | None, changes: dict[str, TableChanges]

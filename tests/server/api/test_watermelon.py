@@ -402,3 +402,15 @@ async def test_a_push_of_many_records_is_answered(stack: Stack, orgs: Orgs) -> N
         stack, medic, since, {"conversations": table(updated=conversations), "messages": table(created=messages)}
     )
     assert len(answer["experimentalRejectedIds"]["messages"]) == 5_000
+
+
+async def test_send_created_as_updated_puts_every_row_in_updated(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    admin, medic = world.admins[0], world.medics[0]
+    await orgs.send(admin, str(medic.conversation_id), "hello")
+    params = {"last_pulled_at": "null", "schema_version": "5", "send_created_as_updated": "true"}
+    response = await stack.client.get(PATH, params=params, headers=medic.headers)
+    assert response.status_code == 200, response.text
+    changes = response.json()["changes"]
+    assert changes["conversations"]["created"] == changes["messages"]["created"] == []
+    assert len(changes["conversations"]["updated"]) == 2 and len(changes["messages"]["updated"]) == 1
