@@ -85,7 +85,6 @@ REACHED: dict[str, list[set[int]]] = {
     "POST /v1/messages": [{200, 201}, {404}],
     "GET /v1/sync": [{200}],
     "GET /v1/watermelon/sync": [{200}],
-    "POST /v1/watermelon/sync": [{200}],
     "POST /v1/auth/login": [{200}, {401}],
     "POST /v1/auth/refresh": [{200}, {401}],
     "POST /v1/auth/logout": [{204}],
