@@ -40,6 +40,7 @@ from sitecomms.server.api import (
     security_headers,
     sync,
     users,
+    watermelon,
 )
 from sitecomms.server.api.body_limit import BodyLimit
 from sitecomms.server.api.route import Route
@@ -65,6 +66,7 @@ from sitecomms.server.services.signin import LoginThrottle, NoThrottle, SignIn
 from sitecomms.server.services.sync import Sync
 from sitecomms.server.services.throttle import Throttle
 from sitecomms.server.services.tokens import Tokens
+from sitecomms.server.services.watermelon import Watermelon
 from sitecomms.server.services.webpush import VapidKey
 from sitecomms.store import migrate
 from sitecomms.store.database import Database, open_database
@@ -325,6 +327,7 @@ def create_app(settings: Settings) -> FastAPI:
     audit.install(api, audit_log, authenticate)
     conversations.install(api, messaging, authenticate)
     sync.install(api, pull, authenticate)
+    watermelon.install(api, Watermelon(db, messaging), authenticate)
     push.install(api, subscriptions, authenticate)
     gotrue.install(api, signin, accounts, authenticate)  # supabase-js's auth client (docs/migrating-from-supabase.md)
     app.add_api_websocket_route("/v1/realtime", endpoint(session))
@@ -345,7 +348,7 @@ def create_app(settings: Settings) -> FastAPI:
             f"Pushes recorded, not yet settled, in every org (counted every {DEPTH_EVERY:g} s; alike in each process)",
             lambda: pusher.queue_depth,
         )
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger={watermelon.PATH: watermelon.PUSH_MAX_BYTES})
     security_headers.install(app, hsts_seconds=settings.hsts_seconds)
     app.add_middleware(HttpMetrics, metrics=measured)  # every request, its whole time
     app.state.metrics = measured

@@ -1,4 +1,7 @@
-"""Pure ASGI middleware refusing request bodies over a byte limit with 413, whether declared or streamed."""
+"""Pure ASGI middleware refusing request bodies over a byte limit with 413, whether declared or streamed.
+
+One limit for every route, except the paths given a larger one of their own (`larger`): the
+WatermelonDB push, which carries every row a device changed offline in one request."""
 
 from __future__ import annotations
 
@@ -15,22 +18,24 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
+                if declared > limit:
+                    await self._refuse(scope, receive, send, limit)
                     return
 
         seen = 0
@@ -42,7 +47,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     exceeded = True
                     raise _TooLarge
             return message
@@ -57,9 +62,9 @@ class BodyLimit:
         with contextlib.suppress(_TooLarge):
             await self.app(scope, counting_receive, guarded_send)
         if exceeded and not started:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over {self.max_bytes} bytes")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = error(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over {limit} bytes")
         response.headers["Connection"] = "close"
         await response(scope, receive, send)

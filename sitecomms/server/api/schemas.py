@@ -95,3 +95,23 @@ class PushSubscriptionRequest(BaseModel):
 
 class UpdateUserRequest(Strict):
     display_name: DisplayName
+
+
+class WatermelonTable(BaseModel):
+    """One table of a WatermelonDB push: full raw rows (their `_status`, `_changed` and any column
+    this server does not know are ignored), and the ids deleted on the device."""
+
+    created: list[dict[str, Any]] = Field(default_factory=list)
+    updated: list[dict[str, Any]] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+
+
+class WatermelonPushBody(BaseModel):
+    """`pushChanges`' `changes` as WatermelonDB makes them. WatermelonDB pushes every table of the
+    device's database, so tables other than these two are accepted and ignored. (WatermelonDB's
+    shape, not the protocol's: no `protocol.requests` twin, hence not named `...Request`.)"""
+
+    model_config = ConfigDict(extra="allow")
+
+    conversations: WatermelonTable = Field(default_factory=WatermelonTable)
+    messages: WatermelonTable = Field(default_factory=WatermelonTable)

@@ -4,6 +4,8 @@ A send is durable before it is acknowledged, and idempotent: the key a client ma
 message is a database constraint (unique per sender), so the same key again returns the same
 message, also after a restart and also when retries race. Each send takes two stream
 positions in its transaction: one for the message, one for the conversation's new preview.
+`send_batch` runs several sends and read marks, each exactly so, in one transaction (the
+WatermelonDB push, `watermelon.py`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from sitecomms.protocol import rules
 from sitecomms.protocol.cursors import Cursor
+from sitecomms.protocol.enums import ChangeType
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.protocol.limits import PREVIEW_CHARS
 from sitecomms.protocol.models import ConversationList, MessagePage, MessageView, ReadStatusView, ReceiptsView
 from sitecomms.server.services import failpoints, receipts, views, visibility
-from sitecomms.server.services.errors import Conflict, Unauthenticated, obey
+from sitecomms.server.services.errors import Conflict, ServiceError, Unauthenticated, obey
 from sitecomms.server.services.failpoints import Failpoint
-from sitecomms.server.services.feed import LocalFanOut, message_sent, read_moved
+from sitecomms.server.services.feed import FeedItem, LocalFanOut, message_sent, read_moved
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, schema
@@ -39,6 +42,24 @@ if TYPE_CHECKING:
 class SendResult:
     message: MessageView
     created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message of a batch (`Messaging.send_batch`)."""
+
+    conversation_id: str
+    content: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Per message of a batch, the message as stored (sent now or earlier with its key) or the
+    refusal; per read mark, the read status or the refusal."""
+
+    sent: list[MessageRow | ServiceError]
+    read: list[ReadStatusView | ServiceError]
 
 
 def preview_of(content: str, chars: int = PREVIEW_CHARS) -> str:
@@ -97,6 +118,32 @@ class Messaging:
             await self._publisher.publish(row.org_id, conversation.position)  # the message, then its conversation
         return SendResult(views.message_view(viewer, row), conversation is not None)
 
+    async def send_batch(
+        self,
+        viewer: Viewer,
+        outgoing: list[Outgoing],
+        read_upto: list[tuple[str, int]],
+        check: Callable[[Connection], None] | None = None,
+    ) -> BatchResult:
+        """Several sends and read marks (conversation id, up to position) in one transaction: each
+        exactly as `send` and `mark_read` do it, with one refused item reported in its place
+        while the others commit. `check(conn)` runs first in the same transaction and refuses
+        the whole batch by raising (the WatermelonDB push's conflict check)."""
+        try:
+            result, committed = await self._db.write("send_batch", _batch_txn, viewer, outgoing, read_upto, check)
+        except Duplicate as exc:
+            if exc.constraint != schema.UNIQUE_IDEMPOTENCY_KEY:
+                raise
+            # A concurrent retry with one of the keys committed first: run it again, which finds it.
+            result, committed = await self._db.write("send_batch", _batch_txn, viewer, outgoing, read_upto, check)
+        if committed:
+            if self._metrics is not None:
+                self._metrics.messages_sent.inc(sum(1 for item in committed if item.type is ChangeType.MESSAGE_CREATED))
+            if self._local is not None:
+                self._local.committed(viewer.org_id, committed)
+            await self._publisher.publish(viewer.org_id, committed[-1].position)
+        return result
+
     async def conversations(self, viewer: Viewer) -> ConversationList:
         return await self._db.read("list_conversations", _list_txn, viewer)
 
@@ -130,6 +177,13 @@ def _send_txn(
     conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str
 ) -> tuple[MessageRow, ConversationRow | None]:
     """The message, and its conversation as the send left it (None: the key was used before)."""
+    return _send_in(conn, viewer, conversation_id, content, key)
+
+
+def _send_in(
+    conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str
+) -> tuple[MessageRow, ConversationRow | None]:
+    """The send inside the caller's write transaction (`_send_txn`, `_batch_txn`)."""
     sender, target, earlier = messages.send_context(conn, viewer.user_id, conversation_id, key)
     if sender is None or sender.org_id != viewer.org_id:  # (then nothing else was found either)
         raise Unauthenticated("the account behind this token no longer exists")
@@ -150,6 +204,44 @@ def _send_txn(
         now=utcnow(),
         preview=preview_of(content),
     )
+
+
+def _batch_txn(
+    conn: Connection,
+    viewer: Viewer,
+    outgoing: list[Outgoing],
+    read_upto: list[tuple[str, int]],
+    check: Callable[[Connection], None] | None,
+) -> tuple[BatchResult, list[FeedItem]]:
+    if check is not None:
+        check(conn)  # refuses the whole batch by raising
+    sent: list[MessageRow | ServiceError] = []
+    read: list[ReadStatusView | ServiceError] = []
+    committed: list[FeedItem] = []
+    for item in outgoing:
+        try:
+            content = obey(rules.message_content, "content", item.content)
+            key = obey(rules.idempotency_key, "idempotency_key", item.idempotency_key)
+            row, conversation = _send_in(conn, viewer, item.conversation_id, content, key)
+        except Unauthenticated:
+            raise
+        except ServiceError as exc:
+            sent.append(exc)
+            continue
+        sent.append(row)
+        if conversation is not None:
+            committed += message_sent(row, conversation)
+    for conversation_id, up_to in read_upto:
+        try:
+            status, moved = _mark_read_txn(conn, viewer, conversation_id, up_to)
+        except ServiceError as exc:
+            read.append(exc)
+            continue
+        read.append(status)
+        if moved is not None:
+            committed += read_moved(*moved)
+    committed.sort(key=lambda feed_item: feed_item.position)
+    return BatchResult(sent, read), committed
 
 
 def _replay_txn(conn: Connection, viewer: Viewer, conversation_id: str, content: str, key: str) -> MessageRow:

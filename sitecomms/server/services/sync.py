@@ -47,6 +47,14 @@ class Sync:
 
 
 def _snapshot_txn(conn: Connection, viewer: Viewer) -> SyncPage:
+    head, changes = snapshot_changes(conn, viewer)
+    return SyncPage(changes=changes, next_cursor=str(Cursor(head, viewer.org_id)), has_more=False, reset=True)
+
+
+def snapshot_changes(conn: Connection, viewer: Viewer) -> tuple[int, list[Change]]:
+    """The stream's head and, rendered for the viewer, every visible conversation, the newest
+    messages of each, read statuses and users: the snapshot a first sync gets (also the
+    WatermelonDB endpoint's, `watermelon.py`)."""
     head = current_position(conn, viewer.org_id)
     scope = visibility.viewer_scope(viewer)
     conv_rows = conversations.list_conversations(conn, scope)
@@ -54,8 +62,7 @@ def _snapshot_txn(conn: Connection, viewer: Viewer) -> SyncPage:
     message_rows = messages.newest_per_conversation(conn, ids, INITIAL_SYNC_MESSAGES_PER_CONVERSATION)
     status_rows = reads.read_statuses_in(conn, scope)
     user_rows = users.list_users(conn, scope)
-    changes = _render(conn, viewer, user_rows, conv_rows, message_rows, status_rows)
-    return SyncPage(changes=changes, next_cursor=str(Cursor(head, viewer.org_id)), has_more=False, reset=True)
+    return head, render(conn, viewer, user_rows, conv_rows, message_rows, status_rows)
 
 
 def _page_txn(conn: Connection, viewer: Viewer, cursor: Cursor, limit: int) -> SyncPage:
@@ -64,7 +71,7 @@ def _page_txn(conn: Connection, viewer: Viewer, cursor: Cursor, limit: int) -> S
         raise Conflict(
             "this cursor is ahead of the server's stream; sync again without a cursor", ErrorCode.CURSOR_AHEAD
         )
-    changes = _render(conn, viewer, window.users, window.conversations, window.messages, window.read_statuses)
+    changes = render(conn, viewer, window.users, window.conversations, window.messages, window.read_statuses)
     return SyncPage(
         changes=changes, next_cursor=str(Cursor(window.upto, viewer.org_id)), has_more=window.has_more, reset=False
     )
@@ -122,7 +129,7 @@ def window_of(
     )
 
 
-def _render(
+def render(
     conn: Connection,
     viewer: Viewer,
     user_rows: list[UserRow],
@@ -130,6 +137,8 @@ def _render(
     message_rows: list[MessageRow],
     status_rows: list[ReadStatusRow],
 ) -> list[Change]:
+    """Those rows as changes rendered for the viewer (names, unread counts, message statuses),
+    in stream order: what a pull sync page carries."""
     conv_ids = [c.id for c in conv_rows]
     unread = conversations.unread_counts(conn, viewer.user_id, conv_ids)
     read_upto = reads.read_positions_of_user(conn, viewer.user_id, conv_ids)

@@ -13,7 +13,10 @@ forgets to apply one. It checks both sides:
   conversation ids, message ids and contents, user ids, read statuses, names, emails; also
   a raw scan of every response body for identifiers and names the caller must not learn;
 - everything the caller may see is there: exactly the expected conversations, messages,
-  users and read statuses, from the thread endpoint, the snapshot sync and incremental sync.
+  users and read statuses, from the thread endpoint, the snapshot sync and incremental sync;
+- the WatermelonDB endpoint holds the same: its first and incremental pulls carry exactly the
+  visible rows, rendered for the caller (a device's own messages as `updated`), and a push into
+  conversations the caller may not write or see is refused record by record, applying nothing.
 
 Data from earlier examples (and other tests) stays in the session's database. Each example
 makes fresh orgs, so every expectation is about this example's orgs plus "nothing outside
@@ -446,7 +449,9 @@ def _check_changes(
         assert user["display_name"] == model.names[user["id"]]
 
 
-async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor: str, sync_limit: int) -> None:
+async def _check_reads(
+    stack: Stack, model: Model, member: Member, early_cursor: str, sync_limit: int, early_pull: int
+) -> None:
     reader = Reader(stack.client, member)
     visible = model.conversations_of(member)
     if member.role is Role.MEDIC:  # the positive side, stated plainly
@@ -533,6 +538,8 @@ async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor:
     tail = await reader.get("/v1/sync", cursor=last_cursor)
     assert (tail["changes"], tail["has_more"], tail["next_cursor"]) == ([], False, last_cursor)
 
+    await _check_watermelon(reader, model, member, early_pull)
+
     # Nothing outside what the member may see, anywhere in anything they were sent.
     trees = [json.loads(text) for text in reader.bodies]
     assert set(_walk(trees, "org_id")) == {member.org_id}
@@ -547,6 +554,104 @@ async def _check_reads(stack: Stack, model: Model, member: Member, early_cursor:
     for text in reader.bodies:
         leaked = sorted(s for s in secrets if s in text)
         assert not leaked, f"{member.role} {member.id} was sent {leaked}"
+
+
+# --- the WatermelonDB endpoint: the same rules through `synchronize()`'s pull and push ---------
+
+WATERMELON = "/v1/watermelon/sync"
+
+
+def _first_pull() -> dict[str, str]:
+    return {"last_pulled_at": "null", "schema_version": "5", "migration": "null"}
+
+
+def _new_record(conversation_id: str) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex[:16],
+        "conversation_id": conversation_id,
+        "content": "intruder",
+        "_status": "created",
+    }
+
+
+async def _intrude_by_watermelon(stack: Stack, model: Model, early_pulls: dict[str, int]) -> None:
+    """A push of messages into every conversation the member may not write, and of read marks on
+    every one they may not see: each message refused by id, nothing applied (the reads check
+    every thread and read status afterwards)."""
+    for member in model.users.values():
+        invisible = sorted(c for c in model.conversation_org if not model.sees_conversation(member, c))
+        unwritable = list(invisible)
+        if member.role is Role.MEDIC:
+            unwritable.append(next(w.broadcast_id for w in model.worlds if w.org_id == member.org_id))
+        records = [_new_record(c) for c in [*unwritable, str(uuid.uuid4())]]
+        body = {
+            "messages": {"created": records, "updated": [], "deleted": sorted(model.messages)},
+            "conversations": {
+                "created": [],
+                "updated": [{"id": c, "unread_count": 0, "_status": "updated"} for c in invisible],
+                "deleted": invisible,
+            },
+        }
+        response = await stack.client.post(
+            WATERMELON, params={"last_pulled_at": str(early_pulls[member.id])}, json=body, headers=member.headers
+        )
+        assert response.status_code == 200, response.text
+        rejected = response.json()["experimentalRejectedIds"]
+        assert sorted(rejected["messages"]) == sorted(r["id"] for r in records)
+        assert rejected["conversations"] == []
+
+
+def _check_watermelon_rows(model: Model, member: Member, tables: dict[str, Any], labels: dict[str, Any]) -> None:
+    """Each table has its three arrays; the rows under each label are exactly the expected ones
+    (messages by `server_id`), rendered for the member."""
+    for table in ("conversations", "messages"):
+        assert set(tables[table]) == {"created", "updated", "deleted"}
+        assert tables[table]["deleted"] == []
+    for label in ("created", "updated"):
+        conversations = tables["conversations"][label]
+        assert sorted(c["id"] for c in conversations) == sorted(labels["conversations"][label])
+        for conversation in conversations:
+            cid = conversation["id"]
+            assert (conversation["server_id"], conversation["org_id"]) == (cid, member.org_id)
+            assert conversation["medic_id"] == model.conversation_medic[cid]
+            assert conversation["participant_name"] == model.conversation_name(member, cid)
+            assert conversation["unread_count"] == model.unread_count(member, cid)
+        messages = tables["messages"][label]
+        assert sorted(m["server_id"] for m in messages) == sorted(labels["messages"][label])
+        for message in messages:
+            sent = model.messages[message["server_id"]]
+            assert (message["conversation_id"], message["content"]) == (sent.conversation_id, sent.content)
+            assert message["sender_name"] == model.sender_name(member, sent.sender_id)
+            assert message["status"] == model.status_of(member, sent)
+
+
+async def _check_watermelon(reader: Reader, model: Model, member: Member, early_pull: int) -> None:
+    visible = model.conversations_of(member)
+    messages = model.messages_of(member)
+    own = {m for m in messages if model.messages[m].sender_id == member.id}
+    first = await reader.get(WATERMELON, **_first_pull())
+    labels: dict[str, Any] = {
+        "conversations": {"created": visible, "updated": set()},
+        "messages": {"created": messages, "updated": set()},
+    }
+    _check_watermelon_rows(model, member, first["changes"], labels)
+
+    since = await reader.get(WATERMELON, **{**_first_pull(), "last_pulled_at": str(early_pull)})
+    assert since["timestamp"] == first["timestamp"]
+    if member.id in model.renamed:  # their own account changed: the whole visible set, replacing
+        assert since["experimentalStrategy"] == "replacement"
+        labels = {
+            "conversations": {"created": set(), "updated": visible},
+            "messages": {"created": set(), "updated": messages},
+        }
+    else:
+        assert "experimentalStrategy" not in since
+        read_by_me = {c for c, user_id in model.read_upto if user_id == member.id}
+        labels = {
+            "conversations": {"created": set(), "updated": visible & (model.touched | read_by_me)},
+            "messages": {"created": messages - own, "updated": own},  # own rows never as `created`
+        }
+    _check_watermelon_rows(model, member, since["changes"], labels)
 
 
 async def _check_receipts(reader: Reader, model: Model, sent: Sent) -> None:
@@ -569,15 +674,20 @@ async def _run_example(stack: Stack, plan: Plan) -> None:
     worlds = await _make_worlds(stack, plan)
     model = Model(worlds)
     early: dict[str, str] = {}
+    early_pulls: dict[str, int] = {}  # WatermelonDB's `timestamp`, before anything happened
     for member in model.users.values():
         response = await stack.client.get("/v1/sync", headers=member.headers)
         assert response.status_code == 200, response.text
         early[member.id] = response.json()["next_cursor"]
+        pulled = await stack.client.get(WATERMELON, params=_first_pull(), headers=member.headers)
+        assert pulled.status_code == 200, pulled.text
+        early_pulls[member.id] = pulled.json()["timestamp"]
     await _play(stack, model, plan)
     await _intrude(stack, model)
+    await _intrude_by_watermelon(stack, model, early_pulls)
     await intrude_on_lifecycle(stack.client, list(model.users.values()), model.names)
     for member in model.users.values():
-        await _check_reads(stack, model, member, early[member.id], plan.sync_limit)
+        await _check_reads(stack, model, member, early[member.id], plan.sync_limit, early_pulls[member.id])
 
 
 # No shrink phase: an example takes about a second, and shrinking would rerun hundreds of them
