@@ -21,7 +21,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from sitecomms.protocol.cursors import Cursor
-from tests.phoenix_client import phx
+from tests.phoenix_client import Phx, phx
 from tests.realtime_client import StalledClient
 from tests.server.realtime.test_channel import Site, _socket_buffer_cap, running_site, send_many, short_token
 from tests.servers import BACKENDS, fresh_database
@@ -303,7 +303,10 @@ async def stalled_phoenix(site: Site, token: str, org_id: str) -> StalledClient:
 async def tight(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     directory = tmp_path_factory.mktemp("supabase-tight")
     async with running_site(
-        f"sqlite:///{directory / 'sitecomms.db'}", directory / "serve.log", ws_queue_frames="20"
+        f"sqlite:///{directory / 'sitecomms.db'}",
+        directory / "serve.log",
+        ws_queue_frames="20",
+        ws_hello_timeout_seconds="1",
     ) as running:
         yield running
 
@@ -334,6 +337,43 @@ async def test_a_channel_that_stops_reading_is_cut_off_without_holding_up_the_ot
         assert time.monotonic() - began < 20, "cut off when it stalled, not when it went idle"
     finally:
         stalled.close()
+
+
+async def test_heartbeats_alone_do_not_hold_a_socket_without_a_channel(tight: Site) -> None:
+    """As /v1/realtime's hello timeout: a socket that has no channel (never joined, refused, or
+    left) is closed after the hello timeout (1 s here), heartbeats or not; one with a channel lives."""
+    world = await tight.world(admins=0, medics=1)
+    medic = world.medics[0]
+
+    async def heartbeats_until_closed(client: Phx, at_least: float) -> float:
+        began = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    ref = await client.push("phoenix", "heartbeat", {})
+                    assert (await client.until("phx_reply"))[1] == ref
+                    await asyncio.sleep(0.2)  # a heartbeat every 0.2 s: far more often than the timeout
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        took = time.monotonic() - began
+        assert at_least <= took < 5, took
+        return took
+
+    async with phx(tight.base_url) as anonymous:
+        await heartbeats_until_closed(anonymous, 0.5)
+    async with phx(tight.base_url) as refused:
+        _, frames = await refused.join("realtime:anon", inserts(world.org_id), "anon-key")
+        assert frames[-1][4]["status"] == "error"
+        await heartbeats_until_closed(refused, 0.5)
+    async with phx(tight.base_url) as member:
+        join_ref, _ = await member.join("realtime:mine", inserts(world.org_id), medic.token)
+        await member.until("system")
+        for _ in range(10):  # 2 s with a channel: past the timeout
+            ref = await member.push("phoenix", "heartbeat", {})
+            assert (await member.until("phx_reply"))[1] == ref
+            await asyncio.sleep(0.2)
+        await member.push("realtime:mine", "phx_leave", {}, join_ref=join_ref)
+        await member.until("phx_close")
+        await heartbeats_until_closed(member, 0.5)
 
 
 async def test_gotrue_sign_in_is_throttled_and_audited_as_every_sign_in(tight: Site) -> None:
