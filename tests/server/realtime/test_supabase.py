@@ -263,6 +263,25 @@ async def test_gotrue_sign_in_refresh_user_and_logout(site: Site) -> None:
     assert set(gone.json()) == {"code", "error_code", "msg"}
 
 
+async def test_gotrue_logout_scope_others_signs_the_other_devices_out_and_keeps_this_one(site: Site) -> None:
+    """supabase-js keeps its session after `signOut({scope: "others"})`: the server must too, and
+    must end the user's other sessions (the one asked for: e.g. a lost phone)."""
+    world = await site.world(admins=0, medics=1)
+    medic = world.medics[0]
+    http = site.http.client
+    sign_in = {"email": medic.email, "password": PASSWORD}
+    here, there = [
+        (await http.post("/auth/v1/token?grant_type=password", json=sign_in)).json()["access_token"] for _ in range(2)
+    ]
+    assert (
+        await http.post("/auth/v1/logout?scope=others", headers={"Authorization": f"Bearer {here}"})
+    ).status_code == 204
+    kept = await http.get("/auth/v1/user", headers={"Authorization": f"Bearer {here}"})
+    assert kept.status_code == 200, kept.text
+    gone = await http.get("/auth/v1/user", headers={"Authorization": f"Bearer {there}"})
+    assert gone.status_code == 403 and gone.json()["error_code"] == "bad_jwt"
+
+
 # --- a client that stops reading -------------------------------------------------------------
 
 
