@@ -282,6 +282,35 @@ async def test_gotrue_logout_scope_others_signs_the_other_devices_out_and_keeps_
     assert gone.status_code == 403 and gone.json()["error_code"] == "bad_jwt"
 
 
+async def test_gotrue_refresh_token_reuse_signs_the_session_out_and_closes_its_channels(site: Site) -> None:
+    """A refresh token used again past the retry grace (two rotations behind) is theft, as on
+    /v1/auth/refresh: the session ends, the current tokens stop working, its channel closes."""
+    world = await site.world(admins=0, medics=1)
+    medic = world.medics[0]
+    http = site.http.client
+
+    async def refresh(token: str) -> Any:
+        return await http.post("/auth/v1/token?grant_type=refresh_token", json={"refresh_token": token})
+
+    first = await http.post("/auth/v1/token?grant_type=password", json={"email": medic.email, "password": PASSWORD})
+    stale = first.json()["refresh_token"]
+    second = (await refresh(stale)).json()
+    current = (await refresh(second["refresh_token"])).json()
+    async with phx(site.base_url) as client:
+        join_ref, frames = await client.join("realtime:reuse", inserts(world.org_id), current["access_token"])
+        assert frames[-1][4]["status"] == "ok"
+        reused = await refresh(stale)
+        assert reused.status_code == 400 and reused.json()["error_code"] == "refresh_token_already_used"
+        system = await client.until("system")
+        while system[4]["status"] == "ok":
+            system = await client.until("system")
+        assert "signed out" in system[4]["message"]
+        assert (await client.until("phx_close"))[:2] == (join_ref, join_ref)
+    assert (await refresh(current["refresh_token"])).status_code == 400
+    bearer = {"Authorization": f"Bearer {current['access_token']}"}
+    assert (await http.get("/auth/v1/user", headers=bearer)).status_code == 403
+
+
 # --- a client that stops reading -------------------------------------------------------------
 
 
