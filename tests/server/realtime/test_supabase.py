@@ -185,6 +185,26 @@ async def test_a_refused_token_or_an_expired_one_closes_the_channel(site: Site) 
         assert (await client.until("postgres_changes", "realtime:c"))[4]["data"]["record"]["content"] == "still here"
 
 
+async def test_an_access_token_of_another_user_or_org_ends_the_channel_instead_of_switching_it(site: Site) -> None:
+    world = await site.world(admins=1, medics=2)
+    elsewhere = await site.world(admins=1, medics=0)
+    medic, other = world.medics
+    async with phx(site.base_url) as client:
+        for n, token in enumerate((other.token, world.admins[0].token, elsewhere.admins[0].token)):
+            topic = f"realtime:switch-{n}"
+            join_ref, _ = await client.join(topic, inserts(world.org_id), medic.token)
+            await client.push(topic, "access_token", {"access_token": token}, join_ref=join_ref)
+            system = await client.until("system", topic)
+            while system[4]["status"] == "ok":
+                system = await client.until("system", topic)
+            assert system[4]["message"] == "Unauthorized: the token is for another user"
+            assert (await client.until("phx_close", topic))[:2] == (join_ref, join_ref)
+        # nothing of the other medic's reaches this socket afterwards: its channels are gone
+        await site.http.send(other.token, other.conversation_id, "not for you")
+        ref = await client.push("phoenix", "heartbeat", {})
+        assert (await client.recv())[1:4] == (ref, "phoenix", "phx_reply")
+
+
 async def test_resume_replays_what_was_missed_and_a_bad_cursor_says_resync(any_site: Site) -> None:
     site = any_site
     world = await site.world(admins=1, medics=1)
