@@ -283,6 +283,7 @@ def create_app(settings: Settings) -> FastAPI:
             access=access,
             queue_frames=settings.ws_queue_frames,
             replay_limit=settings.ws_replay_limit,
+            hello_timeout=settings.ws_hello_timeout_seconds,
         )
 
     @asynccontextmanager

@@ -3,7 +3,8 @@
 `POST /auth/v1/token?grant_type=password` (`{email, password}`) is `SignIn.login` (the same
 throttle, hashing limit and audit as `/v1/auth/login`); `grant_type=refresh_token`
 (`{refresh_token}`) is `SignIn.refresh` (single-use rotation, reuse detection);
-`POST /auth/v1/logout` is `SignIn.sign_out`; `GET /auth/v1/user` is the caller, resolved by the
+`POST /auth/v1/logout` is `SignIn.sign_out` (`scope=others`: `SignIn.revoke_all`, this
+session kept); `GET /auth/v1/user` is the caller, resolved by the
 one `Authenticator`. Answers have GoTrue's session shape (`access_token`, `token_type`,
 `expires_in`, `expires_at` in Unix seconds, `refresh_token`, `user`) and its error shape
 (`{"code": <HTTP status>, "error_code", "msg"}`, which auth-js reads as `AuthApiError`): a
@@ -135,10 +136,14 @@ def install(api: APIRouter, signin: SignIn, accounts: Accounts, authenticate: Au
     @api.post("/auth/v1/logout", tags=tags, status_code=204, include_in_schema=False)
     async def logout(
         viewer: Viewer = Depends(authenticate),
-        scope: str = Query("global", max_length=16, description="global, local or others (all: this session)"),
+        scope: str = Query("global", max_length=16, description="global or local: this session; others"),
     ) -> Response:
-        """Sign this session out (every scope ends the caller's own session)."""
-        await signin.sign_out(viewer)
+        """Sign this session out (global and local); `others`: the caller's other sessions, this
+        one kept (supabase-js keeps its session then)."""
+        if scope == "others":
+            await signin.revoke_all(viewer, keep_current=True)
+        else:
+            await signin.sign_out(viewer)
         return no_content()
 
     @api.get("/auth/v1/user", tags=tags, include_in_schema=False)

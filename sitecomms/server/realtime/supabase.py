@@ -19,7 +19,9 @@ failure with `phx_error` (the client rejoins, and resumes if it opted in). A slo
 channel's queue full) closes the whole socket with 1013, as the SiteComms socket is closed: the
 client reconnects and rejoins; a closed channel that cannot tell the client within
 `STUCK_SECONDS` (it stopped reading) gets the socket closed too.
-Heartbeats are answered; a socket silent for `IDLE_SECONDS` is closed. Frames over 64 KiB
+Heartbeats are answered; a socket silent for `IDLE_SECONDS` is closed, and one without a
+channel (never joined, refused, or left) for the hello timeout is closed 4401 whatever it sends,
+as /v1/realtime closes a socket without a hello: no token, no socket held. Frames over 64 KiB
 close the socket (1009); a frame that is not a Phoenix message gets an error reply.
 """
 
@@ -104,9 +106,18 @@ class Channel(Connection):
 
 class PhoenixSocket:
     def __init__(
-        self, ws: WebSocket, *, hub: Hub, feed: Feed, access: Access, queue_frames: int, replay_limit: int
+        self,
+        ws: WebSocket,
+        *,
+        hub: Hub,
+        feed: Feed,
+        access: Access,
+        queue_frames: int,
+        replay_limit: int,
+        hello_timeout: float,
     ) -> None:
         self.ws, self.hub, self.feed, self.access = ws, hub, feed, access
+        self.hello_timeout = hello_timeout
         self.queue_frames, self.replay_limit = queue_frames, replay_limit
         self.vsn = phoenix.V1
         self.channels: dict[str, Channel] = {}
@@ -140,12 +151,23 @@ class PhoenixSocket:
     # --- receiving ---------------------------------------------------------------------------
 
     async def _receive_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        alone_since: float | None = None  # when the socket last had no channel
         while True:
+            timeout = IDLE_SECONDS
+            if self.channels:
+                alone_since = None
+            else:
+                alone_since = loop.time() if alone_since is None else alone_since
+                timeout = min(timeout, max(0.0, alone_since + self.hello_timeout - loop.time()))
             try:
-                async with asyncio.timeout(IDLE_SECONDS):
+                async with asyncio.timeout(timeout):
                     message = await self.ws.receive()
             except TimeoutError:
-                await self.ws.close(1000, "no heartbeat")
+                if self.channels:
+                    await self.ws.close(1000, "no heartbeat")
+                else:  # as /v1/realtime's hello: heartbeats alone do not hold a socket
+                    await self.ws.close(int(CloseCode.UNAUTHENTICATED), "no channel joined in time")
                 return
             if message["type"] == "websocket.disconnect":
                 return

@@ -3,7 +3,8 @@ change of the org stream as the row of the original apps' tables it stands for.
 
 A supabase-js app declares bindings (`{event, schema, table, filter}`) on three tables:
 `messages` (INSERT: messages never change), `conversations` and `conversation_read_status`
-(INSERT, UPDATE, or `*`), with at most one `eq` filter on a column of `FILTER_COLUMNS`.
+(INSERT, UPDATE, or `*`), with at most one `eq` filter on a column of `FILTER_COLUMNS` (all
+uuids: a value is compared in its canonical form, as PostgreSQL compares uuids).
 `parse_bindings` checks them (anything else is a `BindingError` naming the binding and what is
 allowed) and gives each a stable integer id (a hash of the binding, the same in every process
 and after a restart, as Supabase's `phash2`). The visibility policy has already decided that
@@ -24,7 +25,9 @@ rename). A read status is an upsert: every change of one is an UPDATE.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,6 +176,8 @@ def _parse_filter(where: str, table: str, filter_: object) -> tuple[str, str]:
         raise BindingError(f"{where}: filter must be <column>=eq.<value> with a column of {table}: {allowed}")
     if operator != "eq" or not dot or not value:
         raise BindingError(f"{where}: only eq filters are served (<column>=eq.<value>)")
+    with contextlib.suppress(ValueError):  # every filter column is a uuid (any case or spelling); not one: no row
+        value = str(uuid.UUID(value))
     return column, value
 
 

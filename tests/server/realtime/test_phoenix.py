@@ -169,3 +169,15 @@ def test_conversations_and_read_statuses_map_to_insert_and_update() -> None:
     assert data["old_record"] == {"conversation_id": "c1", "user_id": "m1"}
     admin_sees = orjson.loads(pg_changes.data_json(updated, Viewer("a", ORG, Role.ADMIN), with_cursor=False))
     assert admin_sees["record"]["participant_name"] == "Medic One"
+
+
+def test_uuid_filters_match_whatever_the_case_or_spelling_as_postgresql_compares_uuids() -> None:
+    conversation = "5e0c1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b"
+    row = MessageRow("m-id", ORG, conversation, "u-admin", "Alice Admin", "admin", "hi", "key-1", NOW, 4)
+    change = pg_changes.change_of(FeedItem(4, ChangeType.MESSAGE_CREATED, ORG, row, _conversation()))
+    assert change is not None
+    spellings = [conversation, conversation.upper(), conversation.replace("-", ""), "{" + conversation + "}"]
+    bindings = pg_changes.parse_bindings([binding(filter_=f"conversation_id=eq.{s}") for s in spellings])
+    assert [b.fires_for(change) for b in bindings] == [True] * len(spellings)
+    (other,) = pg_changes.parse_bindings([binding(filter_=f"conversation_id=eq.{ORG.upper()}")])
+    assert not other.fires_for(change)

@@ -21,7 +21,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from sitecomms.protocol.cursors import Cursor
-from tests.phoenix_client import phx
+from tests.phoenix_client import Phx, phx
 from tests.realtime_client import StalledClient
 from tests.server.realtime.test_channel import Site, _socket_buffer_cap, running_site, send_many, short_token
 from tests.servers import BACKENDS, fresh_database
@@ -185,6 +185,26 @@ async def test_a_refused_token_or_an_expired_one_closes_the_channel(site: Site) 
         assert (await client.until("postgres_changes", "realtime:c"))[4]["data"]["record"]["content"] == "still here"
 
 
+async def test_an_access_token_of_another_user_or_org_ends_the_channel_instead_of_switching_it(site: Site) -> None:
+    world = await site.world(admins=1, medics=2)
+    elsewhere = await site.world(admins=1, medics=0)
+    medic, other = world.medics
+    async with phx(site.base_url) as client:
+        for n, token in enumerate((other.token, world.admins[0].token, elsewhere.admins[0].token)):
+            topic = f"realtime:switch-{n}"
+            join_ref, _ = await client.join(topic, inserts(world.org_id), medic.token)
+            await client.push(topic, "access_token", {"access_token": token}, join_ref=join_ref)
+            system = await client.until("system", topic)
+            while system[4]["status"] == "ok":
+                system = await client.until("system", topic)
+            assert system[4]["message"] == "Unauthorized: the token is for another user"
+            assert (await client.until("phx_close", topic))[:2] == (join_ref, join_ref)
+        # nothing of the other medic's reaches this socket afterwards: its channels are gone
+        await site.http.send(other.token, other.conversation_id, "not for you")
+        ref = await client.push("phoenix", "heartbeat", {})
+        assert (await client.recv())[1:4] == (ref, "phoenix", "phx_reply")
+
+
 async def test_resume_replays_what_was_missed_and_a_bad_cursor_says_resync(any_site: Site) -> None:
     site = any_site
     world = await site.world(admins=1, medics=1)
@@ -263,6 +283,54 @@ async def test_gotrue_sign_in_refresh_user_and_logout(site: Site) -> None:
     assert set(gone.json()) == {"code", "error_code", "msg"}
 
 
+async def test_gotrue_logout_scope_others_signs_the_other_devices_out_and_keeps_this_one(site: Site) -> None:
+    """supabase-js keeps its session after `signOut({scope: "others"})`: the server must too, and
+    must end the user's other sessions (the one asked for: e.g. a lost phone)."""
+    world = await site.world(admins=0, medics=1)
+    medic = world.medics[0]
+    http = site.http.client
+    sign_in = {"email": medic.email, "password": PASSWORD}
+    here, there = [
+        (await http.post("/auth/v1/token?grant_type=password", json=sign_in)).json()["access_token"] for _ in range(2)
+    ]
+    assert (
+        await http.post("/auth/v1/logout?scope=others", headers={"Authorization": f"Bearer {here}"})
+    ).status_code == 204
+    kept = await http.get("/auth/v1/user", headers={"Authorization": f"Bearer {here}"})
+    assert kept.status_code == 200, kept.text
+    gone = await http.get("/auth/v1/user", headers={"Authorization": f"Bearer {there}"})
+    assert gone.status_code == 403 and gone.json()["error_code"] == "bad_jwt"
+
+
+async def test_gotrue_refresh_token_reuse_signs_the_session_out_and_closes_its_channels(site: Site) -> None:
+    """A refresh token used again past the retry grace (two rotations behind) is theft, as on
+    /v1/auth/refresh: the session ends, the current tokens stop working, its channel closes."""
+    world = await site.world(admins=0, medics=1)
+    medic = world.medics[0]
+    http = site.http.client
+
+    async def refresh(token: str) -> Any:
+        return await http.post("/auth/v1/token?grant_type=refresh_token", json={"refresh_token": token})
+
+    first = await http.post("/auth/v1/token?grant_type=password", json={"email": medic.email, "password": PASSWORD})
+    stale = first.json()["refresh_token"]
+    second = (await refresh(stale)).json()
+    current = (await refresh(second["refresh_token"])).json()
+    async with phx(site.base_url) as client:
+        join_ref, frames = await client.join("realtime:reuse", inserts(world.org_id), current["access_token"])
+        assert frames[-1][4]["status"] == "ok"
+        reused = await refresh(stale)
+        assert reused.status_code == 400 and reused.json()["error_code"] == "refresh_token_already_used"
+        system = await client.until("system")
+        while system[4]["status"] == "ok":
+            system = await client.until("system")
+        assert "signed out" in system[4]["message"]
+        assert (await client.until("phx_close"))[:2] == (join_ref, join_ref)
+    assert (await refresh(current["refresh_token"])).status_code == 400
+    bearer = {"Authorization": f"Bearer {current['access_token']}"}
+    assert (await http.get("/auth/v1/user", headers=bearer)).status_code == 403
+
+
 # --- a client that stops reading -------------------------------------------------------------
 
 
@@ -303,7 +371,10 @@ async def stalled_phoenix(site: Site, token: str, org_id: str) -> StalledClient:
 async def tight(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     directory = tmp_path_factory.mktemp("supabase-tight")
     async with running_site(
-        f"sqlite:///{directory / 'sitecomms.db'}", directory / "serve.log", ws_queue_frames="20"
+        f"sqlite:///{directory / 'sitecomms.db'}",
+        directory / "serve.log",
+        ws_queue_frames="20",
+        ws_hello_timeout_seconds="1",
     ) as running:
         yield running
 
@@ -334,6 +405,43 @@ async def test_a_channel_that_stops_reading_is_cut_off_without_holding_up_the_ot
         assert time.monotonic() - began < 20, "cut off when it stalled, not when it went idle"
     finally:
         stalled.close()
+
+
+async def test_heartbeats_alone_do_not_hold_a_socket_without_a_channel(tight: Site) -> None:
+    """As /v1/realtime's hello timeout: a socket that has no channel (never joined, refused, or
+    left) is closed after the hello timeout (1 s here), heartbeats or not; one with a channel lives."""
+    world = await tight.world(admins=0, medics=1)
+    medic = world.medics[0]
+
+    async def heartbeats_until_closed(client: Phx, at_least: float) -> float:
+        began = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    ref = await client.push("phoenix", "heartbeat", {})
+                    assert (await client.until("phx_reply"))[1] == ref
+                    await asyncio.sleep(0.2)  # a heartbeat every 0.2 s: far more often than the timeout
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        took = time.monotonic() - began
+        assert at_least <= took < 5, took
+        return took
+
+    async with phx(tight.base_url) as anonymous:
+        await heartbeats_until_closed(anonymous, 0.5)
+    async with phx(tight.base_url) as refused:
+        _, frames = await refused.join("realtime:anon", inserts(world.org_id), "anon-key")
+        assert frames[-1][4]["status"] == "error"
+        await heartbeats_until_closed(refused, 0.5)
+    async with phx(tight.base_url) as member:
+        join_ref, _ = await member.join("realtime:mine", inserts(world.org_id), medic.token)
+        await member.until("system")
+        for _ in range(10):  # 2 s with a channel: past the timeout
+            ref = await member.push("phoenix", "heartbeat", {})
+            assert (await member.until("phx_reply"))[1] == ref
+            await asyncio.sleep(0.2)
+        await member.push("realtime:mine", "phx_leave", {}, join_ref=join_ref)
+        await member.until("phx_close")
+        await heartbeats_until_closed(member, 0.5)
 
 
 async def test_gotrue_sign_in_is_throttled_and_audited_as_every_sign_in(tight: Site) -> None:
