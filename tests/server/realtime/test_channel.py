@@ -114,16 +114,23 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         yield running
 
 
+@asynccontextmanager
+async def site_on(backend: str, tmp_path_factory: pytest.TempPathFactory, sqlite_site: Site) -> AsyncIterator[Site]:
+    """The module's SQLite site, or a new server on a fresh PostgreSQL database (default settings)."""
+    if backend == "sqlite":
+        yield sqlite_site
+        return
+    directory = tmp_path_factory.mktemp("site-pg")
+    async with fresh_database(backend, directory) as url, running_site(url, directory / "serve.log") as running:
+        yield running
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 async def any_site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, site: Site
 ) -> AsyncIterator[Site]:
-    if request.param == "sqlite":
-        yield site
-        return
-    directory = tmp_path_factory.mktemp("realtime-pg")
-    async with fresh_database(request.param, directory) as url, running_site(url, directory / "serve.log") as running:
-        yield running
+    async with site_on(request.param, tmp_path_factory, site) as chosen:
+        yield chosen
 
 
 LIVELY = {"ws_heartbeat_seconds": 0.5, "ws_idle_timeout_seconds": 2.0}

@@ -23,8 +23,8 @@ from websockets.uri import parse_uri
 from sitecomms.protocol.cursors import Cursor
 from tests.phoenix_client import Phx, phx
 from tests.realtime_client import StalledClient
-from tests.server.realtime.test_channel import Site, _socket_buffer_cap, running_site, send_many, short_token
-from tests.servers import BACKENDS, fresh_database
+from tests.server.realtime.test_channel import Site, _socket_buffer_cap, running_site, send_many, short_token, site_on
+from tests.servers import BACKENDS
 from tests.support import PASSWORD, Member
 
 WAIT = 10.0
@@ -48,12 +48,8 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
 async def any_site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, site: Site
 ) -> AsyncIterator[Site]:
-    if request.param == "sqlite":
-        yield site
-        return
-    directory = tmp_path_factory.mktemp("supabase-pg")
-    async with fresh_database(request.param, directory) as url, running_site(url, directory / "serve.log") as running:
-        yield running
+    async with site_on(request.param, tmp_path_factory, site) as chosen:
+        yield chosen
 
 
 def inserts(org_id: str, **extra: str) -> list[dict[str, Any]]:
