@@ -533,6 +533,36 @@ async def test_older_messages_load_on_scroll_up_in_order(dashboards: Dashboards,
     await expect(dashboard.page.locator("#new-marker")).to_be_hidden()  # older is not new
 
 
+async def test_a_scroll_to_the_top_while_the_first_page_loads_still_brings_the_older_ones(
+    dashboards: Dashboards, api: Api
+) -> None:
+    """The reader scrolls up before the thread's first page is in (CI once did: the scroll was
+    dropped, and nothing older ever came): the older pages follow once it is."""
+    t = tag()
+    admin_account = await api.login("admin@demo.example")
+    medic = await api.create_medic(admin_account, f"Early scroll {t}")
+    everything = [f"Early {i:03d}" for i in range(130)]  # more than the sync snapshot's 100
+    await api.send_many(medic.account, medic.conversation_id, everything)
+    dashboard = await dashboards.signed_in("admin2@demo.example")
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first(route: Route) -> None:
+        if not held.is_set():
+            held.set()
+            await asyncio.wait_for(release.wait(), TIMEOUT)
+        await route.continue_()
+
+    await dashboard.page.route(f"**/v1/conversations/{medic.conversation_id}/messages*", hold_the_first)
+    await dashboard.open(medic.conversation_id, f"Early scroll {t}")
+    await asyncio.wait_for(held.wait(), TIMEOUT)
+    await expect(dashboard.message("Early 129")).to_be_in_viewport()  # the snapshot's newest 100
+    await dashboard.page.evaluate(SCROLL_TO_TOP)  # while the first page is held
+    await expect(dashboard.messages).to_have_count(100)
+    release.set()
+    await expect(dashboard.messages).to_have_count(len(everything))
+    assert await dashboard.messages.locator(".body").all_inner_texts() == everything
+
+
 async def test_admin_adds_a_medic_who_appears_in_the_list_live(dashboards: Dashboards, api: Api) -> None:
     t = tag()
     name, email, password = f"Nadia Haddad {t}", f"nadia-{t}@web.example", "nadia-password"

@@ -150,7 +150,9 @@ async function markRead(id) {
 
 async function loadOlder(id, first = false) {
   const t = thread(id);
-  if (!store || t.loading || (!first && (!t.hasMore || !t.nextBefore))) return;
+  if (!store) return;
+  if (t.loading) { t.again = true; return; } // a scroll to the top meanwhile: one more page once this one is in
+  if (!first && (!t.hasMore || !t.nextBefore)) return;
   t.loading = true;
   try {
     // The snapshot already holds the newest messages, so a page of older ones may bring nothing
@@ -167,6 +169,7 @@ async function loadOlder(id, first = false) {
     t.loaded = true;
   } catch (error) { console.info("could not load older messages", error.message); }
   finally { t.loading = false; }
+  if (t.again) { t.again = false; loadOlder(id); }
 }
 
 function open(id) {

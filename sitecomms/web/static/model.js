@@ -41,7 +41,7 @@ export const isAdmin = () => Boolean(model.me && model.me.user.role === Role.ADM
 export const canWrite = (c) => Boolean(model.me && (isAdmin() || c.type === ConversationType.DIRECT));
 
 export function thread(id) {
-  if (!model.threads.has(id)) model.threads.set(id, { hasMore: true, nextBefore: null, loading: false, loaded: false });
+  if (!model.threads.has(id)) model.threads.set(id, { hasMore: true, nextBefore: null, loading: false, again: false, loaded: false });
   return model.threads.get(id);
 }
 
