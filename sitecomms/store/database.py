@@ -48,7 +48,17 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from sitecomms.store.errors import raise_translated
-from sitecomms.store.pg import Mode, PgConnection, connection_lost, discard, driver_error, mode_of, one_change, one_read
+from sitecomms.store.pg import (
+    DRIVER_ERRORS,
+    Mode,
+    PgConnection,
+    connection_lost,
+    discard,
+    driver_error,
+    mode_of,
+    one_change,
+    one_read,
+)
 from sitecomms.store.statements import Connection, Statement
 from sitecomms.store.writer import Checkpointer, WriterThread
 
@@ -79,7 +89,6 @@ _WRITE_ATTEMPTS = 5
 _SQLITE_BUSY_SECONDS = 5.0  # waiting for another process's lock that long: Unavailable
 _CONVERTING_TO_WAL = threading.Lock()
 _LOST_CONNECTION_ATTEMPTS = 3  # a pool may hold several connections the server ended at once
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _PREPARED_PER_CONNECTION = 1024  # every statement and IN-list variant of the store, prepared once
 _ACQUIRE_SECONDS = 30.0  # waiting for a free connection that long: Unavailable
 _PING = Statement("database.ping", select(literal_column("1")))
@@ -324,13 +333,13 @@ class PostgresDatabase:
                     try:
                         try:
                             return await self._call(conn, fn, args, kwargs, readonly)
-                        except _DRIVER_ERRORS as error:  # BEGIN's, COMMIT's
+                        except DRIVER_ERRORS as error:  # BEGIN's, COMMIT's
                             raise driver_error(error, None, raw) from error
                     except DBAPIError as error:
                         if connection_lost(error):
                             discard(raw)
                         raise
-            except _DRIVER_ERRORS as error:  # connecting's
+            except DRIVER_ERRORS as error:  # connecting's
                 raise driver_error(error, None) from error
             except DBAPIError as error:  # raised on `conn`: acquiring raises none
                 if not (connection_lost(error) and conn.retry_safe and attempt < _LOST_CONNECTION_ATTEMPTS):

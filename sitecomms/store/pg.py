@@ -33,14 +33,25 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
-__all__ = ["Mode", "PgConnection", "connection_lost", "discard", "driver_error", "mode_of", "one_change", "one_read"]
+__all__ = [
+    "DRIVER_ERRORS",
+    "Mode",
+    "PgConnection",
+    "connection_lost",
+    "discard",
+    "driver_error",
+    "mode_of",
+    "one_change",
+    "one_read",
+]
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 _DBAPI = PGDialect_asyncpg.import_dbapi()  # type: ignore[no-untyped-call]
 _ERRORS: dict[type[BaseException], Callable[[str, BaseException], Exception]] = _DBAPI._asyncpg_error_translate
 
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# What asyncpg raises (its server, protocol and client errors): `driver_error` shapes each.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 # The server ended the session: administrator command, crash, starting up or shutting down.
 _ENDED_SQLSTATES = {"57P01", "57P02", "57P03"}
 
@@ -75,14 +86,14 @@ def connection_lost(error: BaseException) -> bool:
 def driver_error(error: BaseException, sql: str | None, raw: AsyncpgConnection | None = None) -> BaseException:
     """SQLAlchemy's exception for an asyncpg `error` (chained to it), marked
     `connection_invalidated` when it left the connection `raw` unusable; anything else unchanged."""
-    if not isinstance(error, _DRIVER_ERRORS):
+    if not isinstance(error, DRIVER_ERRORS):
         return error
     adapted: Exception | None = None
     for kind in type(error).__mro__:
         if kind in _ERRORS:
             adapted = _ERRORS[kind](f"{type(error).__name__}: {error}", error)
             break
-    assert adapted is not None, "each of _DRIVER_ERRORS is in the map"
+    assert adapted is not None, "each of DRIVER_ERRORS is in the map"
     adapted.__cause__ = error
     wrapped: BaseException = DBAPIError.instance(
         sql,
@@ -157,7 +168,7 @@ class PgConnection:
     def _awaited(self, sql: str, awaitable: Any) -> Any:
         try:
             return await_only(awaitable)
-        except _DRIVER_ERRORS as error:
+        except DRIVER_ERRORS as error:
             raise driver_error(error, sql, self.raw) from error
 
     def _admit(self, changes: bool) -> None:
