@@ -119,6 +119,7 @@ async def test_supabase_js_scenario(package: str, tmp_path: Path) -> None:
         "inserts",
         "read status",
         "anon refused",
+        "restored session",
         "refreshed",
         "restart",
         "signed out",

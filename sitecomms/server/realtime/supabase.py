@@ -1,8 +1,10 @@
 """`/realtime/v1/websocket`: Supabase Realtime's `postgres_changes`, served from the hub.
 
 One socket (`PhoenixSocket`) carries every channel the app joins (at most `MAX_CHANNELS`). A
-`phx_join` must carry a signed-in user's access token (`access_token`: the anon key alone is
-refused with an error reply and `phx_close`, so the client does not retry) and bindings that
+`phx_join` must carry a signed-in user's access token (`access_token`). A token that is refused
+(the anon key too) gets an error reply and `phx_close`, so the client stops; a join with no
+token at all is not told to stop the first time for its topic on the socket (a bare error reply),
+since a client still restoring its stored session rejoins in about 1 s with it. The bindings must be ones
 services/pg_changes.py serves (anything else: a `system` error, the error reply, `phx_close`).
 Each joined channel is a `Channel`, a hub `Connection` with the channel's viewer: the org's
 reader reads the stream once for every socket, asks the visibility policy, and `deliver`s to
@@ -121,6 +123,7 @@ class PhoenixSocket:
         self.queue_frames, self.replay_limit = queue_frames, replay_limit
         self.vsn = phoenix.V1
         self.channels: dict[str, Channel] = {}
+        self._untokened: set[str] = set()  # topics whose join came once without any token
         self._send_lock = asyncio.Lock()
         self._watchers: set[asyncio.Task[None]] = set()
 
@@ -229,6 +232,13 @@ class PhoenixSocket:
             viewer, expires_at = await self.access.session(token)
         except Unauthenticated as exc:
             reason = exc.message if exc.message == NEEDS_USER else f"{exc.message}; {NEEDS_USER}"
+            if token is None and msg.topic not in self._untokened and len(self._untokened) < MAX_CHANNELS:
+                # no token yet: an app that subscribed while its stored session was still being
+                # restored (pitfall P1) rejoins in about 1 s with it; the bare error reply lets it,
+                # once per topic; a token that is refused (the anon key too) is a final no
+                self._untokened.add(msg.topic)
+                await self.send(phoenix.reply(self.vsn, msg, "error", {"reason": f"Unauthorized: {reason}"}))
+                return None
             return await self._refuse(msg, f"Unauthorized: {reason}", extension=phoenix.SYSTEM)
         except REPORTED:  # passing: a bare error reply, and the client retries the join
             await self.send(phoenix.reply(self.vsn, msg, "error", {"reason": "the server cannot check tokens now"}))

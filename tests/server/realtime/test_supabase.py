@@ -91,7 +91,7 @@ async def test_heartbeat_join_events_and_leave_in_both_serializers(any_site: Sit
             assert await client.recv() == (join_ref, join_ref, "realtime:room", "phx_close", {})
 
 
-async def test_bad_bindings_and_missing_tokens_are_refused_once_with_a_close(site: Site) -> None:
+async def test_bad_bindings_and_refused_tokens_are_refused_once_with_a_close(site: Site) -> None:
     world = await site.world(admins=1, medics=1)
     medic = world.medics[0]
     async with phx(site.base_url) as client:
@@ -101,6 +101,12 @@ async def test_bad_bindings_and_missing_tokens_are_refused_once_with_a_close(sit
         assert frames[0][4]["status"] == "error" and "event on messages" in frames[0][4]["message"]
         assert frames[-1][4]["status"] == "error" and "event on messages" in frames[-1][4]["response"]["reason"]
         assert (await client.recv())[:4] == (join_ref, join_ref, "realtime:bad", "phx_close")
+        # a first join with no token at all (a client still restoring its session) is not told to
+        # stop: a bare error reply; the second such join of the topic is
+        join_ref, frames = await client.join("realtime:anon", inserts(world.org_id), None)
+        assert frames[-1][4]["status"] == "error" and "access token is required" in frames[-1][4]["response"]["reason"]
+        beat = await client.push("phoenix", "heartbeat", {})
+        assert (await client.recv())[1:4] == (beat, "phoenix", "phx_reply")  # no phx_close came first
         for token in (None, "anon", medic.token[:-4] + "AAAA"):
             join_ref, frames = await client.join("realtime:anon", inserts(world.org_id), token)
             assert frames[-1][4]["status"] == "error"
@@ -114,6 +120,10 @@ async def test_bad_bindings_and_missing_tokens_are_refused_once_with_a_close(sit
             "phx_reply",
             {"status": "error", "response": {"reason": "unmatched topic"}},
         )
+        # and a rejoin with the token, after a join without one, joins
+        await client.join("realtime:restoring", inserts(world.org_id), None)
+        join_ref, frames = await client.join("realtime:restoring", inserts(world.org_id), medic.token)
+        assert frames[-1][4]["status"] == "ok"
 
 
 async def test_malformed_and_oversized_frames(site: Site) -> None:
