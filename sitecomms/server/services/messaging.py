@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from sitecomms.protocol import rules
 from sitecomms.protocol.cursors import Cursor
@@ -28,7 +28,7 @@ from sitecomms.server.services.feed import FeedItem, LocalFanOut, message_sent, 
 from sitecomms.server.services.publisher import Publisher
 from sitecomms.server.services.visibility import Viewer
 from sitecomms.store import conversations, messages, reads, schema
-from sitecomms.store.database import Connection, Database, one_change
+from sitecomms.store.database import Connection, Database, TxnFn, one_change
 from sitecomms.store.errors import Duplicate, Unavailable
 from sitecomms.store.rows import ConversationRow, MessageRow, ReadStatusRow
 from sitecomms.store.stream import next_position
@@ -36,6 +36,9 @@ from sitecomms.store.types import utcnow
 
 if TYPE_CHECKING:
     from sitecomms.server.metrics import Metrics
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +93,9 @@ class Messaging:
         content = obey(rules.message_content, "content", content)
         idempotency_key = obey(rules.idempotency_key, "idempotency_key", idempotency_key)
         try:
-            row, conversation = await self._db.write(
+            row, conversation = await self._write_sends(
                 "send_message", _send_txn, viewer, conversation_id, content, idempotency_key
             )
-        except Unavailable as exc:
-            if self._metrics is not None:
-                self._metrics.send_write_failures.inc()
-            if self._write_refused is not None:
-                self._write_refused(exc)
-            raise
         except Duplicate as exc:
             if exc.constraint != schema.UNIQUE_IDEMPOTENCY_KEY:
                 raise
@@ -130,12 +127,12 @@ class Messaging:
         while the others commit. `check(conn)` runs first in the same transaction and refuses
         the whole batch by raising (the WatermelonDB push's conflict check)."""
         try:
-            result, committed = await self._db.write("send_batch", _batch_txn, viewer, outgoing, read_upto, check)
+            result, committed = await self._write_sends("send_batch", _batch_txn, viewer, outgoing, read_upto, check)
         except Duplicate as exc:
             if exc.constraint != schema.UNIQUE_IDEMPOTENCY_KEY:
                 raise
             # A concurrent retry with one of the keys committed first: run it again, which finds it.
-            result, committed = await self._db.write("send_batch", _batch_txn, viewer, outgoing, read_upto, check)
+            result, committed = await self._write_sends("send_batch", _batch_txn, viewer, outgoing, read_upto, check)
         if committed:
             if self._metrics is not None:
                 self._metrics.messages_sent.inc(sum(1 for item in committed if item.type is ChangeType.MESSAGE_CREATED))
@@ -143,6 +140,18 @@ class Messaging:
                 self._local.committed(viewer.org_id, committed)
             await self._publisher.publish(viewer.org_id, committed[-1].position)
         return result
+
+    async def _write_sends(self, name: str, fn: TxnFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A write that stores messages: a refusal by the database is counted and makes the
+        process not ready (readiness is told at once, not at its next probe)."""
+        try:
+            return await self._db.write(name, fn, *args, **kwargs)
+        except Unavailable as exc:
+            if self._metrics is not None:
+                self._metrics.send_write_failures.inc()
+            if self._write_refused is not None:
+                self._write_refused(exc)
+            raise
 
     async def conversations(self, viewer: Viewer) -> ConversationList:
         return await self._db.read("list_conversations", _list_txn, viewer)

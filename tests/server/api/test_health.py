@@ -67,6 +67,16 @@ async def test_readyz_says_not_ready_while_the_database_refuses_writes(backend: 
 
             await refuse()
             try:
+                # a WatermelonDB push is a send too: refused, it marks the process not ready at once
+                record = {"id": "wmrefused0000001", "conversation_id": broadcast, "content": "pushed in the refusal"}
+                pushed = await http.post(
+                    "/v1/watermelon/sync",
+                    params={"last_pulled_at": "1"},
+                    json={"messages": {"created": [record], "updated": [], "deleted": []}},
+                    headers=headers,
+                )
+                assert pushed.status_code == 503, pushed.text
+                assert (await http.get("/readyz")).status_code == 503
                 message = {"conversation_id": broadcast, "content": "during the refusal", "idempotency_key": "k1"}
                 refused = await http.post("/v1/messages", json=message, headers=headers)
                 assert refused.status_code == 503, refused.text
