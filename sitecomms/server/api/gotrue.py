@@ -3,8 +3,9 @@
 `POST /auth/v1/token?grant_type=password` (`{email, password}`) is `SignIn.login` (the same
 throttle, hashing limit and audit as `/v1/auth/login`); `grant_type=refresh_token`
 (`{refresh_token}`) is `SignIn.refresh` (single-use rotation, reuse detection);
-`POST /auth/v1/logout` is `SignIn.sign_out` (`scope=others`: `SignIn.revoke_all`, this
-session kept); `GET /auth/v1/user` is the caller, resolved by the
+`POST /auth/v1/logout` is `SignIn.revoke_all` for GoTrue's default `scope=global` (every
+session of the user), `SignIn.sign_out` for `scope=local`, and `SignIn.revoke_all` with this
+session kept for `scope=others`; `GET /auth/v1/user` is the caller, resolved by the
 one `Authenticator`. Answers have GoTrue's session shape (`access_token`, `token_type`,
 `expires_in`, `expires_at` in Unix seconds, `refresh_token`, `user`) and its error shape
 (`{"code": <HTTP status>, "error_code", "msg"}`, which auth-js reads as `AuthApiError`): a
@@ -136,14 +137,19 @@ def install(api: APIRouter, signin: SignIn, accounts: Accounts, authenticate: Au
     @api.post("/auth/v1/logout", tags=tags, status_code=204, include_in_schema=False)
     async def logout(
         viewer: Viewer = Depends(authenticate),
-        scope: str = Query("global", max_length=16, description="global or local: this session; others"),
+        scope: str = Query("global", max_length=16, description="global: every session; local: this; others"),
     ) -> Response:
-        """Sign this session out (global and local); `others`: the caller's other sessions, this
+        """GoTrue's scopes: `global` (supabase-js's default) signs every session of the caller
+        out, on every device; `local` this session; `others` the caller's other sessions, this
         one kept (supabase-js keeps its session then)."""
-        if scope == "others":
+        if scope == "global":
+            await signin.revoke_all(viewer)
+        elif scope == "local":
+            await signin.sign_out(viewer)
+        elif scope == "others":
             await signin.revoke_all(viewer, keep_current=True)
         else:
-            await signin.sign_out(viewer)
+            return _error(400, "validation_failed", "scope must be global, local or others")
         return no_content()
 
     @api.get("/auth/v1/user", tags=tags, include_in_schema=False)

@@ -289,6 +289,33 @@ async def test_gotrue_sign_in_refresh_user_and_logout(site: Site) -> None:
     assert set(gone.json()) == {"code", "error_code", "msg"}
 
 
+async def test_gotrue_logout_scopes_global_local_and_bad(site: Site) -> None:
+    """GoTrue's scopes: `global` (supabase-js's default) ends every session of the user, `local`
+    only this one; an unknown scope is refused and ends nothing."""
+    world = await site.world(admins=0, medics=2)
+    medic, other = world.medics
+    http = site.http.client
+
+    async def sign_in(member: Member) -> dict[str, str]:
+        body = {"email": member.email, "password": PASSWORD}
+        answer = await http.post("/auth/v1/token?grant_type=password", json=body)
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    async def alive(headers: dict[str, str]) -> bool:
+        return (await http.get("/auth/v1/user", headers=headers)).status_code == 200
+
+    phone, web, elsewhere = await sign_in(medic), await sign_in(medic), await sign_in(other)
+    bad = await http.post("/auth/v1/logout?scope=everything", headers=web)
+    assert bad.status_code == 400 and bad.json()["error_code"] == "validation_failed"
+    assert await alive(phone) and await alive(web)
+    assert (await http.post("/auth/v1/logout?scope=local", headers=web)).status_code == 204
+    assert await alive(phone) and not await alive(web)
+    web = await sign_in(medic)
+    assert (await http.post("/auth/v1/logout", headers=web)).status_code == 204  # the default: global
+    assert not await alive(phone) and not await alive(web)
+    assert await alive(elsewhere), "another user's session is untouched"
+
+
 async def test_gotrue_logout_scope_others_signs_the_other_devices_out_and_keeps_this_one(site: Site) -> None:
     """supabase-js keeps its session after `signOut({scope: "others"})`: the server must too, and
     must end the user's other sessions (the one asked for: e.g. a lost phone)."""
