@@ -57,6 +57,11 @@ class Connection:
         "viewer",
     )
 
+    @property
+    def socket(self) -> object:
+        """The socket this connection is on (counted once against the user's socket cap)."""
+        return self
+
     def __init__(self, viewer: Viewer, *, expires_at: float, queue_frames: int) -> None:
         self.viewer = viewer
         self.expires_at = expires_at  # Unix time the current token expires

@@ -26,8 +26,9 @@ between replay and live, and nothing is sent twice.
 The sweep task pings idle sockets every heartbeat, drops sockets silent for longer than the idle
 timeout, and closes sockets whose token expired without a refresh.
 
-**Access.** The hub keeps each user's local sockets, oldest first. A user may hold
-`sockets_per_user` at once: one more closes the oldest (4429). When the access-change log says
+**Access.** The hub keeps each user's local sockets, oldest first (a Phoenix socket's channels
+count as one socket). A user may hold `sockets_per_user` at once: one more closes the oldest
+(4429; every channel of a Phoenix socket). When the access-change log says
 a user's access changed (services/access.py), each of their sockets is checked again against
 the database and closed with 4401 if its session is no longer live, the user no longer active,
 or their role or org changed (the client refreshes its token and reconnects).
@@ -199,7 +200,9 @@ class Hub:
         self._idle_timeout = idle_timeout_seconds
         self._sockets_per_user = sockets_per_user
         self._orgs: dict[str, OrgReader] = {}
-        self._of_user: dict[str, dict[Connection, None]] = {}  # user id -> their sockets, oldest first
+        # user id -> their sockets, oldest first -> each socket's connections (a Phoenix socket
+        # carries several channels, each a connection; any other socket is one)
+        self._of_user: dict[str, dict[object, dict[Connection, None]]] = {}
         self._access: Access | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -212,7 +215,9 @@ class Hub:
         access.subscribe(self.access_changed)
 
     def access_changed(self, user_ids: set[str]) -> None:
-        affected = [conn for user_id in user_ids for conn in self._of_user.get(user_id, ())]
+        affected = [
+            conn for user_id in user_ids for conns in self._of_user.get(user_id, {}).values() for conn in conns
+        ]
         if affected and self._access is not None:
             task = asyncio.create_task(self._recheck(self._access, affected), name="sitecomms-access-recheck")
             self._checks.add(task)
@@ -261,17 +266,19 @@ class Hub:
             reader = self._orgs[org_id] = OrgReader(org_id, self._feed)
         reader.add(conn)
         own = self._of_user.setdefault(conn.viewer.user_id, {})
-        own[conn] = None
+        own.setdefault(conn.socket, {})[conn] = None
         while len(own) > self._sockets_per_user:
-            oldest = next(iter(own))
-            del own[oldest]
-            oldest.close(CloseCode.TOO_MANY_SOCKETS, f"more than {self._sockets_per_user} sockets for this user")
+            for oldest in own.pop(next(iter(own))):
+                oldest.close(CloseCode.TOO_MANY_SOCKETS, f"more than {self._sockets_per_user} sockets for this user")
         await reader.ready.wait()
 
     async def leave(self, conn: Connection) -> None:
         own = self._of_user.get(conn.viewer.user_id)
-        if own is not None:
-            own.pop(conn, None)
+        conns = None if own is None else own.get(conn.socket)
+        if own is not None and conns is not None:
+            conns.pop(conn, None)
+            if not conns:
+                del own[conn.socket]
             if not own:
                 del self._of_user[conn.viewer.user_id]
         org_id = conn.viewer.org_id

@@ -70,13 +70,22 @@ class Channel(Connection):
 
     hub_heartbeat = False  # the socket's heartbeats are Phoenix's
 
-    __slots__ = ("bindings", "join", "on_close", "task", "vsn", "with_cursor")
+    __slots__ = ("_socket", "bindings", "join", "on_close", "task", "vsn", "with_cursor")
 
     def __init__(
-        self, viewer: Viewer, join: Message, bindings: list[Binding], *, vsn: str, with_cursor: bool, **kw: Any
+        self,
+        viewer: Viewer,
+        join: Message,
+        bindings: list[Binding],
+        *,
+        socket: object,
+        vsn: str,
+        with_cursor: bool,
+        **kw: Any,
     ) -> None:
         super().__init__(viewer, **kw)
         self.join, self.bindings, self.vsn, self.with_cursor = join, bindings, vsn, with_cursor
+        self._socket = socket
         self.task: asyncio.Task[None] | None = None
         self.on_close: Callable[[Channel], None] | None = None  # told when the hub asks it to close
 
@@ -85,6 +94,10 @@ class Channel(Connection):
         super().close(code, reason, frame)
         if first and self.on_close is not None:
             self.on_close(self)
+
+    @property
+    def socket(self) -> object:
+        return self._socket  # the channels of one socket count once against the user's cap
 
     @property
     def topic(self) -> str:
@@ -250,6 +263,7 @@ class PhoenixSocket:
             viewer,
             msg,
             bindings,
+            socket=self,
             vsn=self.vsn,
             with_cursor=isinstance(broadcast, dict) and RESUME_KEY in broadcast,
             expires_at=expires_at,

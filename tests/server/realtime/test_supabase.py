@@ -249,6 +249,42 @@ async def test_channels_per_socket_are_bounded(site: Site) -> None:
         assert "too_many_channels" in frames[-1][4]["response"]["reason"]
 
 
+async def test_the_channels_of_one_socket_count_as_one_socket_against_the_users_cap(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Two sockets per user here: a tab's socket with three channels and another tab's are two;
+    a third socket closes every channel of the oldest (with phx_close: the app recreates them)."""
+    directory = tmp_path_factory.mktemp("supabase-cap")
+    async with running_site(
+        f"sqlite:///{directory / 'sitecomms.db'}", directory / "serve.log", ws_sockets_per_user="2"
+    ) as capped:
+        world = await capped.world(admins=1, medics=1)
+        medic = world.medics[0]
+        async with phx(capped.base_url) as first, phx(capped.base_url) as second, phx(capped.base_url) as third:
+            for n in range(3):
+                _, frames = await first.join(f"realtime:tab1-{n}", inserts(world.org_id), medic.token)
+                assert frames[-1][4]["status"] == "ok"
+            _, frames = await second.join("realtime:tab2", inserts(world.org_id), medic.token)
+            assert frames[-1][4]["status"] == "ok"
+            await capped.http.send(world.admins[0].token, world.broadcast_id, "to both tabs")
+            for client, topics in ((first, 3), (second, 1)):
+                got = set()
+                while len(got) < topics:  # each channel of the tab has it: none was closed
+                    change = await client.until("postgres_changes")
+                    if change[4]["data"]["record"]["content"] == "to both tabs":
+                        got.add(change[2])
+            _, frames = await third.join("realtime:tab3", inserts(world.org_id), medic.token)
+            assert frames[-1][4]["status"] == "ok"
+            closed = set()
+            while len(closed) < 3:
+                frame = await first.until("phx_close")
+                closed.add(frame[2])
+            assert closed == {f"realtime:tab1-{n}" for n in range(3)}
+            beat = await second.push("phoenix", "heartbeat", {})
+            while (frame := await second.recv())[1] != beat:
+                assert frame[3] != "phx_close", "the second tab's channel was closed"
+
+
 # --- GoTrue ----------------------------------------------------------------------------------
 
 
