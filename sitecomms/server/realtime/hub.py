@@ -215,9 +215,7 @@ class Hub:
         access.subscribe(self.access_changed)
 
     def access_changed(self, user_ids: set[str]) -> None:
-        affected = [
-            conn for user_id in user_ids for conns in self._of_user.get(user_id, {}).values() for conn in conns
-        ]
+        affected = [conn for user_id in user_ids for conns in self._of_user.get(user_id, {}).values() for conn in conns]
         if affected and self._access is not None:
             task = asyncio.create_task(self._recheck(self._access, affected), name="sitecomms-access-recheck")
             self._checks.add(task)
