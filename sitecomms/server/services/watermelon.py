@@ -23,6 +23,7 @@ re-pushing a refusal. docs/watermelondb.md lists each case.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,9 +246,24 @@ def _text(record: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _id(record: dict[str, Any], name: str) -> str | None:
+    """The record's `name` when it is an id WatermelonDB makes (and SiteComms ids are): anything
+    else names no row, and is never looked up (a NUL or a lone surrogate the database refuses)."""
+    value = _text(record, name)
+    return value if value is not None and SAFE_ID.fullmatch(value) else None
+
+
 def _written_at(record: dict[str, Any]) -> float:
+    """The record's `created_at` as a sort key; last when it is not a number (or not a finite
+    one: NaN, or an integer beyond a float's range)."""
     value = record.get("created_at")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("inf")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return math.inf
+    try:
+        at = float(value)
+    except OverflowError:
+        return math.inf
+    return at if math.isfinite(at) else math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,18 +358,18 @@ class Watermelon:
 
         candidates: dict[str, dict[str, Any]] = {}
         for record in [*pushed_messages.created, *pushed_messages.updated]:
-            record_id = _text(record, "id")
-            if record_id is None or not SAFE_ID.fullmatch(record_id):
+            record_id = _id(record, "id")
+            if record_id is None:
                 continue  # not an id WatermelonDB makes: nothing to report it under
             candidates.setdefault(record_id, record)
         # Sent in the order they were written on the device (WatermelonDB pushes in storage order).
         candidates = dict(sorted(candidates.items(), key=lambda item: _written_at(item[1])))
         pushed_ids: dict[str, dict[str, Any]] = {}  # conversations updated: once each, in push order
         for record in pushed_conversations.updated:
-            record_id = _text(record, "id")
-            if record_id is not None and SAFE_ID.fullmatch(record_id):
+            record_id = _id(record, "id")
+            if record_id is not None:
                 pushed_ids.setdefault(record_id, record)
-        named = {c for r in candidates.values() if (c := _text(r, "conversation_id")) is not None} | set(pushed_ids)
+        named = {c for r in candidates.values() if (c := _id(r, "conversation_id")) is not None} | set(pushed_ids)
         known = (
             await self._db.read("watermelon_lookup", _lookup_txn, viewer, list(candidates), sorted(named))
             if candidates or pushed_ids
@@ -364,7 +380,7 @@ class Watermelon:
         for record_id, record in candidates.items():
             if record_id in known.existing:
                 continue  # a server message edited on the device: server-owned, ignored
-            conversation_id, content = _text(record, "conversation_id"), _text(record, "content")
+            conversation_id, content = _id(record, "conversation_id"), _text(record, "content")
             if conversation_id is None or content is None or conversation_id not in known.writable:
                 rejected[MESSAGES].append(record_id)
                 continue
@@ -372,8 +388,8 @@ class Watermelon:
             outgoing_ids.append(record_id)
 
         for record in pushed_conversations.created:
-            record_id = _text(record, "id")
-            if record_id is not None and SAFE_ID.fullmatch(record_id):
+            record_id = _id(record, "id")
+            if record_id is not None:
                 rejected[CONVERSATIONS].append(record_id)  # conversations are made by the server
         updated_ids = [i for i in pushed_ids if i in known.visible]  # others: not the caller's, ignored
         read_upto: list[tuple[str, int]] = []

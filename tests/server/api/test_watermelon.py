@@ -414,3 +414,29 @@ async def test_send_created_as_updated_puts_every_row_in_updated(stack: Stack, o
     changes = response.json()["changes"]
     assert changes["conversations"]["created"] == changes["messages"]["created"] == []
     assert len(changes["conversations"]["updated"]) == 2 and len(changes["messages"]["updated"]) == 1
+
+
+async def test_pushed_fields_the_database_cannot_hold_are_refused_not_crashed_on(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    # Raw JSON: a lone surrogate is valid JSON but no text a database stores (PostgreSQL refuses
+    # NUL as well); an integer of 400 digits is beyond a float. Each refused record is reported.
+    records = [
+        f'{{"id": "nul1", "conversation_id": "{cid[:8]}\\u0000", "content": "x"}}',
+        '{"id": "surrogate1", "conversation_id": "\\ud800", "content": "x"}',
+        f'{{"id": "long1", "conversation_id": "{"c" * 10_000}", "content": "x"}}',
+        f'{{"id": "far1", "conversation_id": "{cid}", "content": "sent last", "created_at": {"9" * 400}}}',
+        f'{{"id": "first1", "conversation_id": "{cid}", "content": "sent first", "created_at": 1}}',
+    ]
+    body = '{"messages": {"created": [' + ", ".join(records) + "]}}"
+    response = await stack.client.post(
+        PATH,
+        params={"last_pulled_at": str(since)},
+        content=body.encode(),
+        headers={**medic.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["experimentalRejectedIds"]["messages"]) == ["long1", "nul1", "surrogate1"]
+    assert [m["content"] for m in await thread(orgs, medic, cid)] == ["sent first", "sent last"]
