@@ -75,10 +75,9 @@ def parse_last_pulled_at(text: str | None) -> int | None:
     """`last_pulled_at` as WatermelonDB sends it: a number, or `null`/absent on the first sync."""
     if text is None or text in ("", "null", "undefined", "0"):
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput("last_pulled_at: expected the timestamp of the previous pull, or null") from None
+    if not (text.isascii() and text.isdigit()):  # not `int()`'s "+5", " 5", "1_0" or other scripts' digits
+        raise InvalidInput("last_pulled_at: expected the timestamp of the previous pull, or null")
+    value = int(text)
     if not 0 < value <= MAX_TIMESTAMP:
         raise InvalidInput("last_pulled_at: out of range")
     return value

@@ -306,6 +306,13 @@ async def test_schema_versions_migrations_and_bad_input(stack: Stack, orgs: Orgs
         ({"schema_version": "five"}, ""),
         ({"schema_version": "5", "last_pulled_at": "yesterday"}, "last_pulled_at"),
         ({"schema_version": "5", "last_pulled_at": str(2**60)}, "out of range"),
+        ({"schema_version": "5", "last_pulled_at": "-1"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": "1.5"}, "last_pulled_at"),
+        # What Python's int() reads as a number, and no JavaScript number prints as.
+        ({"schema_version": "5", "last_pulled_at": "+5"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": " 5"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": "1_0"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": "\u0665"}, "last_pulled_at"),  # ARABIC-INDIC DIGIT FIVE
         ({"schema_version": "6", "migration": "{"}, "not JSON"),
         ({"schema_version": "6", "migration": '{"from": 6, "tables": [], "columns": []}'}, "'from'"),
         ({"schema_version": "6", "migration": '{"from": 5, "tables": "messages", "columns": []}'}, "migration"),
