@@ -16,7 +16,8 @@ messages come back in `updated`, never `created` (WatermelonDB #649: a `created`
 resurrects a message deleted locally meanwhile); so do the caller's own messages another
 participant's read turned `read` (the newest of their conversation, those a device holds). What
 the caller may not write is never applied: messages the server refuses (a conversation not
-visible or not writable, bad content) are listed in `experimentalRejectedIds`; edits of
+visible or not writable, bad content), and the newest beyond `PUSH_MAX_MESSAGES` new ones (sent
+with the device's next sync), are listed in `experimentalRejectedIds`; edits of
 server-owned rows and deletes are ignored; none of it fails the push, so no device is stuck
 re-pushing a refusal. docs/watermelondb.md lists each case.
 """
@@ -47,6 +48,12 @@ TABLES = (CONVERSATIONS, MESSAGES)
 OLDEST_SCHEMA_VERSION = 5  # the original app's schema with these columns; later versions add only local ones
 PULL_LIMIT = 1000  # changes per pull; the rest comes with the next sync (timestamp = how far this one got)
 MAX_TIMESTAMP = 2**53 - 1  # a JS number
+# New messages per push. A push is one transaction holding the org's stream lock: every other
+# send of the org waits for it, and on PostgreSQL its cost grows faster than its length (8,000
+# tiny messages, well inside the 1 MiB body, held the lock 36 s; 500 take about half a second).
+# The rest are in `experimentalRejectedIds`: the device keeps them unsynced and pushes them
+# with its next sync, oldest first.
+PUSH_MAX_MESSAGES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +389,9 @@ class Watermelon:
             conversation_id, content = _id(record, "conversation_id"), _text(record, "content")
             if conversation_id is None or content is None or conversation_id not in known.writable:
                 rejected[MESSAGES].append(record_id)
+                continue
+            if len(outgoing) == PUSH_MAX_MESSAGES:
+                rejected[MESSAGES].append(record_id)  # with the next sync (written later than those sent now)
                 continue
             outgoing.append(Outgoing(conversation_id, content, record_id))
             outgoing_ids.append(record_id)

@@ -8,6 +8,8 @@ import json
 import uuid
 from typing import Any
 
+from sitecomms.protocol.cursors import Cursor
+from sitecomms.server.services.watermelon import PUSH_MAX_MESSAGES
 from tests.conftest import Stack
 from tests.support import Member, Orgs, World
 
@@ -447,3 +449,26 @@ async def test_pushed_fields_the_database_cannot_hold_are_refused_not_crashed_on
     assert response.status_code == 200, response.text
     assert sorted(response.json()["experimentalRejectedIds"]["messages"]) == ["long1", "nul1", "surrogate1"]
     assert [m["content"] for m in await thread(orgs, medic, cid)] == ["sent first", "sent last"]
+
+
+async def test_a_push_sends_at_most_push_max_messages_and_the_rest_with_the_next_sync(stack: Stack, orgs: Orgs) -> None:
+    # One push is one transaction holding the org's stream lock (every other send of the org
+    # waits): a device's long offline spell is sent over several syncs, oldest first.
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    count = PUSH_MAX_MESSAGES + 3
+    records = [{**new_message(cid, f"offline {i}", f"spell{i}"), "created_at": 1795234346695 + i} for i in range(count)]
+    records.reverse()  # the order they are pushed in is not the order they were written in
+    answer = await push(stack, medic, since, {"messages": table(created=records)})
+    later = [f"spell{i}" for i in range(PUSH_MAX_MESSAGES, count)]
+    assert sorted(answer["experimentalRejectedIds"]["messages"]) == sorted(later)
+
+    # The next sync pushes what stayed unsynced (and, after a crash, everything again).
+    since = (await pull(stack, medic))["timestamp"]
+    answer = await push(stack, medic, since, {"messages": table(created=records[:3])})
+    assert answer["experimentalRejectedIds"]["messages"] == []
+    stored, _ = await orgs.sync_all(medic, str(Cursor(0, world.org_id)))
+    sent = [c["data"]["idempotency_key"] for c in stored if c["type"] == "message.created"]
+    assert sent == [f"spell{i}" for i in range(count)]
