@@ -274,7 +274,7 @@ def _written_at(record: dict[str, Any]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    existing: set[str]  # pushed message ids that are SiteComms message ids (server rows)
+    existing: set[str]  # pushed message ids that are SiteComms ids of messages the caller may see (server rows)
     visible: set[str]  # conversation ids the caller may see
     writable: set[str]  # conversation ids the caller may write in
 
@@ -282,15 +282,18 @@ class _Known:
 def _lookup_txn(conn: Connection, viewer: Viewer, message_ids: list[str], conversation_ids: list[str]) -> _Known:
     """What the push names, looked up before the write begins, so that a push of many foreign
     ids is sorted out without holding the org's stream lock (the write checks again)."""
-    existing = {i for i in message_ids if messages.get_message(conn, i) is not None}
+    found = {i: row for i in message_ids if (row := messages.get_message(conn, i)) is not None}
     visible: set[str] = set()
     writable: set[str] = set()
-    for part in chunks(conversation_ids):
+    for part in chunks(sorted(set(conversation_ids) | {row.conversation_id for row in found.values()})):
         for conversation_id, conversation in conversations.get_conversations(conn, part).items():
             if visibility.can_see_conversation(viewer, conversation):
                 visible.add(conversation_id)
             if visibility.can_write_conversation(viewer, conversation):
                 writable.add(conversation_id)
+    # A message the caller may not see is no server row of theirs (and whether it exists is not
+    # theirs to learn): the record is a new message with that id, like any other.
+    existing = {i for i, row in found.items() if row.conversation_id in visible}
     return _Known(existing, visible, writable)
 
 

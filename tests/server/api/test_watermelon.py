@@ -242,6 +242,7 @@ async def test_writes_outside_the_callers_reach_are_rejected_or_ignored(stack: S
     other = await orgs.make(admins=1, medics=1)
     admin, medic, stranger = world.admins[0], world.medics[0], world.medics[1]
     theirs = await orgs.send(admin, str(stranger.conversation_id), "private to medic 1")
+    to_medic = await orgs.send(admin, str(medic.conversation_id), "to medic 0")
     since = (await pull(stack, medic))["timestamp"]
     attempts = {
         "into another medic's conversation": new_message(str(stranger.conversation_id), "intrusion"),
@@ -250,8 +251,10 @@ async def test_writes_outside_the_callers_reach_are_rejected_or_ignored(stack: S
         "into nothing": new_message(str(uuid.uuid4()), "nowhere"),
         "empty content": new_message(str(medic.conversation_id), ""),
         "no content": {"id": wm_id(), "conversation_id": str(medic.conversation_id)},
+        # The id of a message the medic may not see is no server row of theirs: a new message.
+        "another's message": {**new_message(str(stranger.conversation_id), "overwrite"), "id": theirs["id"]},
     }
-    server_row = {**new_message(str(stranger.conversation_id), "overwrite"), "id": theirs["id"]}
+    server_row = {**new_message(str(medic.conversation_id), "edited"), "id": to_medic["id"]}  # server-owned: ignored
     created_conversation = {"id": wm_id(), "type": "direct", "medic_id": medic.id}
     foreign_conversation = {"id": str(stranger.conversation_id), "unread_count": 0}
     answer = await push(
@@ -268,6 +271,7 @@ async def test_writes_outside_the_callers_reach_are_rejected_or_ignored(stack: S
     assert sorted(answer["experimentalRejectedIds"]["messages"]) == sorted(r["id"] for r in attempts.values())
     assert answer["experimentalRejectedIds"]["conversations"] == [created_conversation["id"]]
     assert [m["content"] for m in await thread(orgs, admin, str(stranger.conversation_id))] == ["private to medic 1"]
+    assert [m["content"] for m in await thread(orgs, admin, str(medic.conversation_id))] == ["to medic 0"]
     assert await thread(orgs, admin, world.broadcast_id) == []
     assert await thread(orgs, other.admins[0], str(other.medics[0].conversation_id)) == []
     statuses = await orgs.get(admin, "/v1/sync")
@@ -472,3 +476,26 @@ async def test_a_push_sends_at_most_push_max_messages_and_the_rest_with_the_next
     stored, _ = await orgs.sync_all(medic, str(Cursor(0, world.org_id)))
     sent = [c["data"]["idempotency_key"] for c in stored if c["type"] == "message.created"]
     assert sent == [f"spell{i}" for i in range(count)]
+
+
+async def test_a_pushed_id_of_a_message_the_caller_may_not_see_is_a_new_message(stack: Stack, orgs: Orgs) -> None:
+    # Ignoring it as "a server row edited on the device" would tell the caller that a message
+    # with that id exists somewhere, and drop their message while marking it synced.
+    world = await orgs.make(admins=1, medics=2)
+    other = await orgs.make(admins=1, medics=1)
+    medic, colleague = world.medics
+    cid = str(medic.conversation_id)
+    foreign = await orgs.send(other.admins[0], str(other.medics[0].conversation_id), "another org")
+    colleagues = await orgs.send(world.admins[0], str(colleague.conversation_id), "for the colleague")
+    since = (await pull(stack, medic))["timestamp"]
+    records = [new_message(cid, "mine, 1", foreign["id"]), new_message(cid, "mine, 2", colleagues["id"])]
+    answer = await push(stack, medic, since, {"messages": table(created=records)})
+    assert answer["experimentalRejectedIds"]["messages"] == []
+    stored = await thread(orgs, medic, cid)
+    assert [(m["content"], m["idempotency_key"]) for m in stored] == [
+        ("mine, 1", foreign["id"]),
+        ("mine, 2", colleagues["id"]),
+    ]
+    assert [m["content"] for m in await thread(orgs, other.admins[0], str(other.medics[0].conversation_id))] == [
+        "another org"
+    ]
