@@ -16,13 +16,15 @@ messages come back in `updated`, never `created` (WatermelonDB #649: a `created`
 resurrects a message deleted locally meanwhile); so do the caller's own messages another
 participant's read turned `read` (the newest of their conversation, those a device holds). What
 the caller may not write is never applied: messages the server refuses (a conversation not
-visible or not writable, bad content) are listed in `experimentalRejectedIds`; edits of
+visible or not writable, bad content), and the newest beyond `PUSH_MAX_MESSAGES` new ones (sent
+with the device's next sync), are listed in `experimentalRejectedIds`; edits of
 server-owned rows and deletes are ignored; none of it fails the push, so no device is stuck
 re-pushing a refusal. docs/watermelondb.md lists each case.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +48,12 @@ TABLES = (CONVERSATIONS, MESSAGES)
 OLDEST_SCHEMA_VERSION = 5  # the original app's schema with these columns; later versions add only local ones
 PULL_LIMIT = 1000  # changes per pull; the rest comes with the next sync (timestamp = how far this one got)
 MAX_TIMESTAMP = 2**53 - 1  # a JS number
+# New messages per push. A push is one transaction holding the org's stream lock: every other
+# send of the org waits for it, and on PostgreSQL its cost grows faster than its length (8,000
+# tiny messages, well inside the 1 MiB body, held the lock 36 s; 500 take about half a second).
+# The rest are in `experimentalRejectedIds`: the device keeps them unsynced and pushes them
+# with its next sync, oldest first.
+PUSH_MAX_MESSAGES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +82,9 @@ def parse_last_pulled_at(text: str | None) -> int | None:
     """`last_pulled_at` as WatermelonDB sends it: a number, or `null`/absent on the first sync."""
     if text is None or text in ("", "null", "undefined", "0"):
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput("last_pulled_at: expected the timestamp of the previous pull, or null") from None
+    if not (text.isascii() and text.isdigit()):  # not `int()`'s "+5", " 5", "1_0" or other scripts' digits
+        raise InvalidInput("last_pulled_at: expected the timestamp of the previous pull, or null")
+    value = int(text)
     if not 0 < value <= MAX_TIMESTAMP:
         raise InvalidInput("last_pulled_at: out of range")
     return value
@@ -245,14 +252,29 @@ def _text(record: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _id(record: dict[str, Any], name: str) -> str | None:
+    """The record's `name` when it is an id WatermelonDB makes (and SiteComms ids are): anything
+    else names no row, and is never looked up (a NUL or a lone surrogate the database refuses)."""
+    value = _text(record, name)
+    return value if value is not None and SAFE_ID.fullmatch(value) else None
+
+
 def _written_at(record: dict[str, Any]) -> float:
+    """The record's `created_at` as a sort key; last when it is not a number (or not a finite
+    one: NaN, or an integer beyond a float's range)."""
     value = record.get("created_at")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("inf")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return math.inf
+    try:
+        at = float(value)
+    except OverflowError:
+        return math.inf
+    return at if math.isfinite(at) else math.inf
 
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    existing: set[str]  # pushed message ids that are SiteComms message ids (server rows)
+    existing: set[str]  # pushed message ids that are SiteComms ids of messages the caller may see (server rows)
     visible: set[str]  # conversation ids the caller may see
     writable: set[str]  # conversation ids the caller may write in
 
@@ -260,15 +282,18 @@ class _Known:
 def _lookup_txn(conn: Connection, viewer: Viewer, message_ids: list[str], conversation_ids: list[str]) -> _Known:
     """What the push names, looked up before the write begins, so that a push of many foreign
     ids is sorted out without holding the org's stream lock (the write checks again)."""
-    existing = {i for i in message_ids if messages.get_message(conn, i) is not None}
+    found = {i: row for i in message_ids if (row := messages.get_message(conn, i)) is not None}
     visible: set[str] = set()
     writable: set[str] = set()
-    for part in chunks(conversation_ids):
+    for part in chunks(sorted(set(conversation_ids) | {row.conversation_id for row in found.values()})):
         for conversation_id, conversation in conversations.get_conversations(conn, part).items():
             if visibility.can_see_conversation(viewer, conversation):
                 visible.add(conversation_id)
             if visibility.can_write_conversation(viewer, conversation):
                 writable.add(conversation_id)
+    # A message the caller may not see is no server row of theirs (and whether it exists is not
+    # theirs to learn): the record is a new message with that id, like any other.
+    existing = {i for i, row in found.items() if row.conversation_id in visible}
     return _Known(existing, visible, writable)
 
 
@@ -342,18 +367,18 @@ class Watermelon:
 
         candidates: dict[str, dict[str, Any]] = {}
         for record in [*pushed_messages.created, *pushed_messages.updated]:
-            record_id = _text(record, "id")
-            if record_id is None or not SAFE_ID.fullmatch(record_id):
+            record_id = _id(record, "id")
+            if record_id is None:
                 continue  # not an id WatermelonDB makes: nothing to report it under
             candidates.setdefault(record_id, record)
         # Sent in the order they were written on the device (WatermelonDB pushes in storage order).
         candidates = dict(sorted(candidates.items(), key=lambda item: _written_at(item[1])))
         pushed_ids: dict[str, dict[str, Any]] = {}  # conversations updated: once each, in push order
         for record in pushed_conversations.updated:
-            record_id = _text(record, "id")
-            if record_id is not None and SAFE_ID.fullmatch(record_id):
+            record_id = _id(record, "id")
+            if record_id is not None:
                 pushed_ids.setdefault(record_id, record)
-        named = {c for r in candidates.values() if (c := _text(r, "conversation_id")) is not None} | set(pushed_ids)
+        named = {c for r in candidates.values() if (c := _id(r, "conversation_id")) is not None} | set(pushed_ids)
         known = (
             await self._db.read("watermelon_lookup", _lookup_txn, viewer, list(candidates), sorted(named))
             if candidates or pushed_ids
@@ -364,16 +389,19 @@ class Watermelon:
         for record_id, record in candidates.items():
             if record_id in known.existing:
                 continue  # a server message edited on the device: server-owned, ignored
-            conversation_id, content = _text(record, "conversation_id"), _text(record, "content")
+            conversation_id, content = _id(record, "conversation_id"), _text(record, "content")
             if conversation_id is None or content is None or conversation_id not in known.writable:
                 rejected[MESSAGES].append(record_id)
+                continue
+            if len(outgoing) == PUSH_MAX_MESSAGES:
+                rejected[MESSAGES].append(record_id)  # with the next sync (written later than those sent now)
                 continue
             outgoing.append(Outgoing(conversation_id, content, record_id))
             outgoing_ids.append(record_id)
 
         for record in pushed_conversations.created:
-            record_id = _text(record, "id")
-            if record_id is not None and SAFE_ID.fullmatch(record_id):
+            record_id = _id(record, "id")
+            if record_id is not None:
                 rejected[CONVERSATIONS].append(record_id)  # conversations are made by the server
         updated_ids = [i for i in pushed_ids if i in known.visible]  # others: not the caller's, ignored
         read_upto: list[tuple[str, int]] = []

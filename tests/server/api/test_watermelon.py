@@ -8,6 +8,8 @@ import json
 import uuid
 from typing import Any
 
+from sitecomms.protocol.cursors import Cursor
+from sitecomms.server.services.watermelon import PUSH_MAX_MESSAGES
 from tests.conftest import Stack
 from tests.support import Member, Orgs, World
 
@@ -240,6 +242,7 @@ async def test_writes_outside_the_callers_reach_are_rejected_or_ignored(stack: S
     other = await orgs.make(admins=1, medics=1)
     admin, medic, stranger = world.admins[0], world.medics[0], world.medics[1]
     theirs = await orgs.send(admin, str(stranger.conversation_id), "private to medic 1")
+    to_medic = await orgs.send(admin, str(medic.conversation_id), "to medic 0")
     since = (await pull(stack, medic))["timestamp"]
     attempts = {
         "into another medic's conversation": new_message(str(stranger.conversation_id), "intrusion"),
@@ -248,8 +251,10 @@ async def test_writes_outside_the_callers_reach_are_rejected_or_ignored(stack: S
         "into nothing": new_message(str(uuid.uuid4()), "nowhere"),
         "empty content": new_message(str(medic.conversation_id), ""),
         "no content": {"id": wm_id(), "conversation_id": str(medic.conversation_id)},
+        # The id of a message the medic may not see is no server row of theirs: a new message.
+        "another's message": {**new_message(str(stranger.conversation_id), "overwrite"), "id": theirs["id"]},
     }
-    server_row = {**new_message(str(stranger.conversation_id), "overwrite"), "id": theirs["id"]}
+    server_row = {**new_message(str(medic.conversation_id), "edited"), "id": to_medic["id"]}  # server-owned: ignored
     created_conversation = {"id": wm_id(), "type": "direct", "medic_id": medic.id}
     foreign_conversation = {"id": str(stranger.conversation_id), "unread_count": 0}
     answer = await push(
@@ -266,6 +271,7 @@ async def test_writes_outside_the_callers_reach_are_rejected_or_ignored(stack: S
     assert sorted(answer["experimentalRejectedIds"]["messages"]) == sorted(r["id"] for r in attempts.values())
     assert answer["experimentalRejectedIds"]["conversations"] == [created_conversation["id"]]
     assert [m["content"] for m in await thread(orgs, admin, str(stranger.conversation_id))] == ["private to medic 1"]
+    assert [m["content"] for m in await thread(orgs, admin, str(medic.conversation_id))] == ["to medic 0"]
     assert await thread(orgs, admin, world.broadcast_id) == []
     assert await thread(orgs, other.admins[0], str(other.medics[0].conversation_id)) == []
     statuses = await orgs.get(admin, "/v1/sync")
@@ -306,6 +312,13 @@ async def test_schema_versions_migrations_and_bad_input(stack: Stack, orgs: Orgs
         ({"schema_version": "five"}, ""),
         ({"schema_version": "5", "last_pulled_at": "yesterday"}, "last_pulled_at"),
         ({"schema_version": "5", "last_pulled_at": str(2**60)}, "out of range"),
+        ({"schema_version": "5", "last_pulled_at": "-1"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": "1.5"}, "last_pulled_at"),
+        # What Python's int() reads as a number, and no JavaScript number prints as.
+        ({"schema_version": "5", "last_pulled_at": "+5"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": " 5"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": "1_0"}, "last_pulled_at"),
+        ({"schema_version": "5", "last_pulled_at": "\u0665"}, "last_pulled_at"),  # ARABIC-INDIC DIGIT FIVE
         ({"schema_version": "6", "migration": "{"}, "not JSON"),
         ({"schema_version": "6", "migration": '{"from": 6, "tables": [], "columns": []}'}, "'from'"),
         ({"schema_version": "6", "migration": '{"from": 5, "tables": "messages", "columns": []}'}, "migration"),
@@ -414,3 +427,75 @@ async def test_send_created_as_updated_puts_every_row_in_updated(stack: Stack, o
     changes = response.json()["changes"]
     assert changes["conversations"]["created"] == changes["messages"]["created"] == []
     assert len(changes["conversations"]["updated"]) == 2 and len(changes["messages"]["updated"]) == 1
+
+
+async def test_pushed_fields_the_database_cannot_hold_are_refused_not_crashed_on(stack: Stack, orgs: Orgs) -> None:
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    # Raw JSON: a lone surrogate is valid JSON but no text a database stores (PostgreSQL refuses
+    # NUL as well); an integer of 400 digits is beyond a float. Each refused record is reported.
+    records = [
+        f'{{"id": "nul1", "conversation_id": "{cid[:8]}\\u0000", "content": "x"}}',
+        '{"id": "surrogate1", "conversation_id": "\\ud800", "content": "x"}',
+        f'{{"id": "long1", "conversation_id": "{"c" * 10_000}", "content": "x"}}',
+        f'{{"id": "far1", "conversation_id": "{cid}", "content": "sent last", "created_at": {"9" * 400}}}',
+        f'{{"id": "first1", "conversation_id": "{cid}", "content": "sent first", "created_at": 1}}',
+    ]
+    body = '{"messages": {"created": [' + ", ".join(records) + "]}}"
+    response = await stack.client.post(
+        PATH,
+        params={"last_pulled_at": str(since)},
+        content=body.encode(),
+        headers={**medic.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["experimentalRejectedIds"]["messages"]) == ["long1", "nul1", "surrogate1"]
+    assert [m["content"] for m in await thread(orgs, medic, cid)] == ["sent first", "sent last"]
+
+
+async def test_a_push_sends_at_most_push_max_messages_and_the_rest_with_the_next_sync(stack: Stack, orgs: Orgs) -> None:
+    # One push is one transaction holding the org's stream lock (every other send of the org
+    # waits): a device's long offline spell is sent over several syncs, oldest first.
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    cid = str(medic.conversation_id)
+    since = (await pull(stack, medic))["timestamp"]
+    count = PUSH_MAX_MESSAGES + 3
+    records = [{**new_message(cid, f"offline {i}", f"spell{i}"), "created_at": 1795234346695 + i} for i in range(count)]
+    records.reverse()  # the order they are pushed in is not the order they were written in
+    answer = await push(stack, medic, since, {"messages": table(created=records)})
+    later = [f"spell{i}" for i in range(PUSH_MAX_MESSAGES, count)]
+    assert sorted(answer["experimentalRejectedIds"]["messages"]) == sorted(later)
+
+    # The next sync pushes what stayed unsynced (and, after a crash, everything again).
+    since = (await pull(stack, medic))["timestamp"]
+    answer = await push(stack, medic, since, {"messages": table(created=records[:3])})
+    assert answer["experimentalRejectedIds"]["messages"] == []
+    stored, _ = await orgs.sync_all(medic, str(Cursor(0, world.org_id)))
+    sent = [c["data"]["idempotency_key"] for c in stored if c["type"] == "message.created"]
+    assert sent == [f"spell{i}" for i in range(count)]
+
+
+async def test_a_pushed_id_of_a_message_the_caller_may_not_see_is_a_new_message(stack: Stack, orgs: Orgs) -> None:
+    # Ignoring it as "a server row edited on the device" would tell the caller that a message
+    # with that id exists somewhere, and drop their message while marking it synced.
+    world = await orgs.make(admins=1, medics=2)
+    other = await orgs.make(admins=1, medics=1)
+    medic, colleague = world.medics
+    cid = str(medic.conversation_id)
+    foreign = await orgs.send(other.admins[0], str(other.medics[0].conversation_id), "another org")
+    colleagues = await orgs.send(world.admins[0], str(colleague.conversation_id), "for the colleague")
+    since = (await pull(stack, medic))["timestamp"]
+    records = [new_message(cid, "mine, 1", foreign["id"]), new_message(cid, "mine, 2", colleagues["id"])]
+    answer = await push(stack, medic, since, {"messages": table(created=records)})
+    assert answer["experimentalRejectedIds"]["messages"] == []
+    stored = await thread(orgs, medic, cid)
+    assert [(m["content"], m["idempotency_key"]) for m in stored] == [
+        ("mine, 1", foreign["id"]),
+        ("mine, 2", colleagues["id"]),
+    ]
+    assert [m["content"] for m in await thread(orgs, other.admins[0], str(other.medics[0].conversation_id))] == [
+        "another org"
+    ]
