@@ -219,14 +219,18 @@ def _body(name: str, annotation: Any, spec: Any) -> Source:
     return source
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _decode(raw: bytes, errors: ErrorList) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         refused = exc
     if "surrogate" in str(refused):  # valid JSON, invalid text: the field rules say why (a 422, not a 400)
-        try:
-            return json.loads(raw)
+        try:  # refusing what orjson refuses too: NaN and Infinity are not JSON
+            return json.loads(raw, parse_constant=_not_json)
         except (ValueError, RecursionError) as exc:
             refused = exc  # type: ignore[assignment]
     errors.append({"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {refused}", "input": {}})

@@ -213,6 +213,14 @@ async def test_a_json_lone_surrogate_is_a_field_error_not_malformed_json(stack: 
     )
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["message"].startswith("content: ")
+    # the fallback decoder for such bodies still refuses what is not JSON, as orjson does
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        odd = raw.replace(b'"idempotency_key": "k"', b'"idempotency_key": "k", "n": ' + constant)
+        refused = await stack.client.post(
+            "/v1/messages", content=odd, headers={**medic.headers, "content-type": "application/json"}
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "malformed_request", refused.text
 
 
 async def test_send_answers_201_then_200_for_the_same_key(stack: Stack, orgs: Orgs) -> None:
