@@ -7,10 +7,11 @@ and uvicorn's ("uvicorn.error", "uvicorn.access"), one JSON object a line on std
 and `org_id` when the record was made while serving one, the record's own fields (the access
 line's, passed as `extra={FIELDS: {...}}`) and `exception` with the traceback; a string JSON
 cannot hold (a lone surrogate, from a file name that is not UTF-8) is escaped, never a logging
-error that loses the record. `text`, the default, leaves uvicorn's configuration as it always was. The request context is one
-`ContextVar` holding a mutable `RequestContext`: `api/request_id.py` sets it for each HTTP
-request and WebSocket, and `identify` completes it once the caller is authenticated (the
-tasks a request starts share the object; long-lived tasks are started with an empty context).
+error that loses the record. `text`, the default, leaves uvicorn's configuration as it always
+was. The request context is one `ContextVar` holding a mutable `RequestContext`:
+`api/request_id.py` sets it for each HTTP request and WebSocket, and `identify` completes it
+once the caller is authenticated (the tasks a request starts share the object; long-lived
+tasks are started with an empty context).
 `UvicornRedaction`, on uvicorn's loggers in both formats, keeps credentials out of the lines
 uvicorn and the websockets library write there: request targets lose their query
 (`redact.redact_target`), secret-looking header values and WebSocket frames' contents (debug
@@ -39,7 +40,7 @@ UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
 LOG_FORMATS = ("text", "json")
 
 _SANE_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
-_SECRET_HEADER_PARTS = ("authorization", "cookie", "token", "secret", "key", "sec-websocket-protocol")
+_SECRET_HEADER_PARTS = ("auth", "cookie", "token", "secret", "key", "pass", "pwd", "sec-websocket-protocol")
 
 
 @dataclass(slots=True)

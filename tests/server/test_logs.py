@@ -178,7 +178,10 @@ def test_uvicorn_request_targets_lose_their_query() -> None:
     assert redacted(record("Application startup complete.")) == "Application startup complete."
 
 
-@pytest.mark.parametrize("name", ["Authorization", "cookie", "Sec-WebSocket-Protocol", "X-Api-Key", "X-Auth-Token"])
+@pytest.mark.parametrize(
+    "name",
+    ["Authorization", "cookie", "Sec-WebSocket-Protocol", "X-Api-Key", "X-Auth-Token", "X-Auth", "X-Password", "X-Pwd"],
+)
 def test_websocket_handshake_headers_that_may_carry_secrets_are_masked(name: str) -> None:
     assert redacted(record("< %s: %s", name, "Bearer s3cret")) == f"< {name}: ***"
     assert redacted(record("> %s: %s", name, "s3cret")) == f"> {name}: ***"
