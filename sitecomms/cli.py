@@ -72,7 +72,7 @@ def _database_errors(url: str) -> Iterator[None]:
         raise typer.Exit(1) from exc
     try:
         yield
-    except (OSError, Unavailable) as exc:
+    except (OSError, Unavailable, migrate.MigrationError) as exc:
         err_console.print(
             f"[red]error:[/red] cannot use the database {escape(shown)}: {escape(str(exc))}", soft_wrap=True
         )

@@ -4,7 +4,10 @@ They are registered on `cli.app` (cli.py imports this module at its end), and st
 copying and its checks are `store/backup.py`'s, the export's reads and records
 `server/services/export.py`'s. A refusal is one line on stderr and exit 1. Files these commands
 write (a backup, an export) are the owner's only (0600), written under a temporary name beside
-the target and moved there when complete, never over an existing file without `--force`.
+the target and moved there when complete, never over an existing file without `--force`, and
+never, even with it, over the database's own files, a directory or a device
+(`backups.refuse_overwriting`). An export that cannot be written (a full disk, a closed pipe)
+is one line naming the output, not the database.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -72,31 +75,81 @@ def restore_command(path: PathArgument, database_url: DatabaseOption = None) -> 
     )
 
 
+class _OutputFailed(Exception):
+    """Writing the export failed (a full disk, a closed pipe): the output's fault, not the database's.
+
+    Not an OSError, so that the store passes it through as it is rather than as `Unavailable`."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+def _writer(out: IO[bytes]) -> Callable[[bytes], object]:
+    def write(data: bytes) -> object:
+        try:
+            return out.write(data)
+        except OSError as exc:
+            raise _OutputFailed(exc) from exc
+
+    return write
+
+
 @contextlib.contextmanager
-def _private_output(path: Path | None, *, force: bool) -> Iterator[IO[bytes]]:
-    """stdout, or a new 0600 file that becomes `path` only once everything was written."""
+def _private_output(path: Path | None, url: str, *, force: bool) -> Iterator[IO[bytes]]:
+    """stdout, or a new 0600 file that becomes `path` only once everything was written (never one
+    of the database's files, a directory or a device: `backups.refuse_overwriting`)."""
     if path is None:
         yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.flush()
+        except OSError as exc:
+            raise _OutputFailed(exc) from exc
         return
-    if path.exists() and not force:
-        raise _refused(FileExistsError(f"{path} exists: choose another name, or pass --force to replace it"))
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")  # mode 0600
-    partial = Path(name)
     try:
-        with os.fdopen(handle, "wb") as out:
+        backups.refuse_overwriting(path, url, force=force, what="the export")
+    except backups.BackupError as exc:
+        raise _refused(exc) from exc
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")  # mode 0600
+    except OSError as exc:
+        raise _refused(OSError(f"cannot write in {path.parent}: {exc.strerror or exc}")) from exc
+    partial = Path(name)
+    out = os.fdopen(handle, "wb")
+    try:
+        try:
             yield out
-            out.flush()
-            os.fsync(out.fileno())
-        if force:
-            os.replace(partial, path)
-        else:
             try:
+                out.flush()
+                os.fsync(out.fileno())
+                out.close()
+            except OSError as exc:
+                raise _OutputFailed(exc) from exc
+        finally:
+            with contextlib.suppress(OSError):  # failing already: the buffer's second flush fails too
+                out.close()
+        try:
+            if force:
+                os.replace(partial, path)
+            else:
                 os.link(partial, path)
-            except FileExistsError as exc:
-                raise _refused(exc) from exc
+        except FileExistsError as exc:
+            raise _refused(
+                FileExistsError(f"{path} exists: choose another name, or pass --force to replace it")
+            ) from exc
+        except OSError as exc:
+            raise _OutputFailed(exc) from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _output_failed(exc: _OutputFailed, out: Path | None) -> typer.Exit:
+    """The one line for an export that could not be written; a closed stdout is closed for good."""
+    if out is None and isinstance(exc.error, BrokenPipeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so that the exit's flush of stdout finds no pipe
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return _refused(OSError(f"cannot write the export to {out if out is not None else 'stdout'}: {exc}"))
 
 
 @app.command("export")
@@ -109,15 +162,17 @@ def export_command(
     """Export an organisation for compliance, as JSON lines (one object per line, each with a
     "kind"): its users (no password hashes), conversations, messages, read statuses and audit events."""
     settings = _settings(database_url)
-    if out is not None and not out.parent.is_dir():
-        raise _refused(FileNotFoundError(f"no directory {out.parent}"))
-    with _private_output(out, force=force) as sink:
+    try:
+        with _private_output(out, settings.database_url, force=force) as sink:
+            write = _writer(sink)
 
-        async def work(operator: _Operator) -> Exported:
-            found = await operator.accounts.find_org(org)
-            return await Export(operator.db).write_org(found.id, sink.write)
+            async def work(operator: _Operator) -> Exported:
+                found = await operator.accounts.find_org(org)
+                return await Export(operator.db).write_org(found.id, write)
 
-        exported = _operate(settings, work, publish=False)
+            exported = _operate(settings, work, publish=False)
+    except _OutputFailed as exc:
+        raise _output_failed(exc, out) from exc
     counts = ", ".join(f"{n} {kind}" for kind, n in exported.counts.items())
     err_console.print(
         f"Exported {counts} (stream position {exported.position}){f' to {out}' if out else ''}",

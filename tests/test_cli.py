@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +316,28 @@ def test_cli_reports_a_bad_database_without_a_traceback(url: str, message: str, 
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["migrate"], ["serve"], ["export", "--org", "Demo Field Team"]], ids=["migrate", "serve", "export"]
+)
+def test_cli_refuses_a_database_it_cannot_migrate_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    newer = tmp_path / "newer.db"
+    ok(run_cli(["migrate"], base_env(f"sqlite:///{newer}")))
+    with closing(sqlite3.connect(newer)) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")  # left by a newer release
+        conn.commit()
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database " * 500)
+    for url, message in [
+        (f"sqlite:///{newer}", "migration revision '9999', which this version of SiteComms"),
+        (f"sqlite:///{junk}", "is not an SQLite database"),
+    ]:
+        result = run_cli(command, base_env(url))
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr + result.stdout, result.stderr
+        assert message in " ".join(result.stderr.split()), result.stderr
+    assert junk.read_bytes() == b"not a database " * 500
 
 
 @pytest.mark.postgres

@@ -5,11 +5,13 @@ must survive; in process (typer's CliRunner) for the refusals and the export's f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
 import stat
 import subprocess
+import tempfile
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -25,7 +27,8 @@ from sitecomms.server.demo import DEMO_ORG
 from sitecomms.server.services.export import KINDS
 from sitecomms.store import migrate
 from tests.client.harness import ADMIN, MEDIC, MEDIC_NAME, PASSWORD, TIMEOUT, ApiUser, demo_database, server
-from tests.servers import CLI_TIMEOUT, base_env, run_cli
+from tests.servers import CLI_TIMEOUT, SITECOMMS, base_env, run_cli
+from tests.support import small_disk
 
 LOAD_BEFORE_BACKUP = 200  # messages acknowledged before the backup starts
 SENDERS = 4
@@ -255,3 +258,73 @@ def test_export_writes_one_org_as_private_json_lines(tmp_path: Path) -> None:
     by_id = invoke("export", "--org", records[0]["org_id"], database_url=url)  # to stdout, by id
     assert [orjson.loads(line)["kind"] for line in ok(by_id).splitlines()] == [r["kind"] for r in records]
     refused(invoke("export", "--org", "No Such Org", database_url=url), "no organisation")
+
+
+def test_export_never_writes_over_the_database_a_directory_or_a_special_file(tmp_path: Path) -> None:
+    """`export --out live.db --force` once replaced the live database with the JSON lines."""
+    url = demo_database(tmp_path)
+    database = Path(url.removeprefix("sqlite:///"))
+    before = message_ids(database)
+    (tmp_path / "link.db").symlink_to(database)
+    (tmp_path / "exports" / "old").mkdir(parents=True)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target, phrase in [
+        (database, "the database's own file"),
+        (database.with_name(database.name + "-wal"), "the database's own file"),
+        (tmp_path / "link.db", "the database's own file"),
+        (tmp_path / "exports", "is a directory"),
+        (fifo, "not a regular file"),
+    ]:
+        refused(invoke("export", "--org", DEMO_ORG, "--out", str(target), "--force", database_url=url), phrase)
+    assert message_ids(database) == before and (tmp_path / "exports" / "old").is_dir()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not list(tmp_path.glob(".*partial"))
+
+
+def test_export_to_a_directory_it_cannot_write_in_is_one_clear_refusal(tmp_path: Path) -> None:
+    url = demo_database(tmp_path)
+    try:
+        tempfile.mkstemp(dir="/sys")
+    except OSError:
+        pass
+    else:
+        pytest.skip("/sys is writable here")
+    refused(invoke("export", "--org", DEMO_ORG, "--out", "/sys/demo.jsonl", database_url=url), "cannot write in /sys")
+
+
+def test_export_that_cannot_be_written_is_one_line_blaming_the_output_not_the_database(tmp_path: Path) -> None:
+    url = demo_database(tmp_path)
+    env = base_env(url)
+    command = [str(SITECOMMS), "export", "--org", DEMO_ORG]
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(command, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "error: cannot write the export to stdout: No space left on device" in result.stderr, result.stderr
+    assert "cannot use the database" not in result.stderr
+
+    reader, writer = os.pipe()
+    os.close(reader)  # `sitecomms export | head -0`: nobody reads
+    try:
+        result = subprocess.run(command, env=env, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT)
+    finally:
+        os.close(writer)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "error: cannot write the export to stdout: Broken pipe", result.stderr
+
+    with small_disk(tmp_path, 1) as disk:
+        with (disk / "filler").open("wb", buffering=0) as out, contextlib.suppress(OSError):  # until ENOSPC
+            while True:
+                out.write(b"\0" * 65536)
+        result = subprocess.run(
+            [*command, "--out", str(disk / "demo.jsonl")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        left = sorted(p.name for p in disk.iterdir())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: cannot write the export to {disk / 'demo.jsonl'}: No space left on device" in " ".join(
+        result.stderr.split()
+    ), result.stderr
+    assert left == ["filler"], "neither the export nor its temporary file is left"

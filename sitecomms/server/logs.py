@@ -5,11 +5,13 @@ and uvicorn's ("uvicorn.error", "uvicorn.access"), one JSON object a line on std
 (`json_config`, `JsonFormatter`): `time` (ISO 8601, UTC, milliseconds), `level` in lower case
 ("info", "warning", "error"), `logger`, `message`, then the request's `request_id`, `user_id`
 and `org_id` when the record was made while serving one, the record's own fields (the access
-line's, passed as `extra={FIELDS: {...}}`) and `exception` with the traceback. `text`, the
-default, leaves uvicorn's configuration as it always was. The request context is one
-`ContextVar` holding a mutable `RequestContext`: `api/request_id.py` sets it for each HTTP
-request and WebSocket, and `identify` completes it once the caller is authenticated (the
-tasks a request starts share the object; long-lived tasks are started with an empty context).
+line's, passed as `extra={FIELDS: {...}}`) and `exception` with the traceback; a string JSON
+cannot hold (a lone surrogate, from a file name that is not UTF-8) is escaped, never a logging
+error that loses the record. `text`, the default, leaves uvicorn's configuration as it always
+was. The request context is one `ContextVar` holding a mutable `RequestContext`:
+`api/request_id.py` sets it for each HTTP request and WebSocket, and `identify` completes it
+once the caller is authenticated (the tasks a request starts share the object; long-lived
+tasks are started with an empty context).
 `UvicornRedaction`, on uvicorn's loggers in both formats, keeps credentials out of the lines
 uvicorn and the websockets library write there: request targets lose their query
 (`redact.redact_target`), secret-looking header values and WebSocket frames' contents (debug
@@ -38,7 +40,7 @@ UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
 LOG_FORMATS = ("text", "json")
 
 _SANE_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
-_SECRET_HEADER_PARTS = ("authorization", "cookie", "token", "secret", "key", "sec-websocket-protocol")
+_SECRET_HEADER_PARTS = ("auth", "cookie", "token", "secret", "key", "pass", "pwd", "sec-websocket-protocol")
 
 
 @dataclass(slots=True)
@@ -119,7 +121,21 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(entry, default=repr).decode()
+        try:
+            return orjson.dumps(entry, default=repr).decode()
+        except orjson.JSONEncodeError:  # text JSON cannot hold (a lone surrogate: an undecodable file name)
+            return orjson.dumps(_encodable(entry), default=repr).decode()
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with every string JSON cannot hold made valid (lone surrogates as `\\udc80`)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(item) for item in value]
+    return _encodable(repr(value)) if not isinstance(value, int | float | bool | type(None)) else value
 
 
 def json_config(level: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ finish.) The price is that checkpoints cannot pass the snapshot while it is held
 grows for the duration. The copy is written to a private temporary file beside the target
 (mode 0600, as `database.create_private_file` makes the database), put in rollback-journal
 mode so it is one self-contained file, checked with `PRAGMA integrity_check`, and only then
-moved to the target name (never over an existing file unless `force`).
+moved to the target name (never over an existing file unless `force`, and never, even then,
+over a directory, a device or the database's own files: `refuse_overwriting`).
 
 `restore(url, source)` checks that `source` is an SQLite database with SiteComms' tables at a
 known migration revision (`known_revisions`), copies it beside the database, checks the copy's
@@ -42,7 +43,18 @@ from pathlib import Path
 from sitecomms.store.database import sqlite_file
 from sitecomms.store.errors import StoreError
 
-__all__ = ["STEP_PAGES", "BackupError", "Checked", "Copied", "Restored", "backup", "check", "restore"]
+__all__ = [
+    "STEP_PAGES",
+    "BackupError",
+    "Checked",
+    "Copied",
+    "Restored",
+    "backup",
+    "check",
+    "database_files",
+    "refuse_overwriting",
+    "restore",
+]
 
 STEP_PAGES = 1024  # pages per backup step (4 MiB at SQLite's default page size)
 POSTGRES_HINT = (
@@ -52,6 +64,7 @@ POSTGRES_HINT = (
 # Tables every SiteComms database has had since the first migration.
 _CORE_TABLES = frozenset({"alembic_version", "orgs", "org_streams", "users", "conversations", "messages"})
 _LOCK_TIMEOUT = 5.0  # seconds to wait for the source's lock (the server's busy_timeout)
+_COMPANIONS = ("-wal", "-shm", "-journal")  # the files SQLite keeps beside a database, by its name
 
 Progress = Callable[[int, int], None]  # (pages remaining, pages in all), after each step
 
@@ -101,6 +114,38 @@ def _database_path(url: str) -> Path:
     return path
 
 
+def database_files(url: str) -> tuple[Path, ...]:
+    """The database file of an SQLite `url` and the companions SQLite keeps beside it (`-wal`,
+    `-shm`, `-journal`, present or not), symlinks resolved; () for any other database."""
+    path = sqlite_file(url)
+    if path is None:
+        return ()
+    real = path.resolve()
+    return (real, *(real.with_name(real.name + suffix) for suffix in _COMPANIONS))
+
+
+def refuse_overwriting(target: Path, url: str, *, force: bool, what: str) -> None:
+    """BackupError unless `what` (a backup, an export) may be written at `target`: never one of the
+    database's own files (a backup written over its `-wal` corrupts the live database), never over
+    a directory or a device, over an existing file only with `force`, and only into a directory."""
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise BackupError(f"cannot follow {target}: {exc}") from exc
+    existing = target.exists() or target.is_symlink()
+    for own in database_files(url):
+        if resolved == own or (own.exists() and target.exists() and os.path.samefile(target, own)):
+            raise BackupError(f"{target} is the database's own file {own.name}: {what} must go elsewhere")
+    if existing and not force:
+        raise BackupError(f"{target} exists: choose another name, or pass --force to replace it")
+    if existing and not target.is_symlink() and not target.is_file():
+        if target.is_dir():
+            raise BackupError(f"{target} is a directory: give the path of the file to write")
+        raise BackupError(f"{target} is not a regular file: it is never replaced, choose another name")
+    if not target.parent.is_dir():
+        raise BackupError(f"no directory {target.parent}")
+
+
 @contextlib.contextmanager
 def _connect(path: Path, *, read_only: bool = False, timeout: float = _LOCK_TIMEOUT) -> Iterator[sqlite3.Connection]:
     """A plain sqlite3 connection (autocommit: transactions are begun explicitly), closed after."""
@@ -114,7 +159,10 @@ def _connect(path: Path, *, read_only: bool = False, timeout: float = _LOCK_TIME
 
 def _private_temporary(beside: Path, label: str) -> Path:
     """A new empty file, mode 0600, in the directory of `beside` (so a rename moves it in place)."""
-    handle, name = tempfile.mkstemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=f".{label}")
+    try:
+        handle, name = tempfile.mkstemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=f".{label}")
+    except OSError as exc:
+        raise BackupError(f"cannot write in {beside.parent}: {exc.strerror or exc}") from exc
     os.close(handle)
     return Path(name)
 
@@ -170,27 +218,24 @@ def backup(
     source = _database_path(url)
     if not source.is_file():
         raise BackupError(f"no database file {source}")
-    if target.exists() and not force:
-        raise BackupError(f"{target} exists: choose another name, or pass --force to replace it")
-    if target.exists() and target.resolve() == source.resolve():
-        raise BackupError("the backup cannot replace the database itself")
-    if not target.parent.is_dir():
-        raise BackupError(f"no directory {target.parent}")
+    refuse_overwriting(target, url, force=force, what="the backup")
     partial = _private_temporary(target, "partial")
     try:
         copied = _copy(source, partial, step_pages, progress, read_only=False)
         checked = _finish(partial, source)
         if not checked.ok:
             raise BackupError(f"the copy failed its integrity check ({checked.integrity}); the database may be damaged")
-        if force:
-            os.replace(partial, target)
-        else:
-            try:
+        try:
+            if force:
+                os.replace(partial, target)
+            else:
                 os.link(partial, target)  # never over a file that appeared meanwhile
-            except FileExistsError as exc:
-                raise BackupError(f"{target} exists: choose another name, or pass --force to replace it") from exc
-            partial.unlink()
-        _sync_directory(target.parent)
+                partial.unlink()
+            _sync_directory(target.parent)
+        except FileExistsError as exc:
+            raise BackupError(f"{target} exists: choose another name, or pass --force to replace it") from exc
+        except OSError as exc:
+            raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
     pages, steps, restarts, seconds = copied

@@ -123,6 +123,16 @@ def test_fields_and_exceptions_are_their_own_keys() -> None:
     assert (clash["message"], clash["level"]) == ("access", "info")  # fields never replace the core keys
 
 
+def test_text_json_cannot_hold_is_escaped_not_a_logging_error() -> None:
+    """A lone surrogate (a file name in SITECOMMS_KEY_FILE that is not UTF-8, decoded by Python with
+    surrogateescape) made orjson refuse the record: logging printed a traceback and lost the line."""
+    odd = Path("/srv/keys-\udcff.json")
+    entry = formatted(record("cannot look at the key file %s", odd, fields={"path": str(odd), "raw": odd}))
+    assert entry["message"] == "cannot look at the key file /srv/keys-\\udcff.json"
+    assert entry["path"] == "/srv/keys-\\udcff.json" and entry["raw"] == "PosixPath('/srv/keys-\\udcff.json')"
+    assert formatted(record("plain %s", "é \u2028 \U0001f600"))["message"] == "plain é \u2028 \U0001f600"
+
+
 # --- request ids -------------------------------------------------------------------------------
 
 
@@ -168,7 +178,10 @@ def test_uvicorn_request_targets_lose_their_query() -> None:
     assert redacted(record("Application startup complete.")) == "Application startup complete."
 
 
-@pytest.mark.parametrize("name", ["Authorization", "cookie", "Sec-WebSocket-Protocol", "X-Api-Key", "X-Auth-Token"])
+@pytest.mark.parametrize(
+    "name",
+    ["Authorization", "cookie", "Sec-WebSocket-Protocol", "X-Api-Key", "X-Auth-Token", "X-Auth", "X-Password", "X-Pwd"],
+)
 def test_websocket_handshake_headers_that_may_carry_secrets_are_masked(name: str) -> None:
     assert redacted(record("< %s: %s", name, "Bearer s3cret")) == f"< {name}: ***"
     assert redacted(record("> %s: %s", name, "s3cret")) == f"> {name}: ***"

@@ -5,8 +5,10 @@ a database still open elsewhere) leaves everything as it was."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -140,6 +142,59 @@ def test_an_existing_target_is_replaced_only_with_force(database: Path, tmp_path
     assert target.read_bytes() == b"last night's backup"
     copied = backups.backup(url_of(database), target, force=True)
     assert copied.checked.ok and rows(target) == 2000 and mode(target) == 0o600
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["sitecomms.db", "sitecomms.db-wal", "sitecomms.db-shm", "sitecomms.db-journal", "link.db", "hardlink.db"],
+)
+def test_a_backup_never_replaces_one_of_the_database_s_own_files(database: Path, tmp_path: Path, name: str) -> None:
+    """`backup live.db-wal --force` once put a database file in place of the live WAL: the server
+    went on writing the old one, every new connection read the new one ("malformed")."""
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        add_rows(conn, 10_000, 1)  # in the WAL only, as a serving process leaves it
+        (tmp_path / "link.db").symlink_to(database)
+        (tmp_path / "hardlink.db").hardlink_to(database)
+        wal = database.with_name("sitecomms.db-wal")
+        before = wal.read_bytes()
+        assert before, "the database has a WAL"
+        with pytest.raises(backups.BackupError, match="the database's own file"):
+            backups.backup(url_of(database), tmp_path / name, force=True)
+        assert wal.read_bytes() == before and not database.with_name("sitecomms.db-journal").exists()
+    finally:
+        conn.close()
+    assert rows(database) == 2001
+    with closing(sqlite3.connect(database)) as check:
+        assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_backup_never_replaces_a_directory_or_a_special_file(database: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "backups"
+    (directory / "inside").mkdir(parents=True)
+    with pytest.raises(backups.BackupError, match="is a directory"):
+        backups.backup(url_of(database), directory, force=True)
+    assert (directory / "inside").is_dir()
+    fifo = tmp_path / "pipe"  # a device stands for itself (run as root, `backup /dev/null --force` replaced it)
+    os.mkfifo(fifo)
+    with pytest.raises(backups.BackupError, match="not a regular file"):
+        backups.backup(url_of(database), fifo, force=True)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_backup_into_a_directory_it_cannot_write_is_one_clear_refusal(database: Path) -> None:
+    unwritable = Path("/sys")  # read-only even for root
+    try:
+        tempfile.mkstemp(dir=unwritable)
+    except OSError:
+        pass
+    else:
+        pytest.skip("/sys is writable here")
+    with pytest.raises(backups.BackupError, match=r"cannot write in /sys: Permission denied"):
+        backups.backup(url_of(database), unwritable / "copy.db")
 
 
 def test_a_missing_database_is_not_created_by_a_backup(tmp_path: Path) -> None:

@@ -104,3 +104,23 @@ async def _upgrade_a_database_in_use(database_url: str) -> None:
         assert await asyncio.to_thread(_diff_of, database_url) == []
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_database_from_a_newer_version_is_refused_and_left_as_it_is(backend: str, tmp_path: Path) -> None:
+    """Running an older release on a database a newer one migrated (a downgrade without a restore)."""
+    async with fresh_database(backend, tmp_path) as url:
+        await migrate.upgrade_async(url)
+        newer = text("UPDATE alembic_version SET version_num = '9999'")  # left by a newer release
+        await asyncio.to_thread(blocking.run, url, "test_newer", lambda conn: execute(conn, newer))
+        with pytest.raises(migrate.MigrationError, match=r"revision '9999'.*does not know.*newer version"):
+            await migrate.upgrade_async(url)
+        assert await asyncio.to_thread(_revision_of, url) == "9999"
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "sitecomms.db"
+    junk.write_bytes(b"not a database at all " * 400)
+    with pytest.raises(migrate.MigrationError, match="not an SQLite database"):
+        migrate.upgrade(f"sqlite:///{junk}")
+    assert junk.read_bytes() == b"not a database at all " * 400

@@ -9,7 +9,10 @@ in pages of `page_size` rows, all inside one read transaction, so the export is 
 is called from the transaction's thread as each page is read. What a record holds is listed
 field by field here (allowlists), so a column added to a table later is not exported until
 someone decides it should be: users' password hashes never are. Message text is exported:
-that is what the export is for; it is written to `write`, never logged.
+that is what the export is for; it is written to `write`, never logged. Whatever the text
+holds, a record is one line by any reader's count: JSON escapes newlines and control
+characters, and U+2028 and U+2029 (which message text may hold, and which `str.splitlines`
+and JavaScript take for line breaks) are written escaped too, as `\\u2028` and `\\u2029`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ KINDS = ("org", "user", "conversation", "message", "read_status", "audit")
 
 Write = Callable[[bytes], object]  # a file's write, list.append, ...
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z
+_LINE_SEPARATOR, _PARAGRAPH_SEPARATOR = "\u2028".encode(), "\u2029".encode()
+_SEPARATORS_LEAD = _LINE_SEPARATOR[:2]  # the UTF-8 bytes both begin with
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +102,10 @@ def _export_txn(conn: Connection, org_id: str, write: Write, page_size: int) -> 
     counts: Counter[str] = Counter()
 
     def emit(kind: str, fields: dict[str, Any]) -> None:
-        write(orjson.dumps({"kind": kind, "org_id": org_id, **fields}, option=_OPTIONS))
+        line = orjson.dumps({"kind": kind, "org_id": org_id, **fields}, option=_OPTIONS)
+        if _SEPARATORS_LEAD in line:  # only inside a string: the same string, escaped (see the module doc)
+            line = line.replace(_LINE_SEPARATOR, b"\\u2028").replace(_PARAGRAPH_SEPARATOR, b"\\u2029")
+        write(line)
         counts[kind] += 1
 
     head = stream.current_position(conn, org_id)

@@ -81,3 +81,20 @@ async def test_an_unknown_org_is_not_found(stack: Stack) -> None:
     with pytest.raises(NotFound):
         await Export(stack.db).write_org(str(uuid.uuid4()), lines.append)
     assert lines == []
+
+
+async def test_hostile_text_stays_one_record_per_line_whatever_splits_the_lines(stack: Stack, orgs: Orgs) -> None:
+    """Message text may hold newlines, quotes, bidi controls and U+2028/U+2029, which str.splitlines
+    and JavaScript's line terminators take for line breaks: the export escapes those two."""
+    world = await orgs.make(admins=1, medics=1)
+    medic = world.medics[0]
+    assert medic.conversation_id
+    hostile = 'a\nb "q" \\ \u2028 \u2029 \u202eevil\u202c \u200f \ufeff \U0001f600 {"kind": "user"}'
+    await Messaging(stack.db, NoPublisher()).send(medic.viewer, medic.conversation_id, hostile, uuid.uuid4().hex)
+    lines: list[bytes] = []
+    await Export(stack.db).write_org(world.org_id, lines.append)
+    blob = b"".join(lines)
+    records = [orjson.loads(line) for line in blob.decode().splitlines()]
+    assert len(records) == len(lines) and [r["kind"] for r in records].count("user") == len(world.members)
+    assert [r["content"] for r in records if r["kind"] == "message"] == [hostile]
+    assert b"\\u2028" in blob and "\u2028".encode() not in blob
