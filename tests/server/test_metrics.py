@@ -170,6 +170,7 @@ async def test_the_metrics_move_with_what_the_server_does_and_carry_no_client_st
             thread = {"route": "/v1/conversations/{conversation_id}/messages", "method": "GET", "status": "200"}
             assert value(after, "sitecomms_http_requests_total", **thread) == 1
             assert value(after, "sitecomms_http_requests_total", route="unmatched", method="GET", status="404")
+            assert value(after, "sitecomms_http_requests_total", route="/metrics", method="GET", status="200") >= 1
 
             chosen = [ORG_NAME, ADMIN_NAME, MEDIC_NAME, TEXT, TAG, stranger, *seeded.admin, *seeded.medic]
             chosen += [seeded.org_id, direct, sent["id"], "Quokka", "Zebulon", "xylophone"]

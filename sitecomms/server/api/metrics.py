@@ -15,6 +15,8 @@ import hmac
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from sitecomms.protocol.errors import ErrorCode
 from sitecomms.server.api.responses import error
@@ -34,4 +36,15 @@ def install(app: FastAPI, metrics: Metrics, token: str | None) -> None:
             return error(ErrorCode.UNAUTHENTICATED, "a valid metrics token is required")
         return Response(metrics.exposition(), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
-    app.add_route(PATH, scrape, methods=["GET"], include_in_schema=False)
+    app.router.routes.append(_Route(PATH, scrape, methods=["GET"], include_in_schema=False))
+
+
+class _Route(Route):
+    """A plain route that, as FastAPI's do, names itself in the scope once matched (the request
+    metrics' `route` label: `/metrics`, not `unmatched`)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
