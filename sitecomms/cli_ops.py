@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Annotated
@@ -108,14 +107,10 @@ def _private_output(path: Path | None, url: str, *, force: bool) -> Iterator[IO[
         return
     try:
         backups.refuse_overwriting(path, url, force=force, what="the export")
+        partial = backups.private_temporary(path, "partial")  # mode 0600
     except backups.BackupError as exc:
         raise _refused(exc) from exc
-    try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")  # mode 0600
-    except OSError as exc:
-        raise _refused(OSError(f"cannot write in {path.parent}: {exc.strerror or exc}")) from exc
-    partial = Path(name)
-    out = os.fdopen(handle, "wb")
+    out = partial.open("wb")
     try:
         try:
             yield out
@@ -129,16 +124,9 @@ def _private_output(path: Path | None, url: str, *, force: bool) -> Iterator[IO[
             with contextlib.suppress(OSError):  # failing already: the buffer's second flush fails too
                 out.close()
         try:
-            if force:
-                os.replace(partial, path)
-            else:
-                os.link(partial, path)
-        except FileExistsError as exc:
-            raise _refused(
-                FileExistsError(f"{path} exists: choose another name, or pass --force to replace it")
-            ) from exc
-        except OSError as exc:
-            raise _OutputFailed(exc) from exc
+            backups.put_in_place(partial, path, force=force)
+        except backups.BackupError as exc:
+            raise _refused(exc) from exc
     finally:
         partial.unlink(missing_ok=True)
 

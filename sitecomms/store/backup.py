@@ -52,6 +52,8 @@ __all__ = [
     "backup",
     "check",
     "database_files",
+    "private_temporary",
+    "put_in_place",
     "refuse_overwriting",
     "restore",
 ]
@@ -157,7 +159,7 @@ def _connect(path: Path, *, read_only: bool = False, timeout: float = _LOCK_TIME
         conn.close()
 
 
-def _private_temporary(beside: Path, label: str) -> Path:
+def private_temporary(beside: Path, label: str) -> Path:
     """A new empty file, mode 0600, in the directory of `beside` (so a rename moves it in place)."""
     try:
         handle, name = tempfile.mkstemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=f".{label}")
@@ -165,6 +167,23 @@ def _private_temporary(beside: Path, label: str) -> Path:
         raise BackupError(f"cannot write in {beside.parent}: {exc.strerror or exc}") from exc
     os.close(handle)
     return Path(name)
+
+
+def put_in_place(partial: Path, target: Path, *, force: bool) -> None:
+    """Move the complete file `partial` (from `private_temporary`) to `target`: over an existing
+    file only with `force`, else never over one that appeared meanwhile (a link, then the
+    temporary name goes); the directory is synced. BackupError naming `target` if it fails."""
+    try:
+        if force:
+            os.replace(partial, target)
+        else:
+            os.link(partial, target)
+            partial.unlink()
+        _sync_directory(target.parent)
+    except FileExistsError as exc:
+        raise BackupError(f"{target} exists: choose another name, or pass --force to replace it") from exc
+    except OSError as exc:
+        raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def _sync_directory(directory: Path) -> None:
@@ -219,23 +238,13 @@ def backup(
     if not source.is_file():
         raise BackupError(f"no database file {source}")
     refuse_overwriting(target, url, force=force, what="the backup")
-    partial = _private_temporary(target, "partial")
+    partial = private_temporary(target, "partial")
     try:
         copied = _copy(source, partial, step_pages, progress, read_only=False)
         checked = _finish(partial, source)
         if not checked.ok:
             raise BackupError(f"the copy failed its integrity check ({checked.integrity}); the database may be damaged")
-        try:
-            if force:
-                os.replace(partial, target)
-            else:
-                os.link(partial, target)  # never over a file that appeared meanwhile
-                partial.unlink()
-            _sync_directory(target.parent)
-        except FileExistsError as exc:
-            raise BackupError(f"{target} exists: choose another name, or pass --force to replace it") from exc
-        except OSError as exc:
-            raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        put_in_place(partial, target, force=force)
     finally:
         partial.unlink(missing_ok=True)
     pages, steps, restarts, seconds = copied
@@ -305,7 +314,7 @@ def restore(url: str, source: Path, *, known_revisions: Collection[str]) -> Rest
         raise BackupError(f"{source} fails its integrity check: {found.integrity}")
     if not database.parent.is_dir():
         raise BackupError(f"no directory {database.parent}")
-    partial = _private_temporary(database, "restoring")
+    partial = private_temporary(database, "restoring")
     try:
         _copy(source, partial, STEP_PAGES, None, read_only=True)
         checked = _finish(partial, source)

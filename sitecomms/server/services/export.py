@@ -41,7 +41,6 @@ KINDS = ("org", "user", "conversation", "message", "read_status", "audit")
 Write = Callable[[bytes], object]  # a file's write, list.append, ...
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z
 _LINE_SEPARATOR, _PARAGRAPH_SEPARATOR = "\u2028".encode(), "\u2029".encode()
-_SEPARATORS_LEAD = _LINE_SEPARATOR[:2]  # the UTF-8 bytes both begin with
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +102,8 @@ def _export_txn(conn: Connection, org_id: str, write: Write, page_size: int) -> 
 
     def emit(kind: str, fields: dict[str, Any]) -> None:
         line = orjson.dumps({"kind": kind, "org_id": org_id, **fields}, option=_OPTIONS)
-        if _SEPARATORS_LEAD in line:  # only inside a string: the same string, escaped (see the module doc)
-            line = line.replace(_LINE_SEPARATOR, b"\\u2028").replace(_PARAGRAPH_SEPARATOR, b"\\u2029")
-        write(line)
+        # (only ever inside a string: the same string, escaped; see the module doc)
+        write(line.replace(_LINE_SEPARATOR, b"\\u2028").replace(_PARAGRAPH_SEPARATOR, b"\\u2029"))
         counts[kind] += 1
 
     head = stream.current_position(conn, org_id)
