@@ -8,6 +8,7 @@ the software without a restore), or a file that is not an SQLite database at all
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import cast
 
@@ -27,7 +28,6 @@ from sitecomms.store.statements import Statement
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x5C_C0_33_A1  # the PostgreSQL advisory lock key held while migrating
 _LOCK = Statement("migrate.lock", select(func.pg_advisory_xact_lock(bindparam("key"))), dialects=("postgresql",))
-_SQLITE_NOTADB = 26
 
 
 class MigrationError(StoreError):
@@ -70,7 +70,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         blocking.run(url, "migrate", _upgrade_on, revision)
     except DatabaseError as exc:
-        if getattr(exc.orig, "sqlite_errorcode", None) == _SQLITE_NOTADB:
+        if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
             raise MigrationError(f"the file is not an SQLite database ({exc.orig})") from exc
         raise
 
